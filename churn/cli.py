@@ -1,0 +1,51 @@
+"""The ``churn`` command line: one entry point, one sub-command per lifecycle step.
+
+Each command group lives in ``churn/commands/<group>.py`` and imports its heavy libraries
+inside the command, so ``churn --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+app = typer.Typer(
+    name="churn",
+    help="churn-platform: data → features → training → serving → monitoring → retraining.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# (module, group name or None for top-level commands)
+_COMMAND_MODULES: list[tuple[str, str | None]] = [
+    ("churn.commands.data", "data"),
+    ("churn.commands.features", "features"),
+    ("churn.commands.train", None),
+    ("churn.commands.models", "models"),
+    ("churn.commands.serve", None),
+    ("churn.commands.jobs", None),
+    ("churn.commands.demo", None),
+]
+
+for _module_name, _group in _COMMAND_MODULES:
+    try:
+        _module = importlib.import_module(_module_name)
+    except ModuleNotFoundError as exc:  # a group not built yet in this checkout
+        if exc.name != _module_name:
+            raise
+        continue
+    if _group is None:
+        for _cmd in _module.app.registered_commands:
+            app.registered_commands.append(_cmd)
+    else:
+        app.add_typer(_module.app, name=_group)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

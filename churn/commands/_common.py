@@ -1,0 +1,37 @@
+"""Helpers shared by command modules: parse dates, turn domain errors into clean exits."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+from collections.abc import Iterator
+
+import typer
+
+from churn.console import console
+
+
+class ChurnError(Exception):
+    """A failure the user can act on: printed as one clear line, exit code ``exit_code``."""
+
+    exit_code = 1
+
+
+def parse_date(value: str | None) -> dt.date:
+    """``YYYY-MM-DD``; ``None`` or ``today`` means today's UTC date."""
+    if value is None or value == "today":
+        return dt.datetime.now(dt.UTC).date()
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError as exc:
+        raise typer.BadParameter(f"expected YYYY-MM-DD, got {value!r}") from exc
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """Print a ChurnError as one line on stderr and exit with its code, without a traceback."""
+    try:
+        yield
+    except ChurnError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(exc.exit_code) from exc

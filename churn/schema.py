@@ -1,0 +1,96 @@
+"""Column contracts shared by every stage: raw inputs, daily feature tables, feature views.
+
+Timestamps are UTC with microsecond precision everywhere (Feast's point-in-time join breaks
+on nanosecond timestamps). A feature row for partition ``date=D`` has
+``event_timestamp = D 00:00 UTC`` and summarises activity strictly *before* D, so "features
+as of D" is exactly the row of partition D, and a training cutoff T at midnight sees only
+events before T.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import pyarrow as pa
+
+TS = pa.timestamp("us", tz="UTC")
+
+# --- raw inputs ----------------------------------------------------------------------------
+USERS_SCHEMA: Final = pa.schema(
+    [
+        ("user_id", pa.string()),
+        ("signup_ts", TS),
+        ("plan", pa.string()),
+        ("country", pa.string()),
+        ("acquisition_channel", pa.string()),
+        ("device", pa.string()),
+    ]
+)
+EVENTS_SCHEMA: Final = pa.schema(
+    [
+        ("user_id", pa.string()),
+        ("event_ts", TS),
+        ("event_type", pa.string()),
+        ("course_id", pa.string()),
+        ("minutes", pa.float64()),
+    ]
+)
+PAYMENTS_SCHEMA: Final = pa.schema(
+    [
+        ("user_id", pa.string()),
+        ("payment_ts", TS),
+        ("amount", pa.float64()),
+        ("status", pa.string()),
+        ("plan", pa.string()),
+    ]
+)
+RAW_SCHEMAS: Final = {"users": USERS_SCHEMA, "events": EVENTS_SCHEMA, "payments": PAYMENTS_SCHEMA}
+RAW_TIME_COLUMN: Final = {"users": "signup_ts", "events": "event_ts", "payments": "payment_ts"}
+
+EVENT_TYPES: Final = ("login", "course_view", "video_watch", "quiz_attempt", "course_complete", "logout")
+PAYMENT_STATUSES: Final = ("succeeded", "failed", "refunded")
+PLANS: Final = ("free", "basic", "premium")
+
+# --- daily feature tables (one per feature view, features/<view>/date=YYYY-MM-DD/) --------------
+WINDOWS: Final = (7, 14, 30)
+ENGAGEMENT_METRICS: Final = ("active_days", "logins", "minutes", "course_views", "quiz_attempts", "completions")
+
+ENTITY_KEY: Final = "user_id"
+TIMESTAMP_FIELD: Final = "event_timestamp"
+CREATED_FIELD: Final = "created"
+
+FEATURE_VIEWS: Final[dict[str, dict[str, pa.DataType]]] = {
+    "engagement": {
+        **{f"{m}_{w}d": (pa.float64() if m == "minutes" else pa.int64()) for w in WINDOWS for m in ENGAGEMENT_METRICS},
+        "active_days_trend_7d": pa.int64(),  # last 7 days minus the 7 before
+        "minutes_trend_7d": pa.float64(),
+    },
+    "recency": {
+        "days_since_last_activity": pa.float64(),
+        "days_since_last_login": pa.float64(),
+        "days_since_last_payment": pa.float64(),
+    },
+    "payments": {
+        "payments_succeeded_30d": pa.int64(),
+        "payments_failed_30d": pa.int64(),
+        "payments_refunded_30d": pa.int64(),
+        "amount_succeeded_30d": pa.float64(),
+        "amount_failed_30d": pa.float64(),
+        "failed_payment_ratio_30d": pa.float64(),
+    },
+    "profile": {
+        "plan": pa.string(),
+        "country": pa.string(),
+        "acquisition_channel": pa.string(),
+        "device": pa.string(),
+        "tenure_days": pa.int64(),
+    },
+}
+CATEGORICAL_FEATURES: Final = ("plan", "country", "acquisition_channel", "device")
+ALL_FEATURES: Final = tuple(c for cols in FEATURE_VIEWS.values() for c in cols)
+
+
+def feature_table_schema(view: str) -> pa.Schema:
+    cols = [(ENTITY_KEY, pa.string()), (TIMESTAMP_FIELD, TS), (CREATED_FIELD, TS)]
+    cols += list(FEATURE_VIEWS[view].items())
+    return pa.schema(cols)

@@ -1,0 +1,202 @@
+"""One typed settings object for the whole platform.
+
+Every tunable (paths, store URLs, thresholds) lives here and is read from ``CHURN_*``
+environment variables with documented defaults. Nothing else in the code base reads the
+environment: modules receive a ``Settings`` instance (or call :func:`get_settings`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal, get_args, get_type_hints
+from urllib.parse import urlparse
+
+import feature_repo as _feature_repo_pkg
+
+PREFIX = "CHURN_"
+_PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _default_data_dir() -> Path:
+    # A source checkout keeps its data next to the code (git-ignored `data/`), so every
+    # command agrees on it from any working directory; an installed package uses ./data.
+    if (_PACKAGE_ROOT / "pyproject.toml").exists():
+        return _PACKAGE_ROOT / "data"
+    return Path.cwd() / "data"
+
+
+OnlineStore = Literal["sqlite", "redis"]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Platform configuration. Field ``foo_bar`` is read from ``CHURN_FOO_BAR``."""
+
+    # --- paths -------------------------------------------------------------------------
+    data_dir: Path = field(default_factory=_default_data_dir)
+    """Root of every output (raw data, features, Feast files, registry, predictions, drift)."""
+    feature_repo: Path = field(default_factory=lambda: Path(_feature_repo_pkg.__file__).parent)
+    """Feast repository with the feature definitions."""
+    registry_dir: Path | None = None
+    """Model registry root; defaults to ``<data_dir>/registry`` (point it at a shared volume in k8s)."""
+
+    # --- feature store -----------------------------------------------------------------
+    online_store: OnlineStore = "sqlite"
+    """``sqlite`` (embedded default) or ``redis`` (production)."""
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    feast_registry_url: str = ""
+    """Empty: file registry under the data dir. ``postgresql+psycopg://...``: Feast SQL registry."""
+    feature_service: str = "churn_v1"
+    online_timeout_ms: int = 500
+    """Timeout for every online-store call, so a dead store fails fast instead of hanging."""
+    materialize_batch_rows: int = 100_000
+
+    # --- data & labels -----------------------------------------------------------------
+    scope_days: int = 60
+    """A user keeps getting a daily feature row until this many days after their last activity."""
+    churn_horizon_days: int = 30
+    """Churned at T = no activity in (T, T + horizon]."""
+    active_days: int = 30
+    """Batch scoring covers users active within this many days of the scoring date."""
+    freshness_max_hours: int = 48
+    """Validation: newest event may be at most this old relative to the batch's end (0 disables)."""
+
+    # --- training & registry -----------------------------------------------------------
+    seed: int = 42
+    n_cutoffs: int = 4
+    cutoff_step_days: int = 14
+    promotion_metric: str = "roc_auc"
+    promotion_min_gain: float = 0.0
+    threshold_rule: Literal["best_f1", "capacity"] = "best_f1"
+    capacity_share: float = 0.10
+    reference_sample_rows: int = 20_000
+
+    # --- serving ------------------------------------------------------------------------
+    host: str = "0.0.0.0"
+    port: int = 8000
+    workers: int = 1
+    max_batch_size: int = 1000
+    max_body_bytes: int = 256 * 1024
+    admin_token: str = ""
+    """Bearer token for /admin endpoints; empty disables them (403)."""
+    reload_interval_s: float = 5.0
+    risk_medium: float = 0.3
+    risk_high: float = 0.6
+    interventions: str = "high:support_outreach,medium:discount_offer,low:none"
+
+    # --- monitoring & retraining -------------------------------------------------------
+    psi_warn: float = 0.1
+    psi_alert: float = 0.25
+    drift_p_value: float = 0.05
+    drift_python: Path | None = None
+    """Python of the isolated alibi-detect environment; defaults to ``<checkout>/.venv-drift``."""
+    max_model_age_days: int = 7
+    performance_drop_margin: float = 0.05
+
+    # --- derived paths -----------------------------------------------------------------
+    @property
+    def raw_dir(self) -> Path:
+        return self.data_dir / "raw"
+
+    @property
+    def quarantine_dir(self) -> Path:
+        return self.data_dir / "quarantine"
+
+    @property
+    def features_dir(self) -> Path:
+        return self.data_dir / "features"
+
+    @property
+    def feast_dir(self) -> Path:
+        return self.data_dir / "feast"
+
+    @property
+    def models_dir(self) -> Path:
+        return (self.registry_dir or self.data_dir / "registry") / "models"
+
+    @property
+    def registry_root(self) -> Path:
+        return self.registry_dir or self.data_dir / "registry"
+
+    @property
+    def predictions_dir(self) -> Path:
+        return self.data_dir / "predictions"
+
+    @property
+    def drift_dir(self) -> Path:
+        return self.data_dir / "drift"
+
+    @property
+    def monitor_dir(self) -> Path:
+        return self.data_dir / "monitor"
+
+    @property
+    def drift_python_path(self) -> Path:
+        return self.drift_python or _PACKAGE_ROOT / ".venv-drift" / "bin" / "python"
+
+    @property
+    def redis_connection_string(self) -> str:
+        """Feast's Redis store wants ``host:port,db=N,password=...`` rather than a URL."""
+        u = urlparse(self.redis_url)
+        parts = [f"{u.hostname or '127.0.0.1'}:{u.port or 6379}"]
+        db = (u.path or "/0").lstrip("/") or "0"
+        parts.append(f"db={db}")
+        if u.password:
+            parts.append(f"password={u.password}")
+        if u.scheme == "rediss":
+            parts.append("ssl=true")
+        return ",".join(parts)
+
+    @property
+    def intervention_map(self) -> dict[str, str]:
+        pairs = (item.split(":", 1) for item in self.interventions.split(",") if ":" in item)
+        return {k.strip(): v.strip() for k, v in pairs}
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build settings from ``CHURN_*`` variables (``env`` defaults to ``os.environ``)."""
+        env = dict(os.environ if env is None else env)
+        hints = get_type_hints(cls)
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(PREFIX + f.name.upper())
+            if raw is None or raw == "":
+                continue
+            values[f.name] = _coerce(f.name, raw, hints[f.name])
+        values.update(overrides)
+        return cls(**values)
+
+    def as_env(self) -> dict[str, str]:
+        """The settings as ``CHURN_*`` variables, to hand to a child process (e.g. the drift env)."""
+        out: dict[str, str] = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if v is not None:
+                out[PREFIX + f.name.upper()] = str(v)
+        return out
+
+
+def _coerce(name: str, raw: str, hint: Any) -> Any:
+    args = [a for a in get_args(hint) if a is not type(None)]
+    if hint is Path or Path in args:
+        return Path(raw).expanduser().resolve()
+    if hint is int:
+        return int(raw)
+    if hint is float:
+        return float(raw)
+    if hint is bool:
+        return raw.lower() in {"1", "true", "yes", "on"}
+    if args and all(isinstance(a, str) for a in args):  # Literal[...]
+        if raw not in args:
+            raise ValueError(f"{PREFIX}{name.upper()} must be one of {args}, got {raw!r}")
+        return raw
+    return raw
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Process-wide settings; tests build their own with ``Settings.from_env(env=...)``."""
+    return Settings.from_env()

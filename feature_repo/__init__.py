@@ -1,0 +1,1 @@
+"""Feast feature repository for churn-platform (definitions only)."""
