@@ -14,10 +14,10 @@ TOOLS_DIR ?= $(HOME)/.cache/churn-platform/tools
 setup: $(VENV)/.stamp
 setup-drift: $(DRIFT_VENV)/.stamp
 
-$(VENV)/.stamp: requirements/main.txt requirements/tools.txt pyproject.toml
+$(VENV)/.stamp: requirements/dev.txt requirements/tools.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check --require-hashes -r requirements/tools.txt
-	$(UV) pip sync -q --python $(BIN)/python --require-hashes requirements/main.txt
+	$(UV) pip sync -q --python $(BIN)/python --require-hashes requirements/dev.txt
 	$(UV) pip install -q --python $(BIN)/python --no-deps -e .
 	touch $@
 
