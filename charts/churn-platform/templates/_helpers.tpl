@@ -1,0 +1,206 @@
+{{/* Names ----------------------------------------------------------------------------------- */}}
+{{- define "churn.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "churn.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* A resource name with a suffix, e.g. include "churn.nameWith" (list . "api") */}}
+{{- define "churn.nameWith" -}}
+{{- $root := index . 0 -}}
+{{- printf "%s-%s" (include "churn.fullname" $root | trunc 40 | trimSuffix "-") (index . 1) | trunc 52 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "churn.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "churn.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "churn.configMapName" -}}
+{{- include "churn.nameWith" (list . "config") -}}
+{{- end -}}
+
+{{- define "churn.pvcName" -}}
+{{- default (include "churn.nameWith" (list . "data")) .Values.persistence.existingClaim -}}
+{{- end -}}
+
+{{/* Labels ---------------------------------------------------------------------------------- */}}
+{{- define "churn.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "churn.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "churn.labels" -}}
+{{ include "churn.selectorLabels" . }}
+app.kubernetes.io/part-of: churn-platform
+app.kubernetes.io/version: {{ include "churn.imageTag" . | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end -}}
+
+{{/* Images ---------------------------------------------------------------------------------- */}}
+{{- define "churn.imageTag" -}}
+{{- default .Chart.AppVersion .Values.image.tag | toString -}}
+{{- end -}}
+
+{{/* include "churn.image" (list . "api") */}}
+{{- define "churn.image" -}}
+{{- $root := index . 0 -}}
+{{- $name := index $root.Values.image (index . 1) -}}
+{{- printf "%s/%s:%s" (trimSuffix "/" $root.Values.image.repositoryPrefix) $name (include "churn.imageTag" $root) -}}
+{{- end -}}
+
+{{/* Redis URL when the vendored subchart is enabled (no password: reachable only in-release). */}}
+{{- define "churn.inClusterRedisUrl" -}}
+{{- printf "redis://%s-redis:%v/0" .Release.Name (.Values.redis.port | default 6379) -}}
+{{- end -}}
+
+{{/* Environment shared by every churn container -------------------------------------------- */}}
+{{- define "churn.env" -}}
+envFrom:
+  - configMapRef:
+      name: {{ include "churn.configMapName" . }}
+env:
+  - name: CHURN_REDIS_URL
+    valueFrom:
+      secretKeyRef:
+        name: {{ required "existingSecret is required (a Secret with CHURN_REDIS_URL, CHURN_ADMIN_TOKEN)" .Values.existingSecret }}
+        key: CHURN_REDIS_URL
+        {{- /* with the vendored Redis the ConfigMap carries the URL; the Secret may override it */}}
+        optional: {{ .Values.redis.enabled }}
+  - name: CHURN_ADMIN_TOKEN
+    valueFrom:
+      secretKeyRef:
+        name: {{ .Values.existingSecret }}
+        key: CHURN_ADMIN_TOKEN
+        optional: true
+  - name: CHURN_FEAST_REGISTRY_URL
+    valueFrom:
+      secretKeyRef:
+        name: {{ .Values.existingSecret }}
+        key: CHURN_FEAST_REGISTRY_URL
+        optional: true
+{{- end -}}
+
+{{- define "churn.volumeMounts" -}}
+- name: data
+  mountPath: {{ .Values.persistence.mountPath }}
+- name: tmp
+  mountPath: /tmp
+{{- end -}}
+
+{{- define "churn.volumes" -}}
+- name: data
+  persistentVolumeClaim:
+    claimName: {{ include "churn.pvcName" . }}
+- name: tmp
+  emptyDir:
+    sizeLimit: {{ .Values.tmpVolume.sizeLimit }}
+{{- end -}}
+
+{{/*
+A batch pod spec running a list of steps in order: every step but the last is an init container
+(init containers run one after another and a failing step stops the chain), the last step is the
+main container. Each step: (dict "name" "features-build" "args" (list "features" "build")).
+include "churn.jobPodSpec" (dict "root" . "image" "ml" "command" (list "churn") "steps" (list ...))
+*/}}
+{{- define "churn.jobPodSpec" -}}
+{{- $root := .root -}}
+{{- $steps := .steps -}}
+{{- $n := len $steps -}}
+serviceAccountName: {{ include "churn.serviceAccountName" $root }}
+automountServiceAccountToken: false
+restartPolicy: Never
+{{- with $root.Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+securityContext:
+  {{- toYaml $root.Values.podSecurityContext | nindent 2 }}
+{{- if gt $n 1 }}
+initContainers:
+{{- range $i, $step := $steps }}
+{{- if lt (add1 $i) $n }}
+  - name: {{ $step.name }}
+    {{- include "churn.jobContainer" (dict "root" $root "image" $.image "command" $.command "args" $step.args) | nindent 4 }}
+{{- end }}
+{{- end }}
+{{- end }}
+containers:
+  {{- $main := last $steps }}
+  - name: {{ $main.name }}
+    {{- include "churn.jobContainer" (dict "root" $root "image" .image "command" .command "args" $main.args) | nindent 4 }}
+volumes:
+  {{- include "churn.volumes" $root | nindent 2 }}
+{{- with $root.Values.jobs.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $root.Values.jobs.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $root.Values.jobs.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}
+
+{{- define "churn.jobContainer" -}}
+{{- $root := .root -}}
+image: {{ include "churn.image" (list $root .image) }}
+imagePullPolicy: {{ $root.Values.image.pullPolicy }}
+command:
+  {{- toYaml .command | nindent 2 }}
+args:
+  {{- toYaml .args | nindent 2 }}
+{{- include "churn.env" $root | nindent 0 }}
+resources:
+  {{- toYaml $root.Values.jobs.resources | nindent 2 }}
+securityContext:
+  {{- toYaml $root.Values.securityContext | nindent 2 }}
+volumeMounts:
+  {{- include "churn.volumeMounts" $root | nindent 2 }}
+{{- end -}}
+
+{{/* Job spec fields shared by the seed Job and the CronJobs' jobTemplate. */}}
+{{- define "churn.jobSpecFields" -}}
+backoffLimit: {{ .Values.jobs.backoffLimit }}
+activeDeadlineSeconds: {{ .Values.jobs.activeDeadlineSeconds }}
+ttlSecondsAfterFinished: {{ .Values.jobs.ttlSecondsAfterFinished }}
+{{- end -}}
+
+{{/* NetworkPolicy egress shared by the API and the jobs: DNS, Redis, extraEgress. */}}
+{{- define "churn.egressRules" -}}
+# DNS
+- ports:
+    - port: 53
+      protocol: UDP
+    - port: 53
+      protocol: TCP
+# Redis online store
+- ports:
+    - port: {{ .root.Values.networkPolicy.redisPort }}
+      protocol: TCP
+  {{- with .redisTo }}
+  to:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+{{- with .root.Values.networkPolicy.extraEgress }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}

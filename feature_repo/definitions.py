@@ -1,0 +1,122 @@
+"""Feast definitions for churn-platform: entity ``user``, four feature views, service ``churn_v1``.
+
+The views are generated from the column contracts in :mod:`churn.schema` (``FEATURE_VIEWS``),
+so the daily feature tables, the Feast views and the model inputs can never disagree.
+
+Source paths come from the platform settings (``CHURN_DATA_DIR``): the same definitions serve
+the embedded default and production. ``feast apply`` run from this directory imports this
+module and registers the objects built from :func:`churn.settings.get_settings`; the Python
+side (``churn.feature_store``) calls :func:`build_definitions` with explicit settings instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
+from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
+from feast.data_format import ParquetFormat
+from feast.types import Float64, Int64, String
+
+from churn.schema import CREATED_FIELD, ENTITY_KEY, FEATURE_VIEWS, TIMESTAMP_FIELD
+from churn.settings import get_settings
+
+if TYPE_CHECKING:
+    from churn.settings import Settings
+
+PROJECT = "churn"
+FEATURE_SERVICE = "churn_v1"
+
+# Rows are rewritten every day for every in-scope user; three days tolerates a missed daily
+# run while still treating a row that stopped being refreshed as expired (offline joins).
+VIEW_TTL = timedelta(days=3)
+
+_ARROW_TO_FEAST = {pa.int64(): Int64, pa.float64(): Float64, pa.string(): String}
+
+_DESCRIPTIONS = {
+    "engagement": "Rolling 7/14/30-day activity counts and minutes, and 7-day trends.",
+    "recency": "Days since the last activity, login and payment (grows while a user is idle).",
+    "payments": "30-day payment outcomes and amounts.",
+    "profile": "Static user attributes and tenure.",
+}
+
+
+def source_glob(features_dir, view: str) -> str:
+    """Glob over the daily partitions of one view.
+
+    ``date=*`` (not ``*``) keeps half-written ``.tmp-*`` siblings from atomic writers out of
+    the read; DuckDB expands the glob itself (ibis ``read_parquet``).
+    """
+    return f"{features_dir}/{view}/date=*/*.parquet"
+
+
+def feast_type(arrow_type: pa.DataType):
+    try:
+        return _ARROW_TO_FEAST[arrow_type]
+    except KeyError as exc:  # pragma: no cover - guarded by tests over FEATURE_VIEWS
+        raise TypeError(f"no Feast type for arrow type {arrow_type}") from exc
+
+
+@dataclass(frozen=True)
+class Definitions:
+    user: Entity
+    sources: dict[str, FileSource]
+    views: dict[str, FeatureView]
+    service: FeatureService
+
+    @property
+    def objects(self) -> list:
+        return [self.user, *self.sources.values(), *self.views.values(), self.service]
+
+
+def build_definitions(settings: Settings) -> Definitions:
+    """All Feast objects of the repo, with sources under ``settings.features_dir``."""
+    user = Entity(
+        name="user",
+        join_keys=[ENTITY_KEY],
+        value_type=ValueType.STRING,
+        description="A learner on the platform.",
+    )
+    sources: dict[str, FileSource] = {}
+    views: dict[str, FeatureView] = {}
+    for view, columns in FEATURE_VIEWS.items():
+        sources[view] = FileSource(
+            name=f"{view}_source",
+            path=source_glob(settings.features_dir, view),
+            file_format=ParquetFormat(),
+            timestamp_field=TIMESTAMP_FIELD,
+            created_timestamp_column=CREATED_FIELD,
+            description=f"Daily '{view}' feature table, one partition per date.",
+        )
+        views[view] = FeatureView(
+            name=view,
+            entities=[user],
+            ttl=VIEW_TTL,
+            schema=[Field(name=col, dtype=feast_type(t)) for col, t in columns.items()],
+            source=sources[view],
+            online=True,
+            description=_DESCRIPTIONS.get(view, ""),
+            tags={"team": "churn"},
+        )
+    service = FeatureService(
+        name=FEATURE_SERVICE,
+        features=list(views.values()),
+        description="Every feature the churn model uses (engagement, recency, payments, profile).",
+    )
+    return Definitions(user=user, sources=sources, views=views, service=service)
+
+
+# Module-level objects for the `feast` CLI (feast apply / plan / ui scan module globals).
+_defs = build_definitions(get_settings())
+user = _defs.user
+engagement_source = _defs.sources["engagement"]
+recency_source = _defs.sources["recency"]
+payments_source = _defs.sources["payments"]
+profile_source = _defs.sources["profile"]
+engagement = _defs.views["engagement"]
+recency = _defs.views["recency"]
+payments = _defs.views["payments"]
+profile = _defs.views["profile"]
+churn_v1 = _defs.service

@@ -1,0 +1,525 @@
+"""Fast materialization: daily feature tables → online store (SQLite or Redis), millions of users.
+
+Feast 0.67's own ``materialize`` builds a ``ValueProto`` object per value, a Python dict per row
+and writes row by row (≈4k rows/s into SQLite, ≈10k rows/s into Redis, 12–14 GB at 1M users).
+This path writes *exactly Feast's storage format* much faster and in flat memory:
+
+1. DuckDB reads the partitions ``(start, end]`` of each view and keeps the latest row per user
+   as of the end date (by ``event_timestamp`` then ``created``, like Feast's
+   ``pull_latest_from_table_or_query``), streamed in chunks of ``settings.materialize_batch_rows``.
+2. Each column of a chunk is serialized to ``ValueProto`` bytes in a vectorized way: doubles
+   with a packed numpy record (tag ``0x29`` + little-endian float64), ints and strings through
+   their distinct values (each distinct value serialized once by Feast's own
+   ``python_values_to_proto_values``, then gathered). Nulls/NaN become the empty ``ValueProto``,
+   as in Feast.
+3. The bytes go straight into Feast's layout: SQLite ``<project>_<view>`` rows
+   ``(entity_key, feature_name, value, value_text, event_ts, created_ts)`` via ``executemany``
+   upserts; Redis one hash per entity key (``serialize_entity_key + project``) with fields
+   ``mmh3("<view>:<feature>")`` and ``_ts:<view>`` (a ``google.protobuf.Timestamp``), pipelined.
+   Entity keys use Feast's v3 serialization (checked against ``serialize_entity_key``).
+4. Materialization intervals are recorded in Feast's registry (``apply_materialization``), so
+   ``feast`` tools and feature-view states see the views as materialized.
+
+Incremental by default: the last materialized end date is stored *inside the online store*
+(a small table in SQLite, a key in Redis), so a wiped or restarted store is reloaded in full
+automatically. A run covers ``(max(last_end, end - ttl), end]``; ``full`` covers ``[end - ttl, end]``.
+Rows older than the view TTL are expired anyway.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import sqlite3
+import struct
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from itertools import chain, repeat
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+
+from churn.commands._common import ChurnError
+from churn.schema import CREATED_FIELD, ENTITY_KEY, FEATURE_VIEWS, TIMESTAMP_FIELD
+from churn.settings import Settings
+
+if TYPE_CHECKING:
+    from feast import FeatureStore, FeatureView
+
+PARTITION_RE = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
+STATE_TABLE = "churn_materialization"
+_DOUBLE_TAG = 0x29  # ValueProto.double_val: field 5, wire type 1 (fixed64)
+_EMPTY = b""  # serialized empty ValueProto (null)
+
+
+class MaterializeError(ChurnError):
+    pass
+
+
+@dataclass
+class MaterializeResult:
+    online_store: str
+    start_date: dt.date | None
+    end_date: dt.date
+    rows: dict[str, int] = field(default_factory=dict)
+    partitions: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    full: bool = False
+
+    @property
+    def total_rows(self) -> int:
+        return sum(self.rows.values())
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.total_rows / self.seconds if self.seconds else 0.0
+
+    def summary(self) -> str:
+        if self.start_date is None or self.start_date > self.end_date:
+            return f"online store ({self.online_store}) already up to date through {self.end_date}"
+        window = f"{self.start_date}..{self.end_date}"
+        mode = "full" if self.full else "incremental"
+        return (
+            f"materialized {self.total_rows} rows ({', '.join(f'{k}={v}' for k, v in self.rows.items())}) "
+            f"into {self.online_store} [{mode} {window}] at {self.rows_per_second:,.0f} rows/s"
+        )
+
+
+# --- partitions & reading ------------------------------------------------------------------
+
+
+def list_partitions(view_dir: Path) -> list[tuple[dt.date, Path]]:
+    """``date=YYYY-MM-DD`` partitions of a view, oldest first (temporary siblings ignored)."""
+    out = []
+    if not view_dir.is_dir():
+        return out
+    for child in view_dir.iterdir():
+        m = PARTITION_RE.match(child.name)
+        if m and child.is_dir():
+            files = sorted(child.glob("*.parquet"))
+            if files:
+                out.append((dt.date.fromisoformat(m.group(1)), child))
+    return sorted(out)
+
+
+def latest_partition_date(settings: Settings) -> dt.date | None:
+    dates = [d for view in FEATURE_VIEWS for d, _ in list_partitions(settings.features_dir / view)]
+    return max(dates) if dates else None
+
+
+def read_latest(
+    paths: list[Path], batch_rows: int, end: dt.datetime, columns: list[str]
+) -> Iterator[pa.RecordBatch]:
+    """Latest row per user across ``paths`` with ``event_timestamp <= end``, in record batches."""
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        con.execute("SET threads TO 2")
+        con.execute("SET memory_limit = '1GB'")
+        con.execute("SET preserve_insertion_order = false")
+        files = [str(f) for p in paths for f in sorted(p.glob("*.parquet"))]
+        cols = ", ".join(f'"{c}"' for c in [ENTITY_KEY, TIMESTAMP_FIELD, CREATED_FIELD, *columns])
+        src = f"read_parquet({files!r}, hive_partitioning = false)"
+        where = f"{TIMESTAMP_FIELD} <= $end"
+        # Ordered like Feast's serialized entity keys (uint32 length, then the UTF-8 bytes), so
+        # the online store receives its rows in primary-key order.
+        order = f"ORDER BY strlen({ENTITY_KEY}), {ENTITY_KEY}::BLOB"
+        if len(files) > 1:
+            sql = (
+                f"SELECT {cols} FROM {src} WHERE {where} QUALIFY row_number() OVER ("
+                f"PARTITION BY {ENTITY_KEY} ORDER BY {TIMESTAMP_FIELD} DESC, {CREATED_FIELD} DESC NULLS LAST) = 1 "
+                f"{order}"
+            )
+        else:
+            sql = f"SELECT {cols} FROM {src} WHERE {where} {order}"
+        reader = con.sql(sql, params={"end": end}).to_arrow_reader(batch_rows)
+        for batch in reader:
+            if batch.num_rows:
+                yield batch
+    finally:
+        con.close()
+
+
+# --- Feast serialization, vectorized ---------------------------------------------------------
+
+
+def entity_key_prefix(entity_key_serialization_version: int = 3) -> bytes:
+    """Bytes of Feast's serialized entity key ``user_id=<s>`` that precede ``len(s) + s``."""
+    from feast.infra.key_encoding_utils import serialize_entity_key
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+    from feast.protos.feast.types.Value_pb2 import Value
+
+    empty = serialize_entity_key(
+        EntityKey(join_keys=[ENTITY_KEY], entity_values=[Value(string_val="")]),
+        entity_key_serialization_version=entity_key_serialization_version,
+    )
+    return empty[:-4]  # drop the uint32 length (0) of the empty string
+
+
+def entity_keys(user_ids: list[str], prefix: bytes) -> list[bytes]:
+    pack = struct.Struct("<I").pack
+    out = []
+    for uid in user_ids:
+        b = uid.encode("utf8")
+        out.append(prefix + pack(len(b)) + b)
+    return out
+
+
+def check_entity_key(user_id: str, key: bytes, version: int = 3) -> None:
+    from feast.infra.key_encoding_utils import serialize_entity_key
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+    from feast.protos.feast.types.Value_pb2 import Value
+
+    expected = serialize_entity_key(
+        EntityKey(join_keys=[ENTITY_KEY], entity_values=[Value(string_val=user_id)]),
+        entity_key_serialization_version=version,
+    )
+    if expected != key:  # pragma: no cover - would mean Feast changed its key format
+        raise MaterializeError("entity key serialization differs from Feast's; refusing to write")
+
+
+def _value_type(arrow_type: pa.DataType):
+    from feast.value_type import ValueType
+
+    if pa.types.is_floating(arrow_type):
+        return ValueType.DOUBLE
+    if pa.types.is_integer(arrow_type):
+        return ValueType.INT64
+    if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
+        return ValueType.STRING
+    raise MaterializeError(f"unsupported feature type {arrow_type}")
+
+
+def _text_of(proto) -> str | None:
+    from feast.infra.online_stores.helpers import extract_text_and_num
+
+    return extract_text_and_num(proto, False)[0]
+
+
+def encode_column(arr: pa.Array | pa.ChunkedArray, with_text: bool) -> tuple[list[bytes], list | None]:
+    """Serialized ``ValueProto`` per value (and SQLite's ``value_text``), exactly as Feast does."""
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    vt = _value_type(arr.type)
+    from feast.value_type import ValueType
+
+    if vt == ValueType.DOUBLE:
+        x = arr.to_numpy(zero_copy_only=False).astype("<f8", copy=False)
+        rec = np.empty(len(x), dtype=np.dtype([("t", "u1"), ("v", "<f8")]))
+        rec["t"] = _DOUBLE_TAG
+        rec["v"] = x
+        values = rec.view("V9").tolist()
+        nulls = np.flatnonzero(np.isnan(x))
+        texts = [str(v) for v in x.tolist()] if with_text else None
+        for i in nulls.tolist():
+            values[i] = _EMPTY
+            if texts is not None:
+                texts[i] = None
+        return values, texts
+
+    from feast.type_map import python_values_to_proto_values
+
+    enc = arr.dictionary_encode()
+    uniques = enc.dictionary.to_numpy(zero_copy_only=False)
+    protos = python_values_to_proto_values(uniques, vt) if len(uniques) else []
+    lut = np.empty(len(protos) + 1, dtype=object)
+    lut[: len(protos)] = [p.SerializeToString() for p in protos]
+    lut[len(protos)] = _EMPTY
+    idx = enc.indices.fill_null(len(protos)).to_numpy(zero_copy_only=False)
+    values = lut[idx].tolist()
+    texts = None
+    if with_text:
+        tlut = np.empty(len(protos) + 1, dtype=object)
+        tlut[: len(protos)] = [_text_of(p) for p in protos]
+        tlut[len(protos)] = None
+        texts = tlut[idx].tolist()
+    return values, texts
+
+
+def _sqlite_ts(ts: dt.datetime) -> int:
+    """What Feast's sqlite3 adapter stores for the naive UTC datetime it passes.
+
+    Feast registers ``adapt_datetime_epoch`` (``int(naive.timestamp())``, i.e. local-time
+    interpretation) and converts back with ``datetime.fromtimestamp``: symmetric, so the naive
+    UTC value round-trips on any host time zone. We store the identical integer.
+    """
+    if ts.tzinfo is not None:
+        ts = ts.astimezone(dt.UTC).replace(tzinfo=None)
+    return int(ts.timestamp())
+
+
+def _timestamps(arr: pa.Array) -> list[dt.datetime | None]:
+    if pa.types.is_timestamp(arr.type) and arr.type.tz is None:
+        arr = arr.cast(pa.timestamp(arr.type.unit, tz="UTC"))
+    return arr.to_pylist()
+
+
+# --- writers ---------------------------------------------------------------------------------
+
+
+class SqliteWriter:
+    """Feast's SQLite online-store layout, upserted with ``executemany`` per feature column."""
+
+    name = "sqlite"
+
+    def __init__(self, store: FeatureStore):
+        from feast.infra.online_stores.sqlite import SqliteOnlineStore
+
+        self.config = store.config
+        self.project = store.project
+        self.path = SqliteOnlineStore._get_db_path(self.config)
+        if not Path(self.path).exists():
+            raise MaterializeError(f"online store {self.path} does not exist: run `churn features apply` first")
+        self.conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        self.conn.execute("PRAGMA journal_mode=WAL")  # readers (the API) never block on a load
+        self.conn.execute("PRAGMA synchronous=NORMAL")
+        self.conn.execute("PRAGMA cache_size=-262144")  # 256 MB page cache for the load
+        self.conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {STATE_TABLE} (target TEXT PRIMARY KEY, end_date TEXT, updated_at TEXT)"
+        )
+
+    def table(self, fv: FeatureView) -> str:
+        from feast.infra.online_stores.helpers import compute_table_id
+
+        name = compute_table_id(self.project, fv, self.config.registry.enable_online_feature_view_versioning)
+        exists = self.conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,)).fetchone()
+        if not exists:
+            raise MaterializeError(f"online table {name} missing: run `churn features apply` first")
+        return name
+
+    def write(self, fv: FeatureView, keys: list[bytes], batch: pa.RecordBatch, features: list[str]) -> None:
+        table = self.table(fv)
+        sql = (
+            f'INSERT INTO "{table}" (entity_key, feature_name, value, value_text, event_ts, created_ts) '
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(entity_key, feature_name) DO UPDATE SET "
+            "value = excluded.value, value_text = excluded.value_text, "
+            "event_ts = excluded.event_ts, created_ts = excluded.created_ts"
+        )
+        event_ts = _sqlite_ts_list(batch.column(TIMESTAMP_FIELD))
+        created = _sqlite_ts_list(batch.column(CREATED_FIELD))
+        # Rows in primary-key order (entity key, then feature name): every B-tree insert is an
+        # append, several times faster than column-by-column. The zip/chain keep it in C.
+        names = sorted(features)
+        per_feature = []
+        for name in names:
+            values, texts = encode_column(batch.column(name), with_text=True)
+            per_feature.append(zip(keys, repeat(name), values, texts, event_ts, created))
+        rows = chain.from_iterable(zip(*per_feature))
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            self.conn.executemany(sql, rows)
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+
+    def read_state(self, target: str) -> dt.date | None:
+        row = self.conn.execute(f"SELECT end_date FROM {STATE_TABLE} WHERE target = ?", (target,)).fetchone()
+        return dt.date.fromisoformat(row[0]) if row else None
+
+    def write_state(self, target: str, end: dt.date) -> None:
+        self.conn.execute(
+            f"INSERT INTO {STATE_TABLE} VALUES (?, ?, ?) ON CONFLICT(target) DO UPDATE SET "
+            "end_date = excluded.end_date, updated_at = excluded.updated_at",
+            (target, end.isoformat(), dt.datetime.now(dt.UTC).isoformat()),
+        )
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def _sqlite_ts_list(arr: pa.Array) -> list[int | None]:
+    cache: dict[Any, int | None] = {}
+    out = []
+    for ts in _timestamps(arr):
+        s = cache.get(ts)
+        if s is None and ts not in cache:
+            s = cache[ts] = None if ts is None else _sqlite_ts(ts)
+        out.append(s)
+    return out
+
+
+class RedisWriter:
+    """Feast's Redis layout: ``HSET <entity key + project>`` with mmh3 feature fields + ``_ts:<view>``."""
+
+    name = "redis"
+    pipeline_commands = 5_000
+
+    def __init__(self, store: FeatureStore, settings: Settings):
+        import redis
+        from feast.infra.online_stores.redis import RedisOnlineStore
+
+        self.config = store.config
+        self.project = store.project
+        nodes, kwargs = RedisOnlineStore._parse_connection_string(self.config.online_store.connection_string)
+        # Bulk pipelines legitimately take longer than one online read: a generous, finite timeout.
+        kwargs["socket_timeout"] = max(30.0, settings.online_timeout_ms / 1000)
+        kwargs["socket_connect_timeout"] = max(5.0, settings.online_timeout_ms / 1000)
+        self.client = redis.Redis(host=nodes[0]["host"], port=int(nodes[0]["port"]), **kwargs)
+        try:
+            self.client.ping()
+        except redis.RedisError as exc:
+            raise MaterializeError(f"Redis online store unreachable ({nodes[0]['host']}:{nodes[0]['port']}): {exc}")
+        self.state_key = f"churn:{self.project}:materialized"
+
+    def write(self, fv: FeatureView, keys: list[bytes], batch: pa.RecordBatch, features: list[str]) -> None:
+        from feast.infra.online_stores.helpers import _mmh3, compute_versioned_name
+
+        view = compute_versioned_name(fv, self.config.registry.enable_online_feature_view_versioning)
+        fields = [_mmh3(f"{view}:{name}") for name in features]
+        ts_field = f"_ts:{view}".encode()
+        ts_bytes = _proto_ts_list(batch.column(TIMESTAMP_FIELD))
+        columns = [encode_column(batch.column(name), with_text=False)[0] for name in features]
+        project = self.project.encode()
+        ttl = self.config.online_store.key_ttl_seconds
+        n = len(keys)
+        step = self.pipeline_commands
+        for lo in range(0, n, step):
+            pipe = self.client.pipeline(transaction=False)
+            for i in range(lo, min(n, lo + step)):
+                mapping = {ts_field: ts_bytes[i]}
+                for f, col in zip(fields, columns, strict=True):
+                    mapping[f] = col[i]
+                key = keys[i] + project
+                pipe.hset(key, mapping=mapping)
+                if ttl:
+                    pipe.expire(key, ttl)
+            pipe.execute()
+
+    def read_state(self, target: str) -> dt.date | None:
+        raw = self.client.hget(self.state_key, target)
+        return dt.date.fromisoformat(raw.decode()) if raw else None
+
+    def write_state(self, target: str, end: dt.date) -> None:
+        self.client.hset(self.state_key, target, end.isoformat())
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _proto_ts_list(arr: pa.Array) -> list[bytes]:
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    cache: dict[Any, bytes] = {}
+    out = []
+    for ts in _timestamps(arr):
+        b = cache.get(ts)
+        if b is None:
+            t = Timestamp()
+            t.FromDatetime(ts)
+            b = cache[ts] = t.SerializeToString()
+        out.append(b)
+    return out
+
+
+def make_writer(store: FeatureStore, settings: Settings):
+    kind = store.config.online_store.type
+    if kind == "sqlite" or str(kind).endswith("SqliteOnlineStore"):
+        return SqliteWriter(store)
+    if kind == "redis" or str(kind).endswith("RedisOnlineStore"):
+        return RedisWriter(store, settings)
+    raise MaterializeError(f"fast materialization supports sqlite and redis online stores, not {kind!r}")
+
+
+# --- the job ---------------------------------------------------------------------------------
+
+
+def materialize(
+    settings: Settings,
+    end_date: dt.date | None = None,
+    *,
+    full: bool = False,
+    store: FeatureStore | None = None,
+    views: list[str] | None = None,
+    on_rows: Callable[[str, int], None] | None = None,
+) -> MaterializeResult:
+    """Write the latest feature row per user as of ``end_date`` into the online store."""
+    from churn.feature_store import get_store, midnight_utc
+
+    started = time.perf_counter()
+    store = store or get_store(settings)
+    end_date = end_date or latest_partition_date(settings)
+    if end_date is None:
+        raise MaterializeError(f"no feature partitions under {settings.features_dir}: run `churn features build`")
+    end = midnight_utc(end_date)
+    try:
+        fvs = {fv.name: fv for fv in store.list_feature_views()}
+        service = store.get_feature_service(settings.feature_service)
+    except Exception as exc:
+        raise MaterializeError(f"feature registry not ready ({exc}): run `churn features apply` first") from exc
+    wanted = views or [p.name for p in service.feature_view_projections]
+    writer = make_writer(store, settings)
+    target = f"{store.project}:{','.join(sorted(wanted))}"
+    result = MaterializeResult(online_store=writer.name, start_date=None, end_date=end_date, full=full)
+    try:
+        last = None if full else writer.read_state(target)
+        prefix = entity_key_prefix(store.config.entity_key_serialization_version)
+        start_date = None
+        for name in wanted:
+            fv = fvs.get(name)
+            if fv is None:
+                raise MaterializeError(f"feature view {name!r} not registered: run `churn features apply`")
+            ttl_days = max(1, int(fv.ttl.total_seconds() // 86_400)) if fv.ttl else 3650
+            floor = end_date - dt.timedelta(days=ttl_days)  # inclusive lower bound
+            first = floor if last is None or last < floor else last + dt.timedelta(days=1)
+            start_date = first if start_date is None else min(start_date, first)
+            parts = [p for d, p in list_partitions(settings.features_dir / name) if first <= d <= end_date]
+            result.partitions[name] = len(parts)
+            features = [f.name for f in fv.features]
+            rows = 0
+            if parts:
+                for batch in read_latest(parts, settings.materialize_batch_rows, end, features):
+                    ids = batch.column(ENTITY_KEY).to_pylist()
+                    keys = entity_keys(ids, prefix)
+                    check_entity_key(ids[0], keys[0], store.config.entity_key_serialization_version)
+                    writer.write(fv, keys, batch, features)
+                    rows += batch.num_rows
+                    if on_rows:
+                        on_rows(name, batch.num_rows)
+            result.rows[name] = rows
+        result.start_date = start_date
+        # Feast's registry: intervals + AVAILABLE_ONLINE state, as its own materialize would record.
+        if start_date is not None and start_date <= end_date:
+            reg_start = midnight_utc(start_date)
+            for name in wanted:
+                store.registry.apply_materialization(fvs[name], store.project, reg_start, end, commit=False)
+            store.registry.commit()
+        if last is None or end_date > last or full:
+            writer.write_state(target, end_date)
+    finally:
+        writer.close()
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def materialized_through(settings: Settings, store: FeatureStore | None = None) -> dt.date | None:
+    """The end date of the last fast materialization recorded in the online store."""
+    from churn.feature_store import get_store
+
+    store = store or get_store(settings)
+    service = store.get_feature_service(settings.feature_service)
+    target = f"{store.project}:{','.join(sorted(p.name for p in service.feature_view_projections))}"
+    writer = make_writer(store, settings)
+    try:
+        return writer.read_state(target)
+    finally:
+        writer.close()
+
+
+def main() -> None:  # pragma: no cover - `python -m jobs.materialize [END_DATE] [--full]`
+    import sys
+
+    from churn.settings import get_settings
+
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    end = dt.date.fromisoformat(args[0]) if args else None
+    print(json.dumps(materialize(get_settings(), end, full="--full" in sys.argv).__dict__, default=str))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

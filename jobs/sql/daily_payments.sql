@@ -1,0 +1,15 @@
+-- One row per user and day with payments. All history is read: payments are few, and the
+-- last payment may be months old.
+CREATE OR REPLACE TEMP TABLE daily_payments AS
+SELECT
+    user_id,
+    CAST(payment_ts AS DATE)                                      AS day,
+    count(*) FILTER (WHERE status = 'succeeded')                  AS n_succeeded,
+    count(*) FILTER (WHERE status = 'failed')                     AS n_failed,
+    count(*) FILTER (WHERE status = 'refunded')                   AS n_refunded,
+    coalesce(sum(amount) FILTER (WHERE status = 'succeeded'), 0)  AS amt_succeeded,
+    coalesce(sum(amount) FILTER (WHERE status = 'failed'), 0)     AS amt_failed,
+    max(payment_ts)                                               AS last_payment_ts
+FROM read_parquet([{payments}], hive_partitioning = false)
+WHERE payment_ts < $end_date::TIMESTAMPTZ
+GROUP BY ALL;

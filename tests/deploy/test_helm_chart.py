@@ -1,0 +1,508 @@
+"""The Helm chart: lint, render, schema-validate, and check what the rendered objects promise."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import yaml
+
+from .conftest import (
+    CASES,
+    CHART,
+    REPO,
+    VALUES_FILES,
+    Rendered,
+    contract_commands,
+    contract_drift_options,
+    contract_metrics,
+    contract_routes,
+    helm_template,
+    require_tool,
+    run,
+    values_for,
+)
+
+pytestmark = pytest.mark.deploy
+
+# Kubernetes versions the manifests are validated against (kubernetes-validate schemas).
+KUBE_VERSIONS = ("1.30.0", "1.34.0")
+SECRET_KEYS = {"CHURN_REDIS_URL", "CHURN_ADMIN_TOKEN", "CHURN_FEAST_REGISTRY_URL"}
+DAILY_JOBS = {"features", "score", "drift", "retrain"}
+
+
+# ---- lint & schema validation ------------------------------------------------------------------
+@pytest.mark.parametrize("case", list(CASES))
+def test_helm_lint_strict(case: str) -> None:
+    helm = require_tool("helm")
+    proc = run([helm, "lint", "--strict", str(CHART), *CASES[case]])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_kubernetes_validate_strict(rendered: dict[str, Rendered], tmp_path: Path) -> None:
+    """Every native object of every rendering validates strictly against the Kubernetes schemas."""
+    kv = require_tool("kubernetes-validate")
+    jobs = []
+    for case, r in rendered.items():
+        path = tmp_path / f"{case}.yaml"
+        path.write_text(yaml.safe_dump_all(r.native(), sort_keys=False))
+        jobs += [(case, version, path) for version in KUBE_VERSIONS]
+
+    def validate(job: tuple[str, str, Path]) -> tuple[str, str, int, str]:
+        case, version, path = job
+        proc = run([kv, "--strict", "--quiet", "-k", version, str(path)])
+        return case, version, proc.returncode, proc.stdout + proc.stderr
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(validate, jobs))
+    failures = [f"[{c} @ {v}]\n{out}" for c, v, rc, out in results if rc != 0]
+    assert not failures, "\n".join(failures)
+
+
+def test_crd_objects_are_structurally_valid(rendered: dict[str, Rendered]) -> None:
+    """kubernetes-validate has no schema for ServiceMonitor/PrometheusRule: check them here."""
+    r = rendered["all-features"]
+    sm = r.one("ServiceMonitor")
+    assert sm["apiVersion"] == "monitoring.coreos.com/v1"
+    svc = r.one("Service", sm["metadata"]["name"])
+    svc_labels = svc["metadata"]["labels"]
+    for k, v in sm["spec"]["selector"]["matchLabels"].items():
+        assert svc_labels.get(k) == v, f"ServiceMonitor selector {k}={v} does not match the API Service"
+    port_names = {p["name"] for p in svc["spec"]["ports"]}
+    for ep in sm["spec"]["endpoints"]:
+        assert ep["port"] in port_names
+        assert ep["path"] == "/metrics" and "/metrics" in contract_routes()
+        assert re.fullmatch(r"\d+[smh]", ep["interval"])
+
+    rule = r.one("PrometheusRule")
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
+    plain = yaml.safe_load((CHART / "files" / "alerts.yaml").read_text())
+    assert rule["spec"] == {"groups": plain["groups"]}, "PrometheusRule must embed files/alerts.yaml verbatim"
+    for group in rule["spec"]["groups"]:
+        assert group["name"] and group["rules"]
+        for rl in group["rules"]:
+            assert set(rl) <= {"alert", "expr", "for", "labels", "annotations", "keep_firing_for"}
+            assert rl["alert"] and rl["expr"] and rl["labels"]["severity"] in {"warning", "critical"}
+
+
+def test_values_schema_rejects_secrets_and_bad_values() -> None:
+    for bad in (
+        ["--set", "config.CHURN_ADMIN_TOKEN=oops"],
+        ["--set", "config.CHURN_REDIS_URL=redis://x:6379/0"],
+        ["--set", "config.CHURN_FEAST_REGISTRY_URL=postgresql://x"],
+        ["--set", "config.CHURN_ONLINE_STORE=memcached"],
+        ["--set", "existingSecret="],
+        ["--set", "persistence.accessMode=ReadManyWriteNone"],
+        ["--set", "cronJobs.score.schedule=daily"],
+        ["--set", "unknownTopLevel=1"],
+    ):
+        proc = helm_template(bad)
+        assert proc.returncode != 0, f"values.schema.json accepted {bad}"
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    assert schema["type"] == "object" and schema["properties"]
+
+
+# ---- what the rendered objects promise ---------------------------------------------------------
+def _config(r: Rendered) -> dict[str, str]:
+    return next(d for d in r.of_kind("ConfigMap") if d["metadata"]["name"].endswith("-config"))["data"]
+
+
+def _containers(pod: dict) -> list[dict]:
+    return [*pod.get("initContainers", []), *pod["containers"]]
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_api_deployment_probes_service_hpa(rendered: dict[str, Rendered], case: str) -> None:
+    r = rendered[case]
+    dep = next(
+        d
+        for d in r.of_kind("Deployment")
+        if d["metadata"]["labels"].get("app.kubernetes.io/component") == "api"
+    )
+    pod = dep["spec"]["template"]["spec"]
+    (api,) = pod["containers"]
+    ports = {p["name"]: p["containerPort"] for p in api["ports"]}
+    cfg = _config(r)
+    assert ports["http"] == int(cfg["CHURN_PORT"]) == 8000
+    assert api["command"] == ["churn"] and api["args"][0] == "serve"
+    assert api["image"].rsplit(":", 1)[0].endswith("/api")
+
+    routes = contract_routes()
+    assert {"/live", "/ready"} <= routes
+    assert api["livenessProbe"]["httpGet"] == {"path": "/live", "port": "http"}
+    assert api["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "http"}
+    assert api["startupProbe"]["httpGet"]["path"] in routes
+
+    strategy = dep["spec"]["strategy"]
+    assert strategy["type"] == "RollingUpdate"
+    assert strategy["rollingUpdate"]["maxUnavailable"] == 0
+
+    svc = r.one("Service", dep["metadata"]["name"])
+    assert svc["spec"]["selector"].items() <= dep["spec"]["template"]["metadata"]["labels"].items()
+    assert all(p["targetPort"] == "http" for p in svc["spec"]["ports"])
+
+    hpas = r.of_kind("HorizontalPodAutoscaler")
+    if case == "minimal":
+        assert not hpas and dep["spec"]["replicas"] >= 1
+    else:
+        (hpa,) = hpas
+        assert hpa["apiVersion"] == "autoscaling/v2"
+        assert hpa["spec"]["scaleTargetRef"] == {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "name": dep["metadata"]["name"],
+        }
+        assert hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
+        assert "replicas" not in dep["spec"], "with an HPA the Deployment must not pin replicas"
+        assert api["resources"]["requests"]["cpu"], "CPU utilization target needs a CPU request"
+
+    pdbs = r.of_kind("PodDisruptionBudget")
+    for pdb in pdbs:
+        assert (
+            pdb["spec"]["selector"]["matchLabels"].items()
+            <= dep["spec"]["template"]["metadata"]["labels"].items()
+        )
+    if case == "production":
+        assert pdbs
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_security_contexts(rendered: dict[str, Rendered], case: str) -> None:
+    r = rendered[case]
+    for sa in r.of_kind("ServiceAccount"):
+        assert sa["automountServiceAccountToken"] is False
+    for obj, pod in r.workloads():
+        where = f"[{case}] {obj['kind']}/{obj['metadata']['name']}"
+        assert pod.get("automountServiceAccountToken") is False, where
+        psc = pod["securityContext"]
+        assert psc["runAsNonRoot"] is True, where
+        assert psc.get("runAsUser", 1) != 0, where
+        assert psc["seccompProfile"]["type"] == "RuntimeDefault", where
+        tmp_volumes = {v["name"] for v in pod["volumes"] if "emptyDir" in v}
+        for c in _containers(pod):
+            sc = c["securityContext"]
+            assert sc["allowPrivilegeEscalation"] is False, where
+            assert sc["readOnlyRootFilesystem"] is True, where
+            assert sc["capabilities"]["drop"] == ["ALL"], where
+            assert c["resources"]["requests"] and c["resources"]["limits"], where
+        if obj["metadata"]["labels"].get("app.kubernetes.io/name") != "redis":
+            for c in _containers(pod):
+                tmp = [m for m in c["volumeMounts"] if m["mountPath"] == "/tmp"]
+                assert tmp and tmp[0]["name"] in tmp_volumes, f"{where}: /tmp must be an emptyDir"
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_data_volume_is_mounted_where_churn_data_dir_points(rendered: dict[str, Rendered], case: str) -> None:
+    r = rendered[case]
+    cfg = _config(r)
+    data_dir = cfg["CHURN_DATA_DIR"]
+    assert data_dir == "/data"
+    pvcs = r.of_kind("PersistentVolumeClaim")
+    churn_pvcs = [p for p in pvcs if p["metadata"]["labels"].get("app.kubernetes.io/name") != "redis"]
+    if case == "minimal":
+        assert not churn_pvcs
+        claim = "shared-churn-data"
+    else:
+        (pvc,) = churn_pvcs
+        claim = pvc["metadata"]["name"]
+        v = values_for(case if case in VALUES_FILES else "default")["persistence"]
+        assert pvc["spec"]["accessModes"] == [v["accessMode"]]
+        assert pvc["spec"]["resources"]["requests"]["storage"] == v["size"]
+    cm_name = next(d for d in r.of_kind("ConfigMap") if d["metadata"]["name"].endswith("-config"))[
+        "metadata"
+    ]["name"]
+    seen = 0
+    for obj, pod in r.churn_workloads():
+        vols = {v["name"]: v for v in pod["volumes"]}
+        for c in _containers(pod):
+            where = f"[{case}] {obj['metadata']['name']}/{c['name']}"
+            mounts = [m for m in c["volumeMounts"] if m["mountPath"] == data_dir]
+            assert len(mounts) == 1, f"{where}: nothing mounted at CHURN_DATA_DIR={data_dir}"
+            assert vols[mounts[0]["name"]]["persistentVolumeClaim"]["claimName"] == claim, where
+            assert {"configMapRef": {"name": cm_name}} in c["envFrom"], f"{where}: no CHURN_* ConfigMap"
+            seen += 1
+    assert seen >= 5
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_config_and_secrets(rendered: dict[str, Rendered], case: str) -> None:
+    r = rendered[case]
+    assert not r.of_kind("Secret"), "the chart must never render a Secret (existingSecret only)"
+    cfg = _config(r)
+    values = values_for(case if case in VALUES_FILES else "default")
+    assert cfg["CHURN_ONLINE_STORE"] == "redis"
+    assert cfg["CHURN_FEATURE_REPO"] == values["featureRepoPath"] == "/app/feature_repo"
+    assert not ({"CHURN_ADMIN_TOKEN", "CHURN_FEAST_REGISTRY_URL"} & cfg.keys())
+    redis_enabled = case in {"all-features", "staging"}
+    assert ("CHURN_REDIS_URL" in cfg) == redis_enabled
+    for key in cfg:
+        assert re.fullmatch(r"CHURN_[A-Z0-9_]+|HOME|MPLCONFIGDIR|NUMBA_CACHE_DIR", key), key
+    for obj, pod in r.churn_workloads():
+        for c in _containers(pod):
+            refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in c.get("env", []) if "valueFrom" in e}
+            assert set(refs) == SECRET_KEYS, f"{obj['metadata']['name']}/{c['name']}"
+            for key, ref in refs.items():
+                assert ref["name"] == values["existingSecret"] and ref["key"] == key
+            assert refs["CHURN_REDIS_URL"]["optional"] is redis_enabled
+            assert all("value" not in e or e["name"] not in SECRET_KEYS for e in c.get("env", []))
+
+
+def _steps(pod: dict) -> list[tuple[str, list[str], list[str]]]:
+    return [(c["image"], c["command"], c["args"]) for c in _containers(pod)]
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_jobs_run_the_contract_commands(rendered: dict[str, Rendered], case: str) -> None:
+    r = rendered[case]
+    values = values_for(case if case in VALUES_FILES else "default")
+    cronjobs = {c["metadata"]["labels"]["churn-platform/job"]: c for c in r.of_kind("CronJob")}
+    assert set(cronjobs) == DAILY_JOBS
+    for key, cj in cronjobs.items():
+        spec = cj["spec"]
+        if case in VALUES_FILES:
+            assert spec["schedule"] == values["cronJobs"][key]["schedule"]
+        assert spec["concurrencyPolicy"] == "Forbid"
+        assert spec["successfulJobsHistoryLimit"] >= 1 and spec["failedJobsHistoryLimit"] >= 1
+        job = spec["jobTemplate"]["spec"]
+        assert job["backoffLimit"] >= 0 and job["activeDeadlineSeconds"] > 0
+        pod = job["template"]["spec"]
+        assert pod["restartPolicy"] == "Never"
+        assert job["template"]["metadata"]["labels"]["app.kubernetes.io/component"] == "job"
+
+    def churn_args(pod: dict) -> list[list[str]]:
+        out = []
+        for image, command, args in _steps(pod):
+            assert command == ["churn"] and image.rsplit(":", 1)[0].endswith("/ml"), (image, command)
+            out.append(args)
+        return out
+
+    def pod_of(cj: dict) -> dict:
+        return cj["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+
+    assert churn_args(pod_of(cronjobs["features"])) == [
+        ["features", "build"],
+        ["features", "apply"],
+        ["features", "materialize"],
+    ]
+    assert churn_args(pod_of(cronjobs["score"])) == [["score"]]
+    assert churn_args(pod_of(cronjobs["retrain"])) == [["retrain"]]
+    ((image, command, args),) = _steps(pod_of(cronjobs["drift"]))
+    assert image.rsplit(":", 1)[0].endswith("/drift")
+    assert command == ["python", "-m", "jobs.drift"] and args == ["--exit-zero"]
+
+    seeds = r.of_kind("Job")
+    if case == "minimal":
+        assert not seeds
+        return
+    (seed,) = seeds
+    ann = seed["metadata"]["annotations"]
+    assert ann["helm.sh/hook"] == "post-install"
+    assert ann["argocd.argoproj.io/hook"] == "Sync"
+    steps = churn_args(seed["spec"]["template"]["spec"])
+    expected = [
+        ["features", "build"],
+        ["features", "apply"],
+        ["features", "materialize"],
+        ["train", "--promote"],
+    ]
+    assert steps[-4:] == expected
+    if values.get("seed", {}).get("generateData", {}).get("enabled") or case == "all-features":
+        assert steps[0][:2] == ["data", "generate"] and len(steps) == 5
+    else:
+        assert len(steps) == 4
+
+
+def _invocations(rendered: dict[str, Rendered]) -> tuple[set[tuple[str, ...]], set[tuple[str, ...]]]:
+    """(churn argument lists, drift argument lists) used anywhere in any rendering."""
+    churn, drift = set(), set()
+    for r in rendered.values():
+        for _obj, pod in r.churn_workloads():
+            for c in _containers(pod):
+                if c["command"] == ["churn"]:
+                    churn.add(tuple(c["args"]))
+                elif c["command"] == ["python", "-m", "jobs.drift"]:
+                    drift.add(tuple(c["args"]))
+                else:
+                    pytest.fail(f"unexpected command {c['command']}")
+    return churn, drift
+
+
+def _match(args: tuple[str, ...], commands: dict[tuple[str, ...], set[str]]) -> tuple[str, ...] | None:
+    for n in range(len(args), 0, -1):
+        if args[:n] in commands:
+            return args[:n]
+    return None
+
+
+def test_commands_are_in_the_contract(rendered: dict[str, Rendered]) -> None:
+    commands = contract_commands()
+    assert ("features", "build") in commands and ("train",) in commands and ("serve",) in commands
+    churn, drift = _invocations(rendered)
+    for args in churn:
+        path = _match(args, commands)
+        assert path, f"`churn {' '.join(args)}` is not a command of docs/contracts.md"
+        flags = {a for a in args if a.startswith("--")}
+        assert flags <= commands[path], (
+            f"`churn {' '.join(args)}`: options {flags - commands[path]} not in the contract"
+        )
+    for args in drift:
+        assert set(args) <= contract_drift_options()
+
+
+def test_commands_exist_in_the_cli(rendered: dict[str, Rendered]) -> None:
+    """`churn <cmd> --help` exits 0 and lists every option the chart passes, once the command exists.
+
+    Commands not implemented yet in this checkout are reported as pending (skip) instead of failing.
+    """
+    churn_bin = REPO / ".venv" / "bin" / "churn"
+    if not churn_bin.exists():
+        pytest.skip(".venv/bin/churn not installed (make setup)")
+    commands = contract_commands()
+    churn, drift = _invocations(rendered)
+    by_path: dict[tuple[str, ...], set[str]] = {}
+    for args in churn:
+        path = _match(args, commands)
+        assert path
+        by_path.setdefault(path, set()).update(a for a in args if a.startswith("--"))
+    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1", "TERM": "dumb"}
+    env.pop("FORCE_COLOR", None)
+
+    def check(path: tuple[str, ...]) -> tuple[tuple[str, ...], int, str]:
+        proc = run([str(churn_bin), *path, "--help"], env=env, cwd=tempfile.gettempdir(), timeout=120)
+        return path, proc.returncode, proc.stdout + proc.stderr
+
+    jobs = [(str(REPO / ".venv-drift" / "bin" / "python"), flags) for flags in drift]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(check, sorted(by_path)))
+    pending, failures = [], []
+    missing_markers = ("No such command", "Could not get a command", "no such option: --help")
+    for path, rc, out in results:
+        name = "churn " + " ".join(path)
+        if rc == 0:
+            missing = [f for f in by_path[path] if f not in out]
+            if missing:
+                failures.append(f"`{name} --help` does not list {missing}")
+        elif any(m in out for m in missing_markers):
+            pending.append(name)
+        else:
+            failures.append(f"`{name} --help` exited {rc}:\n{out[-2000:]}")
+
+    drift_main = REPO / "jobs" / "drift" / "__main__.py"
+    drift_python = Path(jobs[0][0]) if jobs else None
+    if drift_main.exists() and drift_python and drift_python.exists():
+        proc = run([str(drift_python), "-m", "jobs.drift", "--help"], cwd=REPO, env=env)
+        if proc.returncode != 0:
+            failures.append(f"`python -m jobs.drift --help` exited {proc.returncode}:\n{proc.stderr[-2000:]}")
+        else:
+            for flags in drift:
+                missing = [f for f in flags if f.startswith("--") and f not in proc.stdout]
+                if missing:
+                    failures.append(f"`python -m jobs.drift --help` does not list {missing}")
+    else:
+        pending.append("python -m jobs.drift")
+
+    assert not failures, "\n".join(failures)
+    if pending:
+        pytest.skip("commands not implemented yet in this checkout: " + ", ".join(sorted(pending)))
+
+
+@pytest.mark.parametrize("case", ["default", "all-features", "production"])
+def test_network_policies(rendered: dict[str, Rendered], case: str) -> None:
+    r = rendered[case]
+    pols = {p["metadata"]["name"]: p for p in r.of_kind("NetworkPolicy")}
+    api = next(
+        p
+        for p in pols.values()
+        if p["spec"]["podSelector"]["matchLabels"].get("app.kubernetes.io/component") == "api"
+    )
+    jobs = next(
+        p
+        for p in pols.values()
+        if p["spec"]["podSelector"]["matchLabels"].get("app.kubernetes.io/component") == "job"
+    )
+    cfg = _config(r)
+    redis_port = values_for(case if case in VALUES_FILES else "default")["networkPolicy"]["redisPort"]
+
+    # The API: ingress only on its port.
+    assert set(api["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+    for rule in api["spec"]["ingress"]:
+        assert rule["ports"] == [{"port": int(cfg["CHURN_PORT"]), "protocol": "TCP"}]
+    # Jobs: no ingress; API and jobs: egress only DNS + Redis.
+    assert jobs["spec"]["ingress"] == [] and set(jobs["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+    allowed = {(53, "UDP"), (53, "TCP"), (redis_port, "TCP")}
+    for pol in (api, jobs):
+        for rule in pol["spec"]["egress"]:
+            assert {(p["port"], p["protocol"]) for p in rule["ports"]} <= allowed
+    # The policies select the real pods.
+    for obj, pod_spec in r.churn_workloads():
+        del pod_spec
+        tmpl = (
+            obj["spec"]["template"]
+            if obj["kind"] != "CronJob"
+            else obj["spec"]["jobTemplate"]["spec"]["template"]
+        )
+        labels = tmpl["metadata"]["labels"]
+        selected = [
+            p for p in (api, jobs) if p["spec"]["podSelector"]["matchLabels"].items() <= labels.items()
+        ]
+        assert len(selected) == 1, f"{obj['metadata']['name']} must be selected by exactly one policy"
+    if case == "all-features":
+        redis_pol = pols["churn-platform-redis"]
+        assert redis_pol["spec"]["ingress"][0]["ports"] == [{"port": 6379, "protocol": "TCP"}]
+        for pol in (api, jobs):
+            redis_rule = [rl for rl in pol["spec"]["egress"] if rl["ports"][0]["port"] == redis_port][0]
+            assert redis_rule["to"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/name"] == "redis"
+
+
+def test_vendored_redis_subchart(rendered: dict[str, Rendered]) -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    dep = next(d for d in chart["dependencies"] if d["name"] == "redis")
+    assert dep["condition"] == "redis.enabled"
+    sub = yaml.safe_load((CHART / "charts" / "redis" / "Chart.yaml").read_text())
+    assert sub["name"] == "redis" and sub["version"] == dep["version"]
+    assert dep.get("repository", "file://charts/redis") == "file://charts/redis"
+    assert not [
+        d
+        for d in rendered["default"].docs
+        if d["metadata"]["labels"].get("app.kubernetes.io/name") == "redis"
+    ]
+    r = rendered["all-features"]
+    svc = r.one("Service", "churn-platform-redis")
+    assert (
+        _config(r)["CHURN_REDIS_URL"]
+        == f"redis://{svc['metadata']['name']}:{svc['spec']['ports'][0]['port']}/0"
+    )
+    r.one("Deployment", "churn-platform-redis")
+
+
+def test_dashboard_configmap(rendered: dict[str, Rendered]) -> None:
+    cm = next(
+        d
+        for d in rendered["default"].of_kind("ConfigMap")
+        if d["metadata"]["labels"].get("grafana_dashboard")
+    )
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    (payload,) = cm["data"].values()
+    dash = json.loads(payload)
+    assert dash == json.loads((CHART / "files" / "dashboard.json").read_text())
+    exprs = [t["expr"] for p in dash["panels"] for t in p.get("targets", [])]
+    assert exprs
+    used = {re.sub(r"_(bucket|sum|count)$", "", m) for e in exprs for m in re.findall(r"\bchurn_[a-z_]+", e)}
+    unknown = used - contract_metrics()
+    assert not unknown, f"dashboard uses metrics not in docs/contracts.md: {unknown}"
+
+
+def test_images_match_dockerfiles(rendered: dict[str, Rendered]) -> None:
+    values = values_for("default")
+    for name in ("api", "ml", "drift"):
+        assert (REPO / "docker" / f"Dockerfile.{values['image'][name]}").exists()
+    prod = rendered["production"]
+    tag = str(values_for("production")["image"]["tag"])
+    for _obj, pod in prod.churn_workloads():
+        for c in _containers(pod):
+            assert c["image"].endswith(f":{tag}"), c["image"]
