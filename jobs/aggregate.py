@@ -60,8 +60,8 @@ def _window_sql() -> tuple[str, str, str]:
     source = {"active_days": "active", **{m: m for m in ENGAGEMENT_METRICS if m != "active_days"}}
     for w in WINDOWS:
         defs.append(
-            f"        w{w} AS (PARTITION BY user_id ORDER BY date "
-            f"RANGE BETWEEN INTERVAL {w - 1} DAYS PRECEDING AND CURRENT ROW),"
+            f"        w{w} AS (PARTITION BY user_id, island ORDER BY date "
+            f"ROWS BETWEEN {w - 1} PRECEDING AND CURRENT ROW),"
         )
         for m in ENGAGEMENT_METRICS:
             cast = "DOUBLE" if m == "minutes" else "BIGINT"

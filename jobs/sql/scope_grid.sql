@@ -2,7 +2,8 @@
 -- (or signed up) within the previous scope_days days. Writing rows for idle users too is what
 -- makes windows and recency decay: a user idle since Monday must look idle on Friday.
 -- Activity islands (runs of activity with gaps <= scope) each cover the dates
--- (first day, last day + scope], clipped to the requested dates.
+-- (first day, last day + scope], clipped to the requested dates. Within an island the grid is
+-- dense (one row per day), so windows over it can count rows instead of comparing dates.
 CREATE OR REPLACE TEMP TABLE scope_grid AS
 WITH anchors AS (
     SELECT user_id, day FROM daily_activity
@@ -21,10 +22,10 @@ islands AS (
     FROM marked
 ),
 spans AS (
-    SELECT user_id,
+    SELECT user_id, island,
            greatest(min(day) + 1, $grid_from::DATE)                                   AS span_from,
            least(max(day) + {scope_days}, $end_date::DATE)                        AS span_to
     FROM islands GROUP BY user_id, island
 )
-SELECT user_id, CAST(unnest(generate_series(span_from, span_to, INTERVAL 1 DAY)) AS DATE) AS date
+SELECT user_id, island, CAST(unnest(generate_series(span_from, span_to, INTERVAL 1 DAY)) AS DATE) AS date
 FROM spans WHERE span_from <= span_to;
