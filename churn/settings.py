@@ -91,6 +91,10 @@ class Settings:
     psi_warn: float = 0.1
     psi_alert: float = 0.25
     drift_p_value: float = 0.05
+    drift_correction: Literal["bonferroni", "fdr"] = "bonferroni"
+    """Multiple-testing correction alibi-detect applies across features."""
+    psi_bins: int = 10
+    """Quantile bins taken from the reference sample for PSI."""
     drift_python: Path | None = None
     """Python of the isolated alibi-detect environment; defaults to ``<checkout>/.venv-drift``."""
     max_model_age_days: int = 7
