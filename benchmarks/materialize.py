@@ -43,8 +43,12 @@ def write_tables(features_dir: Path, users: int, day: dt.date = END, seed: int =
     rng = np.random.default_rng(seed)
     ids = pa.array(np.char.add("u", np.char.zfill(np.arange(users).astype(str), 7)), pa.string())
     ts = dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
-    cats = {"plan": ["free", "basic", "premium"], "country": ["IN", "US", "GB", "DE", "BR"],
-            "acquisition_channel": ["organic", "paid_ads", "referral"], "device": ["desktop", "mobile"]}
+    cats = {
+        "plan": ["free", "basic", "premium"],
+        "country": ["IN", "US", "GB", "DE", "BR"],
+        "acquisition_channel": ["organic", "paid_ads", "referral"],
+        "device": ["desktop", "mobile"],
+    }
     for view, cols in FEATURE_VIEWS.items():
         data = {
             ENTITY_KEY: ids,
@@ -97,12 +101,30 @@ def run_one(args: argparse.Namespace) -> dict:
         rows = args.users * 4
     seconds = time.perf_counter() - t0
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"rows": rows, "seconds": seconds, "peak_rss_mb": peak_kb / 1024, "rss_before_mb": rss_before / 1024}
+    return {
+        "rows": rows,
+        "seconds": seconds,
+        "peak_rss_mb": peak_kb / 1024,
+        "rss_before_mb": rss_before / 1024,
+    }
 
 
 def spawn(path: str, store: str, users: int, data_dir: Path, redis_url: str) -> dict:
-    cmd = [sys.executable, __file__, "--child", "--path", path, "--store", store, "--users", str(users),
-           "--data-dir", str(data_dir), "--redis-url", redis_url]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        "--path",
+        path,
+        "--store",
+        store,
+        "--users",
+        str(users),
+        "--data-dir",
+        str(data_dir),
+        "--redis-url",
+        redis_url,
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     if out.returncode != 0:
         raise SystemExit(f"{path}/{store} failed:\n{out.stderr[-3000:]}")
@@ -138,8 +160,10 @@ def main() -> None:
             print(f"generated {n:,} users x 4 views in {time.perf_counter() - t0:.1f}s", flush=True)
         data_dirs[n] = d
 
-    print(f"\n{'path':<7}{'store':<8}{'users':>10}{'rows':>11}{'seconds':>10}{'rows/s':>11}{'users/s':>10}"
-          f"{'peak RSS MB':>13}  note")
+    print(
+        f"\n{'path':<7}{'store':<8}{'users':>10}{'rows':>11}{'seconds':>10}{'rows/s':>11}{'users/s':>10}"
+        f"{'peak RSS MB':>13}  note"
+    )
     results = []
     for store in args.stores.split(","):
         for path, n in sizes.items():
@@ -147,9 +171,13 @@ def main() -> None:
             rate = r["rows"] / r["seconds"]
             note = ""
             if n < args.users:
-                note = f"measured on {n:,} users; 1M-user time extrapolated ≈ {r['seconds'] * args.users / n:,.0f}s"
-            print(f"{path:<7}{store:<8}{n:>10,}{r['rows']:>11,}{r['seconds']:>10.1f}{rate:>11,.0f}"
-                  f"{rate / 4:>10,.0f}{r['peak_rss_mb']:>13,.0f}  {note}", flush=True)
+                est = r["seconds"] * args.users / n
+                note = f"measured on {n:,} users; {args.users:,}-user time extrapolated ≈ {est:,.0f}s"
+            print(
+                f"{path:<7}{store:<8}{n:>10,}{r['rows']:>11,}{r['seconds']:>10.1f}{rate:>11,.0f}"
+                f"{rate / 4:>10,.0f}{r['peak_rss_mb']:>13,.0f}  {note}",
+                flush=True,
+            )
             results.append({"path": path, "store": store, "users": n, **r, "rows_per_s": rate})
     out = ROOT / "benchmarks" / "out"
     out.mkdir(exist_ok=True)

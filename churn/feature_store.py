@@ -1,12 +1,14 @@
 """The Feast feature store, configured from :class:`churn.settings.Settings`.
 
 Everything Python-side builds its ``RepoConfig`` in code (:func:`repo_config`), so nothing
-depends on the working directory or on a YAML file. The ``feast`` CLI, which does need
-``feature_repo/feature_store.yaml``, gets the same content rendered from the same settings
-(:func:`render_feature_store_yaml`, written by ``churn features apply`` / ``churn features
-config``): Feast 0.67 expands ``${VAR}`` in that file (``os.path.expandvars``) but has no
-defaults, and an unset variable silently stays a literal path, so the file is generated
-rather than templated.
+depends on the working directory or on a YAML file. The committed
+``feature_repo/feature_store.yaml`` is the embedded default (paths relative to the repo, i.e.
+``../data/feast``), so ``feast apply`` / ``feast ui`` work from ``feature_repo/`` on a fresh
+checkout. For any other settings ``churn features apply`` / ``churn features config`` render the
+same content to ``<data_dir>/feast/feature_store.yaml`` for ``feast -f <that file> ...``: Feast
+0.67 expands ``${VAR}`` in the file but has no defaults (an unset variable silently stays a
+literal path), so it is generated rather than templated, and never written into the source tree
+(read-only in containers).
 
 Embedded default: file registry + SQLite online store under ``<data_dir>/feast/``.
 Production: ``CHURN_ONLINE_STORE=redis`` (``CHURN_REDIS_URL``) and optionally
@@ -94,10 +96,10 @@ def render_feature_store_yaml(settings: Settings) -> str:
 
 
 def write_feature_store_yaml(settings: Settings, path: Path | None = None) -> Path:
-    """Write ``feature_repo/feature_store.yaml`` (or ``path``) for the ``feast`` CLI."""
+    """Write ``<data_dir>/feast/feature_store.yaml`` (or ``path``) for ``feast -f``."""
     from churn.io import write_text_atomic
 
-    path = path or Path(settings.feature_repo) / "feature_store.yaml"
+    path = path or settings.feast_dir / "feature_store.yaml"
     text = render_feature_store_yaml(settings)
     if not path.exists() or path.read_text() != text:
         write_text_atomic(path, text)
@@ -132,7 +134,12 @@ def apply(settings: Settings, store: FeatureStore | None = None) -> dict[str, in
     stale_views = [v for v in registry.list_feature_views(PROJECT) if v.name not in keep_views]
     stale_services = [s for s in registry.list_feature_services(PROJECT) if s.name not in keep_services]
     store.apply(defs.objects, objects_to_delete=[*stale_views, *stale_services], partial=False)
-    return {"entities": 1, "feature_views": len(defs.views), "feature_services": 1, "removed": len(stale_views)}
+    return {
+        "entities": 1,
+        "feature_views": len(defs.views),
+        "feature_services": 1,
+        "removed": len(stale_views),
+    }
 
 
 # --- offline retrieval ------------------------------------------------------------------------

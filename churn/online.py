@@ -1,0 +1,199 @@
+"""Online feature reads for the API: fast, bounded by a timeout, honest about freshness.
+
+``OnlineFeatureReader(settings).read(user_ids)`` returns, per user, the feature service's
+features *by name*, whether the user is known at all (any row in the online store), and the
+age of the features in seconds (now - oldest event timestamp of the user's view rows).
+Feast's TTL does not expire online values on read, so freshness is reported here and the
+caller decides what is too old.
+
+The read path goes below ``FeatureStore.get_online_features`` (registry lookups, response
+protos, pandas-free but heavy): entity keys are serialized once per request with Feast's own
+``serialize_entity_key`` and each view is read with the online store's ``online_read``, so the
+storage format stays Feast's. Every online-store call has a timeout (SQLite: busy timeout;
+Redis: socket and connect timeouts); failures raise :class:`OnlineStoreUnavailable`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from churn.schema import ENTITY_KEY
+from churn.settings import Settings
+
+
+class OnlineStoreUnavailable(RuntimeError):
+    """The online store did not answer (down, timed out, missing tables)."""
+
+
+@dataclass
+class UserFeatures:
+    user_id: str
+    known: bool
+    """False: no row at all for this user in any view (unknown user)."""
+    features: dict[str, Any] = field(default_factory=dict)
+    """Feature name → value (None when missing); every feature of the service is present."""
+    missing: list[str] = field(default_factory=list)
+    """Features without a value (row absent for a view, or null value) for a known user."""
+    feature_age_seconds: float | None = None
+    """Now minus the oldest event timestamp among the user's view rows (None if unknown)."""
+    event_timestamps: dict[str, dt.datetime] = field(default_factory=dict)
+
+
+@dataclass
+class OnlineResult:
+    users: list[UserFeatures]
+    seconds: float
+
+    def __iter__(self):
+        return iter(self.users)
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    def by_user(self) -> dict[str, UserFeatures]:
+        return {u.user_id: u for u in self.users}
+
+
+def _value_of(proto) -> Any:
+    kind = proto.WhichOneof("val")
+    return None if kind is None else getattr(proto, kind)
+
+
+class OnlineFeatureReader:
+    """Thread-safe reader of the feature service ``settings.feature_service``."""
+
+    def __init__(self, settings: Settings, store=None):
+        from churn.feature_store import get_store
+
+        self.settings = settings
+        self.timeout_s = max(settings.online_timeout_ms, 1) / 1000.0
+        self.store = store or get_store(settings)
+        self.config = self.store.config
+        self._lock = threading.Lock()
+        try:
+            service = self.store.get_feature_service(settings.feature_service)
+            views = {fv.name: fv for fv in self.store.list_feature_views()}
+        except Exception as exc:
+            raise OnlineStoreUnavailable(f"feature registry not readable: {exc}") from exc
+        self.views = []
+        self.feature_names: list[str] = []
+        for proj in service.feature_view_projections:
+            fv = views[proj.name]
+            names = [f.name for f in proj.features]
+            self.views.append((fv, names))
+            self.feature_names += names
+        # A private online-store instance: our timeouts never leak into a shared FeatureStore.
+        self.online_store = type(self.store._get_provider().online_store)()
+        self._kind = self.config.online_store.type
+        self._configure_timeouts()
+
+    # --- connections with timeouts ---------------------------------------------------------
+
+    def _configure_timeouts(self) -> None:
+        if self._kind == "sqlite":
+            from feast.infra.online_stores.sqlite import SqliteOnlineStore
+
+            path = SqliteOnlineStore._get_db_path(self.config)
+            conn = sqlite3.connect(
+                path,
+                timeout=self.timeout_s,
+                detect_types=sqlite3.PARSE_DECLTYPES | sqlite3.PARSE_COLNAMES,
+                check_same_thread=False,
+            )
+            # Bound every statement too, not just lock waits.
+            deadline = {"t": 0.0}
+            conn.set_progress_handler(lambda: 1 if time.monotonic() > deadline["t"] else 0, 10_000)
+            self._deadline = deadline
+            self.online_store._conn = conn
+        elif self._kind == "redis":
+            # The connection string carries socket_timeout / socket_connect_timeout
+            # (churn.feature_store.redis_connection_string). redis-py 7 also retries failed
+            # connections with backoff (~5 s): disabled, a dead Redis must fail within the timeout.
+            import redis
+
+            nodes, kwargs = self.online_store._parse_connection_string(
+                self.config.online_store.connection_string
+            )
+            kwargs.update(socket_timeout=self.timeout_s, socket_connect_timeout=self.timeout_s, retry=None)
+            if self.config.online_store.redis_type == "redis":
+                self.online_store._client = redis.Redis(
+                    host=nodes[0]["host"], port=int(nodes[0]["port"]), **kwargs
+                )
+            self._deadline = None
+        else:  # pragma: no cover
+            self._deadline = None
+
+    def ping(self) -> bool:
+        """Readiness: the online store answers within the timeout (raises otherwise)."""
+        try:
+            if self._kind == "redis":
+                client = self.online_store._get_client(self.config.online_store)
+                return bool(client.ping())
+            with self._lock:
+                self._arm()
+                self.online_store._conn.execute("SELECT 1").fetchone()
+            return True
+        except Exception as exc:
+            raise OnlineStoreUnavailable(f"{self._kind} online store unavailable: {exc}") from exc
+
+    def _arm(self) -> None:
+        if self._deadline is not None:
+            self._deadline["t"] = time.monotonic() + self.timeout_s
+
+    # --- reads --------------------------------------------------------------------------------
+
+    def read(self, user_ids: list[str]) -> OnlineResult:
+        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+        from feast.protos.feast.types.Value_pb2 import Value
+
+        t0 = time.perf_counter()
+        keys = [EntityKey(join_keys=[ENTITY_KEY], entity_values=[Value(string_val=str(u))]) for u in user_ids]
+        per_view = []
+        try:
+            if self._kind == "sqlite":
+                with self._lock:  # one shared connection; sqlite3 calls are short
+                    for fv, names in self.views:
+                        self._arm()
+                        per_view.append(self.online_store.online_read(self.config, fv, keys, list(names)))
+            else:
+                for fv, names in self.views:
+                    per_view.append(self.online_store.online_read(self.config, fv, keys, list(names)))
+        except Exception as exc:
+            raise OnlineStoreUnavailable(
+                f"{self._kind} online read failed: {type(exc).__name__}: {exc}"
+            ) from exc
+
+        now = dt.datetime.now(dt.UTC)
+        users = []
+        for i, uid in enumerate(user_ids):
+            feats: dict[str, Any] = {}
+            missing: list[str] = []
+            stamps: dict[str, dt.datetime] = {}
+            for (fv, names), rows in zip(self.views, per_view, strict=True):
+                ts, values = rows[i]
+                # Feast's Redis read returns epoch 0 and empty values for an absent hash.
+                if ts is not None and values is not None and ts.timestamp() > 0:
+                    stamps[fv.name] = ts if ts.tzinfo else ts.replace(tzinfo=dt.UTC)
+                for n in names:
+                    v = None if values is None or n not in values else _value_of(values[n])
+                    feats[n] = v
+                    if v is None:
+                        missing.append(n)
+            known = bool(stamps)
+            age = (now - min(stamps.values())).total_seconds() if stamps else None
+            users.append(
+                UserFeatures(
+                    user_id=uid,
+                    known=known,
+                    features=feats,
+                    missing=missing if known else list(self.feature_names),
+                    feature_age_seconds=age,
+                    event_timestamps=stamps,
+                )
+            )
+        return OnlineResult(users=users, seconds=time.perf_counter() - t0)

@@ -1,0 +1,107 @@
+"""Feature repo definitions, generated config and the fast path's Feast-exact serialization."""
+
+from __future__ import annotations
+
+import ast
+import math
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from feast.type_map import python_values_to_proto_values
+from feast.value_type import ValueType
+
+from churn import feature_store as cfs
+from churn.schema import ALL_FEATURES, FEATURE_VIEWS
+from churn.settings import Settings
+from jobs.materialize import check_entity_key, encode_column, entity_key_prefix, entity_keys
+
+REPO = Path(__file__).resolve().parents[2] / "feature_repo"
+
+
+def test_init_is_import_free():
+    tree = ast.parse((REPO / "__init__.py").read_text())
+    assert not [n for n in ast.walk(tree) if isinstance(n, ast.Import | ast.ImportFrom)]
+
+
+def test_definitions_follow_schema(tmp_path):
+    from feature_repo.definitions import build_definitions
+
+    s = Settings.from_env(env={}, data_dir=tmp_path)
+    d = build_definitions(s)
+    assert d.service.name == "churn_v1" and d.user.join_key == "user_id"
+    assert set(d.views) == set(FEATURE_VIEWS)
+    for view, cols in FEATURE_VIEWS.items():
+        fv = d.views[view]
+        assert [f.name for f in fv.features] == list(cols)
+        assert fv.ttl.days >= 2
+        assert d.sources[view].path.startswith(str(s.features_dir))
+        assert d.sources[view].file_format is not None
+    assert sorted(f.name for fv in d.views.values() for f in fv.features) == sorted(ALL_FEATURES)
+
+
+@pytest.mark.parametrize(
+    "store,registry", [("sqlite", ""), ("redis", "postgresql+psycopg://postgres@db:5432/feast")]
+)
+def test_rendered_yaml_loads_in_feast(tmp_path, store, registry):
+    from feast.repo_config import load_repo_config
+
+    s = Settings.from_env(
+        env={},
+        data_dir=tmp_path,
+        online_store=store,
+        feast_registry_url=registry,
+        redis_url="redis://cache:6380/2",
+        online_timeout_ms=250,
+    )
+    path = cfs.write_feature_store_yaml(s, tmp_path / "feature_store.yaml")
+    cfg = load_repo_config(tmp_path, path)
+    assert cfg.project == "churn" and cfg.offline_store.type == "duckdb"
+    if store == "redis":
+        assert cfg.online_store.connection_string.startswith("cache:6380,db=2")
+        assert "socket_timeout=0.25" in cfg.online_store.connection_string
+        assert cfg.registry.registry_type == "sql" and cfg.registry.path == registry
+    else:
+        assert cfg.online_store.path == str(tmp_path / "feast" / "online_store.db")
+        assert cfg.registry.path == str(tmp_path / "feast" / "registry.db")
+    assert cfs.repo_config(s).online_store.type == store
+
+
+def test_encode_column_matches_feast():
+    rng = np.random.default_rng(0)
+    doubles = pa.array([0.0, -0.0, 1.5, math.inf, -math.inf, None, float("nan"), *rng.normal(size=50)])
+    ints = pa.array([0, 1, -1, 2**40, -(2**62), None, *rng.integers(-5, 500, 50).tolist()], pa.int64())
+    strings = pa.array(["", "free", "ünï", None, "free"], pa.string())
+    for arr, vt in ((doubles, ValueType.DOUBLE), (ints, ValueType.INT64), (strings, ValueType.STRING)):
+        values, texts = encode_column(arr, with_text=True)
+        protos = python_values_to_proto_values(arr.to_numpy(zero_copy_only=False), vt)
+        assert values == [p.SerializeToString() for p in protos]
+        from feast.infra.online_stores.helpers import extract_text_and_num
+
+        assert texts == [extract_text_and_num(p, False)[0] for p in protos]
+
+
+def test_entity_keys_match_feast():
+    prefix = entity_key_prefix()
+    ids = ["u0000001", "", "ünïcode", "x" * 300]
+    for uid, key in zip(ids, entity_keys(ids, prefix), strict=True):
+        check_entity_key(uid, key)
+
+
+def test_committed_yaml_is_the_embedded_default():
+    """`feast` run from feature_repo/ on a fresh checkout must use the same store as `churn`."""
+    import yaml
+
+    from churn.settings import Settings
+
+    repo = Path(__file__).resolve().parents[2] / "feature_repo"
+    committed = yaml.safe_load((repo / "feature_store.yaml").read_text())
+    default = Settings.from_env(env={})
+    resolved = {
+        "registry": (repo / committed["registry"]["path"]).resolve(),
+        "online": (repo / committed["online_store"]["path"]).resolve(),
+    }
+    assert resolved["registry"] == (default.feast_dir / "registry.db").resolve()
+    assert resolved["online"] == (default.feast_dir / "online_store.db").resolve()
+    assert committed["offline_store"]["type"] == "duckdb" and committed["project"] == "churn"
