@@ -1,0 +1,314 @@
+"""Filesystem model registry: immutable version folders, a production pointer, history, audit.
+
+Layout under ``settings.registry_root`` (a shared volume in production)::
+
+    models/<YYYYmmddTHHMMSSZ>-<6 hex>/   one immutable folder per training run (atomic_dir)
+    production                           the served version's name, replaced with os.replace
+    history.json                         production versions in promotion order (for rollback)
+    audit.log                            one JSON line per promotion / rollback / stage
+
+A version holds BOTH models of a training run (LightGBM ``model.txt`` and the logistic baseline
+``baseline.joblib``); ``metadata.json["kind"]`` says which one is served. Readers never lock: the
+pointer is swapped atomically and a version folder never changes after it appears, so a reader
+sees the old or the new production model, never a mix. Writers (promote/rollback/stage) take an
+``flock`` so concurrent promotions serialise. A model that fails to load or to reproduce its
+smoke predictions can't be promoted (and ``load`` raises ``ModelLoadError``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import getpass
+import json
+import os
+import re
+import secrets
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from churn.io import atomic_dir, write_json_atomic, write_text_atomic
+from churn.settings import Settings
+from training.model import METADATA, ChurnModel, ModelLoadError
+
+VERSION_RE = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{6}$")
+TEST_SET = "test.parquet"
+LABEL = "churned"
+
+
+class RegistryError(RuntimeError):
+    """A registry operation the user asked for cannot be done (unknown version, gate refused...)."""
+
+
+class PromotionRefused(RegistryError):
+    """The candidate does not beat production on the gate metric, or fails to load."""
+
+
+class NoProductionModel(RegistryError, ModelLoadError):
+    """Nothing has been promoted yet."""
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    version: str
+    path: Path
+    metadata: dict[str, Any]
+    metrics: dict[str, Any]
+
+    @property
+    def kind(self) -> str:
+        return str(self.metadata.get("kind", "?"))
+
+    @property
+    def test_metric(self) -> dict[str, Any]:
+        """Test-cutoff metrics of the served model."""
+        return (self.metrics.get("test") or {}).get(self.kind, {})
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+class ModelRegistry:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.root = Path(settings.registry_root)
+        self.models_dir = Path(settings.models_dir)
+        self.pointer = self.root / "production"
+        self.history_path = self.root / "history.json"
+        self.audit_path = self.root / "audit.log"
+
+    # --- reading --------------------------------------------------------------------------------
+    def list_versions(self) -> list[VersionInfo]:
+        """All complete versions, oldest first (temp folders of running writers are skipped)."""
+        if not self.models_dir.exists():
+            return []
+        names = sorted(p.name for p in self.models_dir.iterdir() if p.is_dir() and VERSION_RE.match(p.name))
+        return [self.get(n) for n in names]
+
+    def get(self, version: str) -> VersionInfo:
+        path = self.models_dir / version
+        if not VERSION_RE.match(version) or not path.is_dir():
+            raise RegistryError(f"unknown model version {version!r} (see `churn models list`)")
+        return VersionInfo(version, path, _read_json(path / METADATA), _read_json(path / "metrics.json"))
+
+    def production_version(self) -> str | None:
+        """The served version named by the pointer file, or None before the first promotion."""
+        try:
+            name = self.pointer.read_text().strip()
+        except FileNotFoundError:
+            return None
+        return name or None
+
+    def staged_version(self, stage: str = "staging") -> str | None:
+        try:
+            return (self.root / _stage_file(stage)).read_text().strip() or None
+        except FileNotFoundError:
+            return None
+
+    def load(self, version: str) -> ChurnModel:
+        """Load and smoke-test a version; ``ModelLoadError`` if it is missing or corrupt."""
+        path = self.models_dir / version
+        if not VERSION_RE.match(version) or not path.is_dir():
+            raise ModelLoadError(f"model version {version!r} not found in {self.models_dir}")
+        return ChurnModel.load(path)
+
+    def load_production(self) -> ChurnModel:
+        version = self.production_version()
+        if version is None:
+            raise NoProductionModel(
+                f"no production model yet ({self.pointer} missing): run `churn train --promote`"
+            )
+        return self.load(version)
+
+    def history(self) -> list[str]:
+        return [str(v) for v in _read_json(self.history_path).get("production", [])]
+
+    def audit_entries(self) -> list[dict[str, Any]]:
+        if not self.audit_path.exists():
+            return []
+        return [json.loads(line) for line in self.audit_path.read_text().splitlines() if line.strip()]
+
+    # --- writing --------------------------------------------------------------------------------
+    def new_version_name(self, now: dt.datetime | None = None) -> str:
+        now = now or dt.datetime.now(dt.UTC)
+        while True:
+            name = f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+            if not (self.models_dir / name).exists():
+                return name
+
+    def register(self, write: Callable[[Path, str], None]) -> VersionInfo:
+        """Create a version: ``write(tmp_dir, version)`` fills a temp folder, which must load and
+        pass its smoke test before it is renamed into place (a failed run leaves nothing)."""
+        version = self.new_version_name()
+        with atomic_dir(self.models_dir / version, validate=_validate_version) as tmp:
+            write(tmp, version)
+        return self.get(version)
+
+    @contextmanager
+    def _lock(self) -> Iterator[None]:
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".lock", "a+") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def gate(self, version: str) -> dict[str, Any]:
+        """Score candidate and current production on the candidate's test cutoff (same rows).
+
+        Returns the figures; ``passed`` is False when the candidate does not beat production by
+        ``promotion_min_gain`` on ``promotion_metric``.
+        """
+        from training.evaluate import score_metric
+
+        metric = self.settings.promotion_metric
+        candidate = self._load_for_promotion(version)
+        current = self.production_version()
+        out: dict[str, Any] = {"metric": metric, "candidate": version, "production": current, "passed": True}
+        test_path = self.models_dir / version / TEST_SET
+        if not test_path.exists():
+            raise PromotionRefused(f"{version} has no {TEST_SET}: cannot compare it with production")
+        test = pd.read_parquet(test_path)
+        y = test[LABEL].to_numpy()
+        out["test_cutoff"] = str(test["cutoff"].iloc[0]) if "cutoff" in test and len(test) else None
+        out["candidate_score"] = score_metric(metric, y, candidate.predict_proba_frame(test))
+        if current is None or current == version:
+            return out
+        try:
+            prod = self.load(current)
+        except ModelLoadError as exc:  # a broken production model should be replaced, not defended
+            out["production_error"] = str(exc)
+            return out
+        out["production_score"] = score_metric(metric, y, prod.predict_proba_frame(test))
+        out["passed"] = out["candidate_score"] > out["production_score"] + self.settings.promotion_min_gain
+        return out
+
+    def _load_for_promotion(self, version: str) -> ChurnModel:
+        self.get(version)
+        try:
+            return self.load(version)
+        except ModelLoadError as exc:
+            raise PromotionRefused(f"refusing {version}: {exc}") from exc
+
+    def promote(
+        self, version: str, force: bool = False, reason: str = "", actor: str | None = None
+    ) -> dict[str, Any]:
+        """Make ``version`` the production model if it passes the gate (or ``force``).
+
+        A version that fails to load is refused even with ``force``.
+        """
+        with self._lock():
+            current = self.production_version()
+            if current == version:
+                raise RegistryError(f"{version} is already the production model")
+            if force:
+                self._load_for_promotion(version)
+                figures: dict[str, Any] = {"metric": self.settings.promotion_metric, "forced": True}
+            else:
+                figures = self.gate(version)
+                if not figures["passed"]:
+                    m = figures["metric"]
+                    raise PromotionRefused(
+                        f"refusing {version}: {m} {figures['candidate_score']:.4f} does not beat production "
+                        f"{current} ({figures['production_score']:.4f} + min gain "
+                        f"{self.settings.promotion_min_gain}) on test cutoff {figures.get('test_cutoff')}; "
+                        "use --force to override"
+                    )
+            history = self.history() or ([current] if current else [])
+            self._switch(version, [*history, version])
+            self._audit(
+                "promote", current, version, reason or ("forced" if force else "passed gate"), figures, actor
+            )
+            return figures
+
+    def rollback(self, reason: str = "", actor: str | None = None) -> str:
+        """Return production to the version promoted before the current one."""
+        with self._lock():
+            current = self.production_version()
+            history = self.history()
+            if current is None:
+                raise RegistryError("no production model to roll back")
+            if not history or history[-1] != current:
+                history = [*history, current]
+            if len(history) < 2:
+                raise RegistryError(f"no previous production version to roll back to (history: {history})")
+            previous = history[-2]
+            try:
+                self.load(previous)
+            except ModelLoadError as exc:
+                raise RegistryError(f"cannot roll back to {previous}: {exc}") from exc
+            self._switch(previous, history[:-1])
+            self._audit("rollback", current, previous, reason or "rollback", {}, actor)
+            return previous
+
+    def stage(self, version: str, stage: str = "staging", reason: str = "", actor: str | None = None) -> None:
+        """Point a named non-production slot (e.g. ``staging`` / ``shadow``) at a loadable version."""
+        if stage == "production":
+            raise RegistryError("use `churn models promote` for production")
+        with self._lock():
+            self._load_for_promotion(version)
+            before = self.staged_version(stage)
+            write_text_atomic(self.root / _stage_file(stage), version + "\n")
+            self._audit(f"stage:{stage}", before, version, reason or "staged", {}, actor)
+
+    def _switch(self, version: str, history: list[str]) -> None:
+        # History first, pointer last: the pointer is the only thing readers look at.
+        write_json_atomic(self.history_path, {"production": history})
+        write_text_atomic(self.pointer, version + "\n")
+
+    def _audit(
+        self,
+        action: str,
+        before: str | None,
+        after: str,
+        reason: str,
+        metrics: dict[str, Any],
+        actor: str | None,
+    ) -> None:
+        entry = {
+            "ts": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "action": action,
+            "who": actor or _whoami(),
+            "from": before,
+            "to": after,
+            "reason": reason,
+            "metrics": metrics,
+        }
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.audit_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, (json.dumps(entry, sort_keys=True, default=str) + "\n").encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _validate_version(path: Path) -> None:
+    """Every model a version holds must load and reproduce its smoke predictions."""
+    meta = _read_json(path / METADATA)
+    for kind in meta.get("models") or {meta.get("kind")}:
+        ChurnModel.load(path, kind=kind)
+
+
+def _stage_file(stage: str) -> str:
+    if not re.fullmatch(r"[a-z][a-z0-9_-]{0,31}", stage):
+        raise RegistryError(f"invalid stage name {stage!r}")
+    return f"stage-{stage}"
+
+
+def _whoami() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no passwd entry in some containers
+        return f"uid:{os.getuid()}"
