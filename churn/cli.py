@@ -8,7 +8,13 @@ from __future__ import annotations
 
 import importlib
 
+import warnings
+
 import typer
+
+# Third-party deprecation chatter (ibis, feast) is noise for a CLI user; our own warnings still show.
+for _mod in ("ibis", "feast", "duckdb"):
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module=rf"{_mod}(\.|$)")
 
 app = typer.Typer(
     name="churn",

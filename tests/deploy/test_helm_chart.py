@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -459,13 +460,23 @@ def test_network_policies(rendered: dict[str, Rendered], case: str) -> None:
             assert redis_rule["to"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/name"] == "redis"
 
 
+def test_helm_dependency_build_is_offline(tmp_path: Path) -> None:
+    """The vendored Redis subchart satisfies the dependency: nothing is fetched or duplicated."""
+    helm = require_tool("helm")
+    copy = tmp_path / "chart"
+    shutil.copytree(CHART, copy)
+    proc = run([helm, "dependency", "build", str(copy)])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert sorted(p.name for p in (copy / "charts").iterdir()) == ["redis"]
+
+
 def test_vendored_redis_subchart(rendered: dict[str, Rendered]) -> None:
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
     dep = next(d for d in chart["dependencies"] if d["name"] == "redis")
     assert dep["condition"] == "redis.enabled"
     sub = yaml.safe_load((CHART / "charts" / "redis" / "Chart.yaml").read_text())
     assert sub["name"] == "redis" and sub["version"] == dep["version"]
-    assert dep.get("repository", "file://charts/redis") == "file://charts/redis"
+    assert dep.get("repository", "file://charts/redis") == "file://charts/redis"  # vendored, no fetch
     assert not [
         d
         for d in rendered["default"].docs
