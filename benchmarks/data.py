@@ -31,9 +31,11 @@ def run(users: int, days: int) -> None:
         built = build_features(settings)
         agg_s = time.perf_counter() - t0
         peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
-        print(f"users={users:,} days={days}: generate+validate {rows:,} rows in {gen_s:.1f}s "
-              f"= {rows / gen_s:,.0f} rows/s | aggregate {res.events:,} events -> {built.rows:,} feature rows "
-              f"in {agg_s:.1f}s = {res.events / agg_s:,.0f} events/s | peak RSS {peak_gb:.1f} GB")
+        print(
+            f"users={users:,} days={days}: generate+validate {rows:,} rows in {gen_s:.1f}s "
+            f"= {rows / gen_s:,.0f} rows/s | aggregate {res.events:,} events -> {built.rows:,} feature rows "
+            f"in {agg_s:.1f}s = {res.events / agg_s:,.0f} events/s | peak RSS {peak_gb:.1f} GB"
+        )
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -7,7 +7,6 @@ inside the command, so ``churn --help`` stays fast.
 from __future__ import annotations
 
 import importlib
-
 import warnings
 
 import typer

@@ -53,7 +53,14 @@ PLANS: Final = ("free", "basic", "premium")
 
 # --- daily feature tables (one per feature view, features/<view>/date=YYYY-MM-DD/) --------------
 WINDOWS: Final = (7, 14, 30)
-ENGAGEMENT_METRICS: Final = ("active_days", "logins", "minutes", "course_views", "quiz_attempts", "completions")
+ENGAGEMENT_METRICS: Final = (
+    "active_days",
+    "logins",
+    "minutes",
+    "course_views",
+    "quiz_attempts",
+    "completions",
+)
 
 ENTITY_KEY: Final = "user_id"
 TIMESTAMP_FIELD: Final = "event_timestamp"
@@ -61,7 +68,11 @@ CREATED_FIELD: Final = "created"
 
 FEATURE_VIEWS: Final[dict[str, dict[str, pa.DataType]]] = {
     "engagement": {
-        **{f"{m}_{w}d": (pa.float64() if m == "minutes" else pa.int64()) for w in WINDOWS for m in ENGAGEMENT_METRICS},
+        **{
+            f"{m}_{w}d": (pa.float64() if m == "minutes" else pa.int64())
+            for w in WINDOWS
+            for m in ENGAGEMENT_METRICS
+        },
         "active_days_trend_7d": pa.int64(),  # last 7 days minus the 7 before
         "minutes_trend_7d": pa.float64(),
     },

@@ -172,7 +172,9 @@ def _write_view(con: duckdb.DuckDBPyConnection, root: Path, view: str) -> None:
     root.mkdir(parents=True, exist_ok=True)
 
     def check(tmp: Path) -> None:
-        got = con.execute(f"DESCRIBE SELECT * FROM read_parquet('{tmp}/*/*.parquet', hive_partitioning=false)")
+        got = con.execute(
+            f"DESCRIBE SELECT * FROM read_parquet('{tmp}/*/*.parquet', hive_partitioning=false)"
+        )
         names = [r[0] for r in got.fetchall()]
         if names != [f.name for f in schema]:
             raise AggregationError(f"{view}: wrote columns {names}, expected {[f.name for f in schema]}")

@@ -164,7 +164,9 @@ def generate(
         pay_user = np.flatnonzero(due)
         if pay_user.size:
             near_churn = (churn_day[pay_user] - d) < 30
-            p_fail = np.where(near_churn, np.maximum(fail_propensity[pay_user], 0.45), fail_propensity[pay_user])
+            p_fail = np.where(
+                near_churn, np.maximum(fail_propensity[pay_user], 0.45), fail_propensity[pay_user]
+            )
             u = rng.random(pay_user.size)
             status = np.where(u < p_fail, "failed", np.where(u > 0.985, "refunded", "succeeded"))
             pay_ts = day_us + rng.integers(0, DAY_US, size=pay_user.size)

@@ -89,9 +89,14 @@ def _normalise(con: duckdb.DuckDBPyConnection, table: str, src: Path, out: Path)
     have = {c.lower(): c for c in rel.columns}
     select, missing, casts = [], [], []
     for f in RAW_SCHEMAS[table]:
-        col = have.get(f.name) or next((have[a] for a in COLUMN_ALIASES[table].get(f.name, ()) if a in have), None)
-        duck = "TIMESTAMPTZ" if str(f.type).startswith("timestamp") else {"string": "VARCHAR"}.get(
-            str(f.type), "DOUBLE")
+        col = have.get(f.name) or next(
+            (have[a] for a in COLUMN_ALIASES[table].get(f.name, ()) if a in have), None
+        )
+        duck = (
+            "TIMESTAMPTZ"
+            if str(f.type).startswith("timestamp")
+            else {"string": "VARCHAR"}.get(str(f.type), "DOUBLE")
+        )
         if col is None:
             if f.name in OPTIONAL_COLUMNS:
                 select.append(f"NULL::{duck} AS {f.name}")
@@ -101,14 +106,25 @@ def _normalise(con: duckdb.DuckDBPyConnection, table: str, src: Path, out: Path)
         select.append(f'TRY_CAST("{col}" AS {duck}) AS {f.name}')
         casts.append((f.name, col, duck))
     if missing:
-        return CheckResult(table, "schema", len(missing), f"missing required columns {missing} in {src.name}",
-                           row_level=False)
+        return CheckResult(
+            table,
+            "schema",
+            len(missing),
+            f"missing required columns {missing} in {src.name}",
+            row_level=False,
+        )
     bad = " OR ".join(f'("{c}" IS NOT NULL AND TRY_CAST("{c}" AS {d}) IS NULL)' for _, c, d in casts)
     n_bad = con.execute(f"SELECT count(*) FROM {_reader(src)} WHERE {bad}").fetchone()[0]
     if n_bad:
         ex = con.execute(f"SELECT * FROM {_reader(src)} WHERE {bad} LIMIT 3").fetchall()
-        return CheckResult(table, "types", int(n_bad), f"{n_bad:,} rows have values of the wrong type",
-                           [dict(zip(rel.columns, map(str, r), strict=True)) for r in ex], row_level=False)
+        return CheckResult(
+            table,
+            "types",
+            int(n_bad),
+            f"{n_bad:,} rows have values of the wrong type",
+            [dict(zip(rel.columns, map(str, r), strict=True)) for r in ex],
+            row_level=False,
+        )
     out.mkdir(parents=True, exist_ok=True)
     con.execute(
         f"COPY (SELECT {', '.join(select)} FROM {_reader(src)}) TO '{out / f'{table}.parquet'}' (FORMAT PARQUET)"
@@ -140,7 +156,10 @@ def import_batch(
             report = ValidationReport(checks=pre)
             raise IngestError("batch rejected: input does not match the schema", report)
         validator = BatchValidator(
-            staging, as_of=as_of, existing_raw=settings.raw_dir, freshness_max_hours=settings.freshness_max_hours
+            staging,
+            as_of=as_of,
+            existing_raw=settings.raw_dir,
+            freshness_max_hours=settings.freshness_max_hours,
         )
         report = validator.run()
         report.checks = pre + report.checks
@@ -165,11 +184,17 @@ def import_batch(
 def _split(con, validator: BatchValidator, table: str, folder: Path, qdir: Path) -> tuple[int, int]:
     split = validator.split_sql(table)
     good_file = folder / f"{table}.good.parquet"
-    validator.con.execute(f"COPY (SELECT * EXCLUDE (reason) FROM ({split}) WHERE reason IS NULL) TO '{good_file}'"
-                          " (FORMAT PARQUET)", {"as_of": validator.as_of} if "$as_of" in split else None)
+    validator.con.execute(
+        f"COPY (SELECT * EXCLUDE (reason) FROM ({split}) WHERE reason IS NULL) TO '{good_file}'"
+        " (FORMAT PARQUET)",
+        {"as_of": validator.as_of} if "$as_of" in split else None,
+    )
     qdir.mkdir(parents=True, exist_ok=True)
-    validator.con.execute(f"COPY (SELECT * FROM ({split}) WHERE reason IS NOT NULL) TO '{qdir / f'{table}.parquet'}'"
-                          " (FORMAT PARQUET)", {"as_of": validator.as_of} if "$as_of" in split else None)
+    validator.con.execute(
+        f"COPY (SELECT * FROM ({split}) WHERE reason IS NOT NULL) TO '{qdir / f'{table}.parquet'}'"
+        " (FORMAT PARQUET)",
+        {"as_of": validator.as_of} if "$as_of" in split else None,
+    )
     good = con.execute(f"SELECT count(*) FROM read_parquet('{good_file}')").fetchone()[0]
     bad = con.execute(f"SELECT count(*) FROM read_parquet('{qdir / f'{table}.parquet'}')").fetchone()[0]
     (folder / f"{table}.parquet").unlink()
@@ -196,7 +221,10 @@ def _merge_into_store(con: duckdb.DuckDBPyConnection, staging: Path, raw: Path) 
         if not src.exists():
             continue
         ts = RAW_TIME_COLUMN[table]
-        days = [r[0] for r in con.execute(f"SELECT DISTINCT CAST({ts} AS DATE) FROM read_parquet('{src}')").fetchall()]
+        days = [
+            r[0]
+            for r in con.execute(f"SELECT DISTINCT CAST({ts} AS DATE) FROM read_parquet('{src}')").fetchall()
+        ]
         for day in sorted(days):
             part = raw / table / f"date={day.isoformat()}"
             sources = [f"SELECT * FROM read_parquet('{src}') WHERE CAST({ts} AS DATE) = DATE '{day}'"]
@@ -227,7 +255,9 @@ def validate_store(settings: Settings, as_of: dt.datetime | None = None) -> Vali
     """Re-run every gate over what is stored (the store is its own set of known users)."""
     if not partition_dates(settings.raw_dir / "events"):
         raise IngestError(f"no events under {settings.raw_dir}")
-    return BatchValidator(settings.raw_dir, as_of=as_of or dt.datetime.now(dt.UTC), freshness_max_hours=0).run()
+    return BatchValidator(
+        settings.raw_dir, as_of=as_of or dt.datetime.now(dt.UTC), freshness_max_hours=0
+    ).run()
 
 
 __all__ = ["IngestError", "ImportResult", "import_batch", "generate_store", "validate_store", "replace_dir"]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import duckdb
 
-from churn.schema import EVENT_TYPES, PAYMENT_STATUSES, PLANS, RAW_SCHEMAS, RAW_TIME_COLUMN
+from churn.schema import EVENT_TYPES, PAYMENT_STATUSES, PLANS, RAW_SCHEMAS
 
 MAX_EXAMPLES = 3
 
@@ -96,8 +96,16 @@ ROW_RULES: dict[str, list[tuple[str, str, str]]] = {
         ("duplicates", "_dup > 1", "user_id appears more than once"),
     ],
     "events": [
-        ("required_nulls", "user_id IS NULL OR event_ts IS NULL OR event_type IS NULL", "required column is null"),
-        ("event_type_values", f"event_type NOT IN {_sql_list(EVENT_TYPES)}", f"event_type not in {EVENT_TYPES}"),
+        (
+            "required_nulls",
+            "user_id IS NULL OR event_ts IS NULL OR event_type IS NULL",
+            "required column is null",
+        ),
+        (
+            "event_type_values",
+            f"event_type NOT IN {_sql_list(EVENT_TYPES)}",
+            f"event_type not in {EVENT_TYPES}",
+        ),
         ("negative_minutes", "minutes < 0", "minutes is negative"),
         ("future_timestamp", "event_ts > $as_of", "event_ts is in the future"),
         ("unknown_user", "_signup IS NULL", "event of a user not in users"),
@@ -105,9 +113,16 @@ ROW_RULES: dict[str, list[tuple[str, str, str]]] = {
         ("duplicates", "_dup > 1", "duplicate event (same user, time, type, course)"),
     ],
     "payments": [
-        ("required_nulls", "user_id IS NULL OR payment_ts IS NULL OR amount IS NULL OR status IS NULL",
-         "required column is null"),
-        ("status_values", f"status NOT IN {_sql_list(PAYMENT_STATUSES)}", f"status not in {PAYMENT_STATUSES}"),
+        (
+            "required_nulls",
+            "user_id IS NULL OR payment_ts IS NULL OR amount IS NULL OR status IS NULL",
+            "required column is null",
+        ),
+        (
+            "status_values",
+            f"status NOT IN {_sql_list(PAYMENT_STATUSES)}",
+            f"status not in {PAYMENT_STATUSES}",
+        ),
         ("negative_amount", "amount < 0", "amount is negative"),
         ("future_timestamp", "payment_ts > $as_of", "payment_ts is in the future"),
         ("unknown_user", "_signup IS NULL", "payment of a user not in users"),
@@ -155,13 +170,17 @@ class BatchValidator:
         sources = ["SELECT user_id, signup_ts FROM batch_users"] if "users" in self.tables else []
         if existing_raw is not None and (g := parquet_glob(existing_raw, "users")):
             sources.append(f"SELECT user_id, signup_ts FROM read_parquet('{g}')")
-        known = " UNION ALL ".join(sources) or "SELECT NULL::VARCHAR AS user_id, NULL::TIMESTAMPTZ AS signup_ts"
+        known = (
+            " UNION ALL ".join(sources) or "SELECT NULL::VARCHAR AS user_id, NULL::TIMESTAMPTZ AS signup_ts"
+        )
         self.con.execute(f"CREATE VIEW known_users AS {known}")
 
     def run(self) -> ValidationReport:
         report = ValidationReport()
         if "events" not in self.tables:
-            report.checks.append(CheckResult("events", "present", 1, "no events in the batch", row_level=False))
+            report.checks.append(
+                CheckResult("events", "present", 1, "no events in the batch", row_level=False)
+            )
             return report
         for table in self.tables:
             report.rows[table] = self.con.execute(f"SELECT count(*) FROM batch_{table}").fetchone()[0]
@@ -183,21 +202,43 @@ class BatchValidator:
             if f.name in described and not _compatible(described[f.name], _duck_type(f.type))
         ]
         out = [
-            CheckResult(table, "non_empty", int(n_rows == 0), "batch has no rows" if n_rows == 0 else "rows present",
-                        row_level=False),
-            CheckResult(table, "schema", len(missing) + len(wrong),
-                        "; ".join(filter(None, [f"missing columns {missing}" if missing else "",
-                                                f"wrong types {wrong}" if wrong else ""])) or "columns and types match",
-                        row_level=False),
+            CheckResult(
+                table,
+                "non_empty",
+                int(n_rows == 0),
+                "batch has no rows" if n_rows == 0 else "rows present",
+                row_level=False,
+            ),
+            CheckResult(
+                table,
+                "schema",
+                len(missing) + len(wrong),
+                "; ".join(
+                    filter(
+                        None,
+                        [
+                            f"missing columns {missing}" if missing else "",
+                            f"wrong types {wrong}" if wrong else "",
+                        ],
+                    )
+                )
+                or "columns and types match",
+                row_level=False,
+            ),
         ]
         return out
 
     def _prepare(self, table: str) -> None:
         key = DUPLICATE_KEYS[table]
         signup = "" if table == "users" else ", k._signup"
-        join = "" if table == "users" else (
-            " LEFT JOIN (SELECT user_id, min(signup_ts) AS _signup FROM known_users GROUP BY user_id) k"
-            " USING (user_id)")
+        join = (
+            ""
+            if table == "users"
+            else (
+                " LEFT JOIN (SELECT user_id, min(signup_ts) AS _signup FROM known_users GROUP BY user_id) k"
+                " USING (user_id)"
+            )
+        )
         self.con.execute(
             f"CREATE OR REPLACE TEMP TABLE prep_{table} AS SELECT t.*{signup},"
             f" count(*) OVER (PARTITION BY {key}) AS _dup FROM batch_{table} t{join}"
@@ -209,7 +250,9 @@ class BatchValidator:
         rules = ROW_RULES[table]
         params = {"as_of": self.as_of}
         counts = self.con.execute(
-            "SELECT " + ", ".join(f"count(*) FILTER (WHERE {_pred(p)})" for _, p, _ in rules) + f" FROM prep_{table}",
+            "SELECT "
+            + ", ".join(f"count(*) FILTER (WHERE {_pred(p)})" for _, p, _ in rules)
+            + f" FROM prep_{table}",
             params,
         ).fetchone()
         results = []
@@ -223,7 +266,9 @@ class BatchValidator:
                 )
                 cols = [d[0] for d in cur.description]
                 examples = [{k: _plain(v) for k, v in zip(cols, row, strict=True)} for row in cur.fetchall()]
-            results.append(CheckResult(table, name, int(n), f"{n:,} rows: {message}" if n else "ok", examples))
+            results.append(
+                CheckResult(table, name, int(n), f"{n:,} rows: {message}" if n else "ok", examples)
+            )
         return results
 
     def _freshness(self) -> CheckResult:
@@ -233,8 +278,9 @@ class BatchValidator:
         limit = self.as_of - dt.timedelta(hours=self.freshness_max_hours)
         stale = newest is None or newest < limit
         msg = f"newest event {newest} is older than {self.freshness_max_hours}h before {self.as_of:%Y-%m-%d %H:%M}"
-        return CheckResult("events", "freshness", int(stale), msg if stale else f"newest event {newest}",
-                           row_level=False)
+        return CheckResult(
+            "events", "freshness", int(stale), msg if stale else f"newest event {newest}", row_level=False
+        )
 
     def split_sql(self, table: str) -> str:
         """The prepared rows with a ``reason`` column: the first rule each row breaks, NULL if none."""

@@ -4,8 +4,9 @@ A user eligible at cutoff T (midnight UTC) is *churned* if they have no event in
 ``[T, T + horizon)``. Eligible means active within ``settings.active_days`` before T (read from
 ``features/recency/date=T``): exactly the population batch scoring scores every day, so the model
 is trained on the users it will be asked about. Users idle longer than that are left out: they
-have, in effect, already churned, and would make the task look easier than it is. Cutoffs end at the last date whose whole label window is observed, so the most
-recent ``horizon`` days never produce labels (their outcome is still unknown).
+have, in effect, already churned, and would make the task look easier than it is. Cutoffs end
+at the last date whose whole label window is observed, so the most recent ``horizon`` days never
+produce labels (their outcome is still unknown).
 """
 
 from __future__ import annotations

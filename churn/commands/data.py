@@ -26,7 +26,9 @@ def generate_cmd(
     users: Annotated[int, typer.Option(help="Number of users.")] = 10_000,
     days: Annotated[int, typer.Option(help="Days of history before the end date.")] = 180,
     seed: Annotated[int, typer.Option(help="Random seed: same seed, same data.")] = 42,
-    end_date: Annotated[str | None, typer.Option(help="Exclusive end of the history (YYYY-MM-DD); default today.")] = None,
+    end_date: Annotated[
+        str | None, typer.Option(help="Exclusive end of the history (YYYY-MM-DD); default today.")
+    ] = None,
 ) -> None:
     """Generate a synthetic TechITFactory site (replaces the raw store after validation)."""
     from jobs.ingest import IngestError, generate_store
@@ -37,13 +39,21 @@ def generate_cmd(
         task = bar.add_task("generating days", total=days)
         try:
             res, _ = generate_store(
-                settings, users=users, days=days, seed=seed, end_date=end,
+                settings,
+                users=users,
+                days=days,
+                seed=seed,
+                end_date=end,
                 on_day=lambda n: bar.update(task, completed=n),
             )
         except IngestError as exc:
             raise _reject(exc) from exc
-        r.extra.update(users=f"{res.users:,}", events=f"{res.events:,}", payments=f"{res.payments:,}",
-                       window=f"{res.start}..{res.end}")
+        r.extra.update(
+            users=f"{res.users:,}",
+            events=f"{res.events:,}",
+            payments=f"{res.payments:,}",
+            window=f"{res.start}..{res.end}",
+        )
         r.wrote.append(str(settings.raw_dir))
 
 
@@ -52,8 +62,12 @@ def import_cmd(
     events: Annotated[Path, typer.Option(help="Events file (CSV or Parquet).")],
     users: Annotated[Path | None, typer.Option(help="Users file (CSV or Parquet).")] = None,
     payments: Annotated[Path | None, typer.Option(help="Payments file (CSV or Parquet).")] = None,
-    quarantine: Annotated[bool, typer.Option(help="Keep good rows, set bad rows aside with their reason.")] = False,
-    as_of: Annotated[str | None, typer.Option(help="Reference time for future/freshness checks (ISO); default now.")] = None,
+    quarantine: Annotated[
+        bool, typer.Option(help="Keep good rows, set bad rows aside with their reason.")
+    ] = False,
+    as_of: Annotated[
+        str | None, typer.Option(help="Reference time for future/freshness checks (ISO); default now.")
+    ] = None,
 ) -> None:
     """Import your own event log (see README for the schema); rejected batches change nothing."""
     from jobs.ingest import IngestError, import_batch
@@ -62,8 +76,9 @@ def import_cmd(
     ref = dt.datetime.fromisoformat(as_of).astimezone(dt.UTC) if as_of else None
     with user_errors(), step("data import") as r:
         try:
-            res = import_batch(settings, events=events, users=users, payments=payments, quarantine=quarantine,
-                               as_of=ref)
+            res = import_batch(
+                settings, events=events, users=users, payments=payments, quarantine=quarantine, as_of=ref
+            )
         except IngestError as exc:
             raise _reject(exc) from exc
         r.extra.update(accepted=res.accepted)

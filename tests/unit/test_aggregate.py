@@ -36,8 +36,13 @@ def built(tmp_path_factory):
     events = pd.DataFrame(
         {
             "user_id": ["u1", "u1", "u1", "u1", "u2"],
-            "event_ts": [ts("2026-01-02 09:00"), ts("2026-01-02 09:05"), ts("2026-01-05 09:00"),
-                         ts("2026-01-10 12:00"), ts("2026-01-02 08:00")],
+            "event_ts": [
+                ts("2026-01-02 09:00"),
+                ts("2026-01-02 09:05"),
+                ts("2026-01-05 09:00"),
+                ts("2026-01-10 12:00"),
+                ts("2026-01-02 08:00"),
+            ],
             "event_type": ["login", "video_watch", "login", "login", "login"],
             "course_id": [None, "c1", None, None, None],
             "minutes": [None, 10.0, None, None, None],
@@ -56,10 +61,13 @@ def built(tmp_path_factory):
     for name, df in [("users", users), ("events", events), ("payments", payments)]:
         paths[name] = tmp / f"{name}.parquet"
         df.to_parquet(paths[name])
-    import_batch(settings, users=paths["users"], events=paths["events"], payments=paths["payments"], as_of=AS_OF)
+    import_batch(
+        settings, users=paths["users"], events=paths["events"], payments=paths["payments"], as_of=AS_OF
+    )
     result = build_features(settings)
     frames = {
-        v: pd.read_parquet(settings.features_dir / v).set_index(["user_id", "event_timestamp"]) for v in FEATURE_VIEWS
+        v: pd.read_parquet(settings.features_dir / v).set_index(["user_id", "event_timestamp"])
+        for v in FEATURE_VIEWS
     }
     return settings, result, pd.concat(frames.values(), axis=1)
 
@@ -124,8 +132,13 @@ def test_incremental_build_matches_full_build(built, tmp_path):
     res = build_features(settings, start_date=dt.date(2026, 1, 10))
     assert res.dates == 2
     again = pd.concat(
-        [pd.read_parquet(settings.features_dir / v).set_index(["user_id", "event_timestamp"]) for v in FEATURE_VIEWS],
+        [
+            pd.read_parquet(settings.features_dir / v).set_index(["user_id", "event_timestamp"])
+            for v in FEATURE_VIEWS
+        ],
         axis=1,
     )
-    pd.testing.assert_frame_equal(again.drop(columns="created").sort_index(), full.drop(columns="created").sort_index())
+    pd.testing.assert_frame_equal(
+        again.drop(columns="created").sort_index(), full.drop(columns="created").sort_index()
+    )
     assert build_features(settings).start is None  # nothing new to build

@@ -31,7 +31,9 @@ def _events(**over):
     df = pd.DataFrame(
         {
             "user_id": ["a", "a", "b"],
-            "event_ts": pd.to_datetime(["2026-02-01T09:00:00Z", "2026-02-01T09:05:00Z", "2026-02-02T12:00:00Z"]),
+            "event_ts": pd.to_datetime(
+                ["2026-02-01T09:00:00Z", "2026-02-01T09:05:00Z", "2026-02-02T12:00:00Z"]
+            ),
             "event_type": ["login", "video_watch", "login"],
             "course_id": [None, "c1", None],
             "minutes": [None, 12.5, None],
@@ -84,14 +86,18 @@ BAD_EVENT_CASES = {
     "required_nulls": dict(user_id=["a", None, "b"]),
     "event_type_values": dict(event_type=["login", "teleport", "login"]),
     "negative_minutes": dict(minutes=[None, -3.0, None]),
-    "future_timestamp": dict(event_ts=pd.to_datetime(["2026-02-01T09:00:00Z", "2026-02-01T09:05:00Z",
-                                                      "2027-01-01T00:00:00Z"])),
+    "future_timestamp": dict(
+        event_ts=pd.to_datetime(["2026-02-01T09:00:00Z", "2026-02-01T09:05:00Z", "2027-01-01T00:00:00Z"])
+    ),
     "unknown_user": dict(user_id=["a", "a", "zzz"]),
-    "before_signup": dict(event_ts=pd.to_datetime(["2026-02-01T09:00:00Z", "2026-02-01T09:05:00Z",
-                                                   "2026-01-02T00:00:00Z"])),
-    "duplicates": dict(event_ts=pd.to_datetime(["2026-02-01T09:00:00Z", "2026-02-01T09:00:00Z",
-                                                "2026-02-02T12:00:00Z"]),
-                       event_type=["login", "login", "login"], course_id=[None, None, None]),
+    "before_signup": dict(
+        event_ts=pd.to_datetime(["2026-02-01T09:00:00Z", "2026-02-01T09:05:00Z", "2026-01-02T00:00:00Z"])
+    ),
+    "duplicates": dict(
+        event_ts=pd.to_datetime(["2026-02-01T09:00:00Z", "2026-02-01T09:00:00Z", "2026-02-02T12:00:00Z"]),
+        event_type=["login", "login", "login"],
+        course_id=[None, None, None],
+    ),
 }
 
 
@@ -118,16 +124,24 @@ def test_each_event_gate_rejects_and_keeps_the_store(store, tmp_path, check):
 def test_payment_gates(store, tmp_path, check, frame):
     before = _snapshot(store)
     with pytest.raises(IngestError) as err:
-        import_batch(store, events=_write(tmp_path, "ev", _events()), payments=_write(tmp_path, "pay", frame),
-                     as_of=AS_OF)
+        import_batch(
+            store,
+            events=_write(tmp_path, "ev", _events()),
+            payments=_write(tmp_path, "pay", frame),
+            as_of=AS_OF,
+        )
     assert check in {c.check for c in err.value.report.failures if c.table == "payments"}
     assert _snapshot(store) == before
 
 
 def test_user_gates(store, tmp_path):
     with pytest.raises(IngestError) as err:
-        import_batch(store, users=_write(tmp_path, "uu", _users(user_id=["a", "a"], plan=["free", "gold"])),
-                     events=_write(tmp_path, "ev", _events()), as_of=AS_OF)
+        import_batch(
+            store,
+            users=_write(tmp_path, "uu", _users(user_id=["a", "a"], plan=["free", "gold"])),
+            events=_write(tmp_path, "ev", _events()),
+            as_of=AS_OF,
+        )
     failed = {c.check for c in err.value.report.failures if c.table == "users"}
     assert {"duplicates", "plan_values"} <= failed
 
@@ -140,7 +154,9 @@ def test_empty_batch_rejected(store, tmp_path):
 
 def test_schema_and_types_rejected(store, tmp_path):
     with pytest.raises(IngestError) as err:
-        import_batch(store, events=_write(tmp_path, "noc", _events().drop(columns=["event_type"])), as_of=AS_OF)
+        import_batch(
+            store, events=_write(tmp_path, "noc", _events().drop(columns=["event_type"])), as_of=AS_OF
+        )
     assert "schema" in {c.check for c in err.value.report.failures}
     wrong = _events().astype({"minutes": object})
     wrong.loc[1, "minutes"] = "a lot"
@@ -152,14 +168,19 @@ def test_schema_and_types_rejected(store, tmp_path):
 def test_freshness_gate(tmp_path):
     settings = make_settings(tmp_path / "d", freshness_max_hours=24)
     with pytest.raises(IngestError) as err:
-        import_batch(settings, users=_write(tmp_path, "u", _users()), events=_write(tmp_path, "e", _events()),
-                     as_of=AS_OF)
+        import_batch(
+            settings,
+            users=_write(tmp_path, "u", _users()),
+            events=_write(tmp_path, "e", _events()),
+            as_of=AS_OF,
+        )
     assert "freshness" in {c.check for c in err.value.report.failures}
 
 
 def test_quarantine_keeps_good_rows_and_sets_bad_ones_aside(store, tmp_path):
-    events = pd.concat([_events(), _events(user_id=["ghost"] * 3, event_ts=_events().event_ts
-                                           + pd.Timedelta(days=3))])
+    events = pd.concat(
+        [_events(), _events(user_id=["ghost"] * 3, event_ts=_events().event_ts + pd.Timedelta(days=3))]
+    )
     res = import_batch(store, events=_write(tmp_path, "mixed", events), quarantine=True, as_of=AS_OF)
     assert res.accepted["events"] == 3 and res.quarantined["events"] == 3
     bad = pd.read_parquet(res.quarantine_dir / "events.parquet")
