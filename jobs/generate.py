@@ -69,8 +69,9 @@ def generate(
     # --- users ------------------------------------------------------------------------------
     ids = np.char.add("u", np.char.zfill(np.arange(users).astype(str), 7))
     user_ids = pa.array(ids, type=pa.string())
-    # A third of the users predate the window (a living site), the rest sign up during it.
-    signup_day = rng.integers(-60, max(days - 7, 1), size=users)
+    # A quarter of the users predate the window (a living site), the rest sign up during it,
+    # up to its last day, so every daily population has its share of newcomers.
+    signup_day = rng.integers(-60, days, size=users)
     signup_us = start_us + signup_day * DAY_US + rng.integers(0, 18 * 3_600_000_000, size=users)
     plan = rng.choice(3, size=users, p=PLAN_P)
     country = rng.choice(len(COUNTRIES), size=users, p=COUNTRY_P)

@@ -9,9 +9,51 @@ import typer
 
 from churn.commands._common import ChurnError, user_errors
 from churn.console import console, step
-from churn.settings import get_settings
+from churn.settings import Settings, get_settings
 
 app = typer.Typer()
+
+
+def _generate(settings: Settings, users: int, days: int, seed: int, end: dt.date) -> str:
+    from jobs.ingest import IngestError, generate_store, validate_store
+
+    try:
+        res, _ = generate_store(settings, users=users, days=days, seed=seed, end_date=end)
+    except IngestError as exc:
+        if exc.report is not None:
+            console.print(exc.report.render())
+        raise ChurnError(str(exc)) from exc
+    report = validate_store(settings)
+    if not report.passed:
+        console.print(report.render())
+        raise ChurnError("stored data failed validation")
+    return f"{res.users:,} users, {res.events:,} events, {res.payments:,} payments; all gates passed"
+
+
+def _train(settings: Settings) -> str:
+    from training.labels import NotEnoughDataError
+    from training.registry import RegistryError
+    from training.train import train
+
+    try:
+        res = train(settings, promote=True)
+    except (NotEnoughDataError, RegistryError) as exc:
+        raise ChurnError(str(exc)) from exc
+    auc = res.test_metrics.get(res.served, {}).get("roc_auc")
+    return f"version {res.version}, served {res.served}, test ROC-AUC {auc:.3f}; report {res.report_path}"
+
+
+def _sample_user(settings: Settings, date: dt.date) -> str | None:
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    path = settings.predictions_dir / f"date={date.isoformat()}" / "predictions.parquet"
+    if not path.exists():
+        return None
+    table = pq.read_table(path, columns=["user_id", "churn_probability"])
+    if table.num_rows == 0:
+        return None
+    return str(table["user_id"][int(pc.index(table["churn_probability"], pc.max(table["churn_probability"])))])
 
 
 @app.command("demo")
@@ -20,27 +62,31 @@ def demo_cmd(
     days: Annotated[int, typer.Option(help="Days of history.")] = 180,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
 ) -> None:
-    """Generate a site, validate it, build features, train, promote, score and check drift."""
-    from jobs.aggregate import build_features
-    from jobs.ingest import IngestError, generate_store, validate_store
+    """Generate a site and run the whole loop: features, training, promotion, scoring, drift."""
+    from jobs.daily import apply_step, build_step, daily, materialize_step
 
     settings = get_settings()
-    end = dt.datetime.now(dt.UTC).date()
+    today = dt.datetime.now(dt.UTC).date()
+    stages = [
+        ("generate + validate", lambda: _generate(settings, users, days, seed, today)),
+        ("features build (DuckDB)", lambda: build_step(settings, today)),
+        ("feast apply", lambda: apply_step(settings, today)),
+        ("materialize to the online store", lambda: materialize_step(settings, today)),
+        ("train + promote", lambda: _train(settings)),
+        ("daily loop (score → drift → retrain if needed)", lambda: daily(settings, today).summary()),
+    ]
     with user_errors(), step("demo") as r:
-        console.rule("1/3 generate + validate")
-        try:
-            res, report = generate_store(settings, users=users, days=days, seed=seed, end_date=end)
-        except IngestError as exc:
-            if exc.report is not None:
-                console.print(exc.report.render())
-            raise ChurnError(str(exc)) from exc
-        console.print(f"generated {res.users:,} users, {res.events:,} events, {res.payments:,} payments")
-        report = validate_store(settings)
-        if not report.passed:
-            console.print(report.render())
-            raise ChurnError("stored data failed validation")
-        console.rule("2/3 daily feature tables (DuckDB)")
-        built = build_features(settings)
-        console.print(built.summary())
-        r.extra.update(users=f"{res.users:,}", feature_rows=f"{built.rows:,}")
+        for i, (name, fn) in enumerate(stages, 1):
+            console.rule(f"{i}/{len(stages)} {name}")
+            console.print(fn())
+        user = _sample_user(settings, today) or "u0000001"
         r.wrote.append(str(settings.data_dir))
+    print(
+        "\nThe platform is ready. Start the API (port 8000) with:\n\n"
+        "    .venv/bin/churn serve\n\n"
+        "then, from another shell:\n\n"
+        f"    curl -s -X POST localhost:8000/predict -H 'content-type: application/json' "
+        f"-d '{{\"user_id\": \"{user}\"}}'\n\n"
+        f"Predictions: {settings.predictions_dir}/date={today}/predictions.csv   "
+        f"Drift report: {settings.drift_dir}/date={today}/report.html\n"
+    )

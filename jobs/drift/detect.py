@@ -18,10 +18,13 @@ Tests, per feature (inputs built by name from ``metadata.json["features"]``):
 Rule (also written into every report):
 
 * a feature is *drifted* when ``psi >= psi_alert`` **or** its p-value is below the corrected
-  threshold (Bonferroni: ``p_value / n_features``; FDR: the Benjamini-Hochberg cut-off);
-* drift is *detected* when any feature is drifted (which includes alibi's batch-level
-  ``is_drift``) **or** the prediction PSI (``churn_probability``) is ``>= psi_alert``.
-  The prediction's KS p-value is reported for information only.
+  threshold (Bonferroni: ``p_value / n_features``; FDR: the Benjamini-Hochberg cut-off) **and**
+  its PSI is at least ``psi_warn``. Significance alone is not enough: with thousands of rows a
+  KS test flags shifts too small to matter (a weekday effect on recency, say), and a drift alert
+  that fires every day retrains every day and is soon ignored;
+* drift is *detected* when any feature is drifted **or** the prediction PSI
+  (``churn_probability``) is ``>= psi_alert``. alibi's batch-level ``is_drift`` and the
+  prediction's KS p-value are reported for information.
 """
 
 from __future__ import annotations
@@ -289,8 +292,8 @@ def analyse(
         reasons = []
         if psi.psi >= psi_alert:
             reasons.append(f"psi {psi.psi:.3f} >= {psi_alert}")
-        if p_vals[i] < threshold:
-            reasons.append(f"p {p_vals[i]:.3g} < {threshold:.3g} ({correction})")
+        if p_vals[i] < threshold and psi.psi >= psi_warn:
+            reasons.append(f"p {p_vals[i]:.3g} < {threshold:.3g} ({correction}) with psi {psi.psi:.3f} >= {psi_warn}")
         results.append(
             FeatureResult(
                 name=name,
@@ -318,7 +321,7 @@ def analyse(
     alert = [r.name for r in results if r.psi_level == "alert"]
     warn = [r.name for r in results if r.psi_level == "warn"]
     pred_alert = pred_psi.psi >= psi_alert
-    drift_detected = bool(drifted) or alibi_is_drift or pred_alert
+    drift_detected = bool(drifted) or pred_alert
     reason = _reason(results, alibi_is_drift, threshold, correction, pred_psi.psi, psi_alert)
     return DriftResult(
         inputs=inputs,
@@ -355,22 +358,24 @@ def _reason(
     psi_alert: float,
 ) -> str:
     parts = []
-    tested = [r.name for r in results if r.p_value < threshold]
+    tested = [r.name for r in results if r.drifted and r.p_value < threshold]
     if tested:
-        parts.append(f"TabularDrift ({correction}, p < {threshold:.3g}) flagged {', '.join(tested)}")
+        parts.append(f"TabularDrift ({correction}, p < {threshold:.3g}, PSI >= warn) flagged {', '.join(tested)}")
+    quiet = [r.name for r in results if r.p_value < threshold and not r.drifted]
+    if quiet:
+        parts.append(f"significant but below the PSI warn level (not drift): {', '.join(quiet)}")
     psi_hit = [f"{r.name} ({r.psi.psi:.3f})" for r in results if r.psi.psi >= psi_alert]
     if psi_hit:
         parts.append(f"PSI >= {psi_alert}: {', '.join(psi_hit)}")
     if pred_psi >= psi_alert:
         parts.append(f"prediction PSI {pred_psi:.3f} >= {psi_alert}")
-    if alibi_is_drift and not tested:  # cannot happen with the thresholds above; kept for safety
-        parts.append("TabularDrift batch-level drift")
-    if parts:
+    if any(r.drifted for r in results) or pred_psi >= psi_alert:
         return "; ".join(parts)
+    prefix = "; ".join(parts) + "; " if parts else ""
     top = max(results, key=lambda r: r.psi.psi)
     low = min(results, key=lambda r: r.p_value)
     return (
-        f"no drift: max PSI {top.psi.psi:.3f} ({top.name}) < {psi_alert}, "
-        f"min p {low.p_value:.3g} ({low.name}) >= {threshold:.3g} ({correction}), "
+        f"{prefix}no drift: max PSI {top.psi.psi:.3f} ({top.name}) < {psi_alert}, "
+        f"min p {low.p_value:.3g} ({low.name}; corrected threshold {threshold:.3g}, {correction}), "
         f"prediction PSI {pred_psi:.3f}"
     )
