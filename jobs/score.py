@@ -172,20 +172,9 @@ def contributions(model: ChurnModel, X: np.ndarray) -> np.ndarray:
 
     Same quantities as ``ChurnModel.top_factors`` (LightGBM SHAP via ``pred_contrib``; logreg
     coefficient × scaled value), computed for the whole batch with ``BATCH_THREADS`` threads.
-    ChurnModel has no public batch-contribution method, hence its internals are used here.
     """
-    n_features = len(model.features)
-    batch = getattr(model, "contributions_matrix", None)
-    if batch is not None:
-        return np.asarray(batch(X, num_threads=BATCH_THREADS), dtype=np.float64)[:, :n_features]
-    booster = getattr(model, "_booster", None)
-    if booster is not None:
-        raw = booster.predict(X, pred_contrib=True, num_threads=BATCH_THREADS)
-        return np.asarray(raw, dtype=np.float64)[:, :n_features]
-    linear = getattr(model, "_linear", None)
-    if linear is None:
-        raise ScoreError(f"model {model.version} ({model.kind}) exposes no feature contributions")
-    return np.asarray(linear.contributions(X), dtype=np.float64)
+    raw = model.contributions_matrix(X, num_threads=BATCH_THREADS)
+    return np.asarray(raw, dtype=np.float64)[:, : len(model.features)]
 
 
 def top_factor_indices(contrib: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
