@@ -1,0 +1,138 @@
+"""The Litestar application: ``create_app(settings)`` and a module-level ``app``.
+
+``litestar --app service.app:app run`` and ``uvicorn service.app:app`` use ``app``, built
+lazily from :func:`churn.settings.get_settings` on first access (importing this module has no
+side effects); ``churn serve`` runs ``create_app`` as a uvicorn factory.
+
+Wiring only: metrics (per-app ``CollectorRegistry``), model holder with hot reload, feature
+gateway, prediction service, routes, error handlers, the observability middleware and the
+lifespan that loads the model and runs the pointer watcher.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from litestar import Litestar
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
+
+from churn.settings import Settings, get_settings
+from service.controllers import Services, build_handlers
+from service.errors import EXCEPTION_HANDLERS
+from service.features import FeatureGateway
+from service.health import HealthService
+from service.logs import configure_logging, log
+from service.metrics import ApiMetrics
+from service.middleware import ObservabilityMiddleware
+from service.model_holder import ModelHolder
+from service.prediction import PredictionService
+
+# Measured with benchmarks/serve.py --handler both (2 cores, Redis): on the event loop, the blocking
+# online read stalls every queued request behind it — 200 req/s p99 0.4–1 s when Redis or the CPU
+# hiccups — while a worker thread per request kept p99 at ~5 ms with the same max throughput
+# (within noise). A dead store then also cannot freeze /live, /ready or /metrics.
+OFFLOAD_PREDICT = True
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    reader: Any = None,
+    registry_factory: Callable[[Settings], Any] | None = None,
+    offload_predict: bool | None = None,
+    watch: bool = True,
+) -> Litestar:
+    """Build the API for ``settings`` (default: from the environment).
+
+    ``reader`` / ``registry_factory`` replace the online reader / model registry (tests).
+    ``offload_predict`` runs ``/predict`` in a worker thread instead of the event loop.
+    ``watch=False`` disables the production-pointer poller (admin reload still works).
+    """
+    settings = settings or get_settings()
+    configure_logging()
+    metrics = ApiMetrics()
+    features = FeatureGateway(settings, metrics, reader=reader)
+    holder_kwargs: dict[str, Any] = {"required_features": features.feature_names}
+    if registry_factory is not None:
+        holder_kwargs["registry_factory"] = registry_factory
+    holder = ModelHolder(settings, metrics, **holder_kwargs)
+    predictor = PredictionService(settings, holder, features, metrics)
+    services = Services(
+        settings=settings,
+        metrics=metrics,
+        holder=holder,
+        features=features,
+        predictor=predictor,
+        health=HealthService(settings, holder, features),
+    )
+    offload = OFFLOAD_PREDICT if offload_predict is None else offload_predict
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        # Connect first (builds the reader: Feast import + registry), so the model check can
+        # compare the model's features with what the store serves; ping records its own failure.
+        await asyncio.to_thread(features.ping)
+        await holder.startup()
+        watcher = asyncio.create_task(holder.watch(), name="model-watcher") if watch else None
+        # Feast, pandas and protobuf leave millions of long-lived objects behind; a full GC pass
+        # over them stalls the event loop for tens of milliseconds (the p99 of /predict). Move
+        # everything alive after startup out of the collector's reach.
+        gc.collect()
+        gc.freeze()
+        log.info(
+            "api started",
+            extra={
+                "event": "startup",
+                "model_version": holder.current.version if holder.current else None,
+                "online_store": settings.online_store,
+                "feature_service": settings.feature_service,
+            },
+        )
+        try:
+            yield
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
+            close = getattr(features._reader, "close", None)
+            if callable(close):
+                with contextlib.suppress(Exception):
+                    close()
+
+    app = Litestar(
+        route_handlers=build_handlers(services, offload_predict=offload),
+        exception_handlers=EXCEPTION_HANDLERS,
+        request_max_body_size=int(settings.max_body_bytes),
+        lifespan=[lifespan],
+        logging_config=None,
+        openapi_config=OpenAPIConfig(
+            title="churn-platform prediction API",
+            version="1.0.0",
+            description="Real-time churn predictions from the online feature store and the production model.",
+            path="/schema",
+            render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin()],
+        ),
+        state=None,
+    )
+    app.state.services = services
+    app.asgi_handler = ObservabilityMiddleware(app.asgi_handler, metrics)
+    return app
+
+
+_app: Litestar | None = None
+
+
+def __getattr__(name: str) -> Any:
+    """Lazy ``app``: built on first access, so importing the module does no work."""
+    global _app
+    if name == "app":
+        if _app is None:
+            _app = create_app()
+        return _app
+    raise AttributeError(name)

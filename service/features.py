@@ -1,0 +1,150 @@
+"""The API's view of the online store: one read per request, timed, with a circuit breaker.
+
+Wraps the shared :class:`churn.online.OnlineFeatureReader` (the same feature service the batch
+jobs use). When the store is unreachable the read raises :class:`StoreUnavailable` (→ 503),
+``churn_online_read_errors_total`` grows and the gateway marks the store down: ``/ready``
+answers 503 and further reads fail fast (no timeout per request stalling the server) except one
+trial read per ``RETRY_INTERVAL_S``; a successful read or ping marks it up again.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from service.logs import log
+
+if TYPE_CHECKING:
+    from churn.settings import Settings
+    from service.metrics import ApiMetrics
+
+RETRY_INTERVAL_S = 1.0
+
+
+class StoreUnavailable(Exception):
+    """The online store cannot be reached (→ 503)."""
+
+
+def _default_reader(settings: Settings) -> Any:
+    from churn.online import OnlineFeatureReader
+
+    reader = OnlineFeatureReader(settings)
+    store = getattr(reader, "online_store", None)
+    if store is not None and not isinstance(store, _CopyRequestedFeatures):
+        reader.online_store = _CopyRequestedFeatures(store)
+    return reader
+
+
+class _CopyRequestedFeatures:
+    """Guard for Feast 0.67's Redis ``online_read``, which appends ``_ts:<view>`` to the caller's
+    ``requested_features`` list in place: a reader that reuses its per-view name lists grows them
+    by one entry per read (slower and slower reads, unbounded memory). Passing a copy is
+    harmless for every store; everything else is forwarded unchanged.
+    """
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def online_read(self, config: Any, table: Any, entity_keys: Any, requested_features: Any = None) -> Any:
+        names = list(requested_features) if requested_features is not None else None
+        return self._inner.online_read(config, table, entity_keys, names)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+class FeatureGateway:
+    def __init__(self, settings: Settings, metrics: ApiMetrics, reader: Any = None) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self._reader = reader
+        self._lock = threading.Lock()
+        self.available: bool | None = None  # None: not known yet
+        self.last_error: str | None = None
+        self._down_since: float | None = None
+        self._next_trial = 0.0
+        self.last_read_at: float | None = None
+        self.last_feature_age: float | None = None
+
+    @property
+    def reader(self) -> Any:
+        if self._reader is None:
+            with self._lock:
+                if self._reader is None:
+                    self._reader = _default_reader(self.settings)
+        return self._reader
+
+    def feature_names(self) -> set[str] | None:
+        """Features the online store serves (None when unknown: the store is not reachable yet)."""
+        try:
+            names = self.reader.feature_names
+        except Exception:
+            return None
+        return set(names) if names else None
+
+    # --- state -------------------------------------------------------------------------------
+    def _mark_down(self, exc: BaseException) -> None:
+        self.last_error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        if self.available is not False:
+            log.error("online store unreachable: %s", self.last_error, extra={"event": "store_down"})
+            self._down_since = time.monotonic()
+        self.available = False
+        self._next_trial = time.monotonic() + RETRY_INTERVAL_S
+
+    def _mark_up(self) -> None:
+        if self.available is False:
+            log.info("online store reachable again", extra={"event": "store_up"})
+        self.available = True
+        self.last_error = None
+        self._down_since = None
+
+    def ping(self) -> bool:
+        """Blocking health check (run it in a thread)."""
+        try:
+            ok = self.reader.ping()
+        except Exception as exc:
+            self._mark_down(exc)
+            return False
+        if ok is False:
+            self._mark_down(StoreUnavailable("ping failed"))
+            return False
+        self._mark_up()
+        return True
+
+    # --- the read ----------------------------------------------------------------------------
+    def read(self, user_ids: Sequence[str]) -> list[Any]:
+        """One online read for all ``user_ids``: ``churn.online.UserFeatures`` in the same order
+        (``.known``, ``.features`` by name, ``.feature_age_seconds``)."""
+        if self.available is False and time.monotonic() < self._next_trial:
+            self.metrics.online_read_errors.inc()
+            raise StoreUnavailable(f"online store unavailable: {self.last_error}")
+        t0 = time.perf_counter()
+        try:
+            result = self.reader.read(user_ids if isinstance(user_ids, list) else list(user_ids))
+        except Exception as exc:
+            if not _is_store_error(exc):
+                raise
+            self.metrics.online_read_errors.inc()
+            self._mark_down(exc)
+            raise StoreUnavailable(f"online store unavailable: {self.last_error}") from exc
+        self.metrics.online_read.observe(time.perf_counter() - t0)
+        if self.available is not True:
+            self._mark_up()
+        self.last_read_at = time.time()
+        users = result.users
+        for uf in users:
+            # A user with no value at all is unknown, whatever the store says (Feast's Redis store
+            # answers a missing key with an epoch-0 timestamp and empty values).
+            if uf.known and not any(v is not None for v in uf.features.values()):
+                uf.known = False
+        return users
+
+
+def _is_store_error(exc: BaseException) -> bool:
+    try:
+        from churn.online import OnlineStoreUnavailable
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(exc, OnlineStoreUnavailable)

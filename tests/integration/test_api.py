@@ -1,0 +1,543 @@
+"""The prediction API end to end: real online stores (SQLite and Redis), a trained production
+model, real HTTP (uvicorn on a free loopback port) plus Litestar's TestClient for the rest.
+
+One module-scoped site: a writable copy of ``small_store`` with the Feast objects applied,
+materialized into SQLite and into Redis (db ``REDIS_DB``), and a model trained with few boosting
+rounds and promoted. Redis comes from the ``redis_server`` fixture of ``tests/integration/conftest.py``
+(fails when ``CI`` is set and none is reachable, else skips with the reason).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pandas as pd
+import pytest
+
+from churn.schema import ALL_FEATURES, ENTITY_KEY, FEATURE_VIEWS
+from churn.settings import Settings
+from tests.conftest import in_ci, make_settings
+
+REDIS_DB = 12
+ADMIN_TOKEN = "s3cret-admin-token"
+MAX_BATCH = 50
+
+
+# --- the site -------------------------------------------------------------------------------------
+@dataclass
+class Site:
+    sqlite: Settings
+    redis: Settings | None
+    redis_reason: str
+    version: str
+    users: list[str]  # users with a feature row in the newest partition (materialized)
+    last_date: str
+
+
+@pytest.fixture(scope="module")
+def site(small_store: Settings, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Site:
+    from churn import feature_store as cfs
+    from jobs.materialize import materialize
+    from training.train import run_training
+
+    root = tmp_path_factory.mktemp("api") / "data"
+    shutil.copytree(small_store.data_dir, root)
+    common = dict(reference_sample_rows=300, max_batch_size=MAX_BATCH, admin_token=ADMIN_TOKEN)
+    sqlite = make_settings(root, **common)
+    store = cfs.get_store(sqlite)
+    cfs.apply(sqlite, store)
+    materialize(sqlite, store=store)
+    result = run_training(sqlite, promote=True, max_rounds=30, early_stopping=10)
+    assert result.promotion is not None, result.promotion_error
+
+    redis_settings, reason = None, ""
+    try:
+        server = request.getfixturevalue("redis_server")
+    except pytest.skip.Exception as exc:  # no Redis: the Redis cases skip with this reason
+        reason = str(exc)
+    else:
+        import redis
+
+        url = f"{server}/{REDIS_DB}"
+        redis.Redis.from_url(url).flushdb()
+        redis_settings = make_settings(root, online_store="redis", redis_url=url, **common)
+        materialize(redis_settings, full=True)
+
+    parts = sorted((root / "features" / "profile").glob("date=*"))
+    users = sorted(pd.read_parquet(parts[-1], columns=[ENTITY_KEY])[ENTITY_KEY])
+    return Site(sqlite, redis_settings, reason, result.version, users, parts[-1].name.split("=")[1])
+
+
+def store_settings(site: Site, kind: str) -> Settings:
+    if kind == "redis":
+        if site.redis is None:
+            if in_ci():
+                pytest.fail(f"Redis needed in CI: {site.redis_reason}")
+            pytest.skip(f"Redis unavailable: {site.redis_reason}")
+        return site.redis
+    return site.sqlite
+
+
+def offline_rows(site: Site, users: list[str]) -> pd.DataFrame:
+    """The newest offline feature row of each user, all views joined by name."""
+    frame = None
+    for view in FEATURE_VIEWS:
+        df = pd.read_parquet(site.sqlite.features_dir / view / f"date={site.last_date}")
+        df = df[[ENTITY_KEY, *FEATURE_VIEWS[view]]]
+        frame = df if frame is None else frame.merge(df, on=ENTITY_KEY, how="outer")
+    assert frame is not None
+    return frame.set_index(ENTITY_KEY).loc[users].reset_index()
+
+
+# --- servers ----------------------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def live_server(app: Any) -> Iterator[str]:
+    """Run ``app`` under uvicorn in a background thread on a free 127.0.0.1 port."""
+    import uvicorn
+
+    config = uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning", access_log=False)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="api-test-server", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        assert thread.is_alive(), "uvicorn exited during startup"
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{config.port}"
+    finally:
+        server.should_exit = True
+        thread.join(15)
+
+
+def create(settings: Settings, **kwargs: Any):
+    from service.app import create_app
+
+    return create_app(settings, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def client(site: Site) -> Iterator[Any]:
+    """TestClient on the SQLite store (most error cases)."""
+    from litestar.testing import TestClient
+
+    with TestClient(create(site.sqlite, watch=False)) as c:
+        yield c
+
+
+def metrics_of(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def metric(m: dict, name: str, **labels: str) -> float:
+    return m.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def clone_version(site: Site, settings: Settings, suffix: str, edit=None, corrupt: bool = False) -> str:
+    """Copy the trained version folder under a new version name (optionally edited/corrupted)."""
+    src = settings.models_dir / site.version
+    name = site.version[:-6] + suffix
+    dst = settings.models_dir / name
+    if dst.exists():
+        shutil.rmtree(dst)
+    shutil.copytree(src, dst)
+    meta = json.loads((dst / "metadata.json").read_text())
+    meta["version"] = name
+    if edit:
+        edit(meta)
+    (dst / "metadata.json").write_text(json.dumps(meta))
+    if corrupt:
+        model_file = meta["models"][meta["kind"]]["model_file"]
+        (dst / model_file).write_bytes(b"not a model")
+    return name
+
+
+def set_pointer(settings: Settings, version: str) -> None:
+    from churn.io import write_text_atomic
+
+    write_text_atomic(settings.registry_root / "production", version + "\n")
+
+
+# --- happy path ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+def test_predict_over_http_equals_offline_computation(site: Site, kind: str) -> None:
+    from training.registry import ModelRegistry
+
+    settings = store_settings(site, kind)
+    model = ModelRegistry(settings).load(site.version)
+    users = site.users[:: max(1, len(site.users) // 12)][:12]
+    offline = offline_rows(site, users)
+    expected = model.predict_proba_frame(offline)
+    rows = [{k: (None if pd.isna(v) else v) for k, v in r.items()} for r in offline[model.features].to_dict("records")]
+    factors = model.top_factors(rows, k=3)
+    with live_server(create(settings, watch=False)) as base, httpx.Client(base_url=base, timeout=10) as http:
+        assert http.get("/live").status_code == 200
+        ready = http.get("/ready")
+        assert ready.status_code == 200, ready.text
+        for i, user in enumerate(users):
+            r = http.post("/predict", json={"user_id": user})
+            assert r.status_code == 200, r.text
+            body = r.json()
+            assert body["user_id"] == user and body["model_version"] == site.version
+            assert body["churn_probability"] == pytest.approx(float(expected[i]), rel=1e-9, abs=1e-12)
+            p = body["churn_probability"]
+            tier = "high" if p >= settings.risk_high else "medium" if p >= settings.risk_medium else "low"
+            assert body["risk_tier"] == tier
+            assert body["recommended_action"] == settings.intervention_map[tier]
+            assert body["will_churn"] == (p >= model.threshold)
+            assert [f["feature"] for f in body["top_factors"]] == [f["feature"] for f in factors[i]]
+            for got, want in zip(body["top_factors"], factors[i], strict=True):
+                assert got["contribution"] == pytest.approx(want["contribution"], rel=1e-9)
+                assert (
+                    got["value"] == pytest.approx(want["value"]) if want["value"] is not None else got["value"] is None
+                )
+            assert 0 < body["feature_age_seconds"] and body["scored_at"].endswith("Z")
+            assert r.headers["x-request-id"]
+        health = http.get("/health").json()
+        assert health["status"] == "ok" and health["model"]["version"] == site.version
+        assert health["online_store"] == {**health["online_store"], "status": "ok", "kind": kind}
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+def test_batch_scores_in_one_call_and_reports_unknown_users_in_place(site: Site, kind: str) -> None:
+    from litestar.testing import TestClient
+
+    settings = store_settings(site, kind)
+    users = [site.users[0], "no-such-user", site.users[1], site.users[0]]
+    with TestClient(create(settings, watch=False)) as c:
+        r = c.post("/predict/batch", json={"user_ids": users})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["count"] == 4 and body["errors"] == 1 and body["model_version"] == site.version
+        assert [x["user_id"] for x in body["results"]] == users
+        assert [x["status"] for x in body["results"]] == ["ok", "error", "ok", "ok"]
+        assert body["results"][1]["status_code"] == 404 and "unknown user" in body["results"][1]["error"]
+        single = c.post("/predict", json={"user_id": users[2]}).json()
+        assert body["results"][2]["churn_probability"] == pytest.approx(single["churn_probability"], rel=1e-12)
+        assert body["results"][0]["churn_probability"] == body["results"][3]["churn_probability"]
+        # A batch of unknown users only is still a 200 with errors in place.
+        r = c.post("/predict/batch", json={"user_ids": ["nobody-1", "nobody-2"]})
+        assert r.status_code == 200 and r.json()["errors"] == 2
+
+
+# --- client mistakes: never a 500 ------------------------------------------------------------------------
+ERROR_CASES = [
+    ("unknown user", "POST", "/predict", {"json": {"user_id": "no-such-user"}}, 404, "unknown user"),
+    ("malformed JSON", "POST", "/predict", {"content": b'{"user_id": '}, 400, "malformed"),
+    ("not JSON at all", "POST", "/predict", {"content": b"user_id=u1"}, 400, ""),
+    ("empty body", "POST", "/predict", {"content": b""}, 400, "empty"),
+    ("wrong type", "POST", "/predict", {"json": {"user_id": 42}}, 400, "Validation failed"),
+    ("null id", "POST", "/predict", {"json": {"user_id": None}}, 400, "Validation failed"),
+    ("empty id", "POST", "/predict", {"json": {"user_id": ""}}, 400, "Validation failed"),
+    ("too long id", "POST", "/predict", {"json": {"user_id": "u" * 129}}, 400, "Validation failed"),
+    ("array body", "POST", "/predict", {"json": ["u1"]}, 400, "Validation failed"),
+    ("missing field", "POST", "/predict", {"json": {"user": "u1"}}, 400, "Validation failed"),
+    ("oversized body", "POST", "/predict", {"content": b'{"user_id": "' + b"x" * 300_000 + b'"}'}, 413, ""),
+    ("batch empty list", "POST", "/predict/batch", {"json": {"user_ids": []}}, 400, "Validation failed"),
+    ("batch over limit", "POST", "/predict/batch", {"json": {"user_ids": ["u"] * (MAX_BATCH + 1)}}, 400, "Validation"),
+    ("batch wrong type", "POST", "/predict/batch", {"json": {"user_ids": "u1"}}, 400, "Validation failed"),
+    ("batch bad element", "POST", "/predict/batch", {"json": {"user_ids": ["u1", 3]}}, 400, "Validation failed"),
+    ("unknown route", "GET", "/nope", {}, 404, "Not Found"),
+    ("wrong method", "GET", "/predict", {}, 405, "Method Not Allowed"),
+    ("admin without token", "POST", "/admin/reload", {}, 401, "bearer"),
+    ("admin wrong token", "POST", "/admin/reload", {"headers": {"Authorization": "Bearer nope"}}, 401, "bearer"),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "method", "path", "kwargs", "status", "text"), ERROR_CASES, ids=[c[0] for c in ERROR_CASES]
+)
+def test_client_mistakes_get_4xx_json_with_a_message(client, case, method, path, kwargs, status, text) -> None:  # noqa: ANN001
+    r = client.request(method, path, **kwargs)
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert body["status_code"] == status and body["detail"]
+    assert text.lower() in json.dumps(body).lower()
+    assert body["request_id"] == r.headers["x-request-id"]
+
+
+def test_admin_disabled_without_token_and_enabled_with_it(site: Site, client) -> None:  # noqa: ANN001
+    from litestar.testing import TestClient
+
+    with TestClient(create(make_settings(site.sqlite.data_dir), watch=False)) as c:
+        r = c.post("/admin/reload", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+        assert r.status_code == 403 and "disabled" in r.json()["detail"]
+    r = client.post("/admin/reload", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    assert r.status_code == 200, r.text
+    assert r.json()["result"] == "success" and r.json()["version"] == site.version
+
+
+def test_request_id_is_honoured_or_generated(client) -> None:  # noqa: ANN001
+    r = client.get("/live", headers={"X-Request-ID": "abc-123"})
+    assert r.headers["x-request-id"] == "abc-123"
+    generated = client.get("/live").headers["x-request-id"]
+    assert generated and generated != "abc-123"
+    r = client.get("/live", headers={"X-Request-ID": "bad id with spaces"})
+    assert r.headers["x-request-id"] != "bad id with spaces"
+
+
+def test_unexpected_errors_are_json_500_with_request_id(site: Site) -> None:
+    from litestar.testing import TestClient
+
+    class Broken:
+        feature_names = list(ALL_FEATURES)
+
+        def ping(self) -> bool:
+            return True
+
+        def read(self, user_ids):  # noqa: ANN001, ANN202
+            raise ZeroDivisionError("boom")
+
+    with TestClient(create(site.sqlite, reader=Broken(), watch=False)) as c:
+        r = c.post("/predict", json={"user_id": "u1"}, headers={"X-Request-ID": "req-500"})
+        assert r.status_code == 500
+        assert r.json()["request_id"] == "req-500" and "req-500" in r.json()["detail"]
+        assert "boom" not in r.text  # no internals leak
+
+
+def test_openapi_schema_is_exact(client) -> None:  # noqa: ANN001
+    schema = client.get("/schema/openapi.json").json()
+    comps = schema["components"]["schemas"]
+    uid = comps["PredictRequest"]["properties"]["user_id"]
+    assert uid["minLength"] == 1 and uid["maxLength"] == 128
+    ids = comps["BatchPredictRequest"]["properties"]["user_ids"]
+    assert ids["minItems"] == 1 and ids["maxItems"] == MAX_BATCH
+    assert {"200", "400", "404", "413", "503"} <= set(schema["paths"]["/predict"]["post"]["responses"])
+    assert set(comps["Prediction"]["required"]) >= {"churn_probability", "risk_tier", "top_factors", "model_version"}
+    assert client.get("/schema").status_code == 200
+
+
+# --- metrics -------------------------------------------------------------------------------------------
+def test_metrics_increase_as_expected(site: Site, client) -> None:  # noqa: ANN001
+    before = metrics_of(client.get("/metrics").text)
+    n = 5
+    for user in site.users[:n]:
+        assert client.post("/predict", json={"user_id": user}).status_code == 200
+    assert client.post("/predict", json={"user_id": "no-such-user"}).status_code == 404
+    assert client.post("/predict", content=b"{").status_code == 400
+    r = client.get("/metrics")
+    assert r.headers["content-type"].startswith("text/plain")
+    after = metrics_of(r.text)
+
+    def delta(name: str, **labels: str) -> float:
+        return metric(after, name, **labels) - metric(before, name, **labels)
+
+    req = "churn_http_requests_total"
+    assert delta(req, route="/predict", method="POST", status="200") == n
+    assert delta(req, route="/predict", method="POST", status="404") == 1
+    assert delta(req, route="/predict", method="POST", status="400") == 1
+    assert delta("churn_http_request_duration_seconds_count", route="/predict", method="POST") == n + 2
+    assert sum(delta("churn_predictions_total", tier=t) for t in ("low", "medium", "high")) == n
+    assert delta("churn_prediction_probability_count") == n
+    assert delta("churn_online_read_seconds_count") == n + 1
+    assert delta("churn_feature_age_seconds_count") == n
+    assert delta("churn_online_read_errors_total") == 0
+    assert (
+        metric(after, "churn_model_info", version=site.version, kind=client.app.state.services.holder.current.kind) == 1
+    )
+    assert 0 < metric(after, "churn_model_age_seconds") < 86400
+    assert metric(after, "churn_model_reload_total", result="success") >= 1
+    # Fine-grained latency buckets below 10 ms.
+    les = {dict(k[1]).get("le") for k in after if k[0] == "churn_http_request_duration_seconds_bucket"}
+    assert {"0.001", "0.0025", "0.005", "0.0075", "0.01"} <= les
+
+
+# --- hot reload ------------------------------------------------------------------------------------------
+@pytest.fixture
+def registry_settings(site: Site) -> Iterator[Settings]:
+    """The SQLite settings with a fast pointer poll; restores the production pointer afterwards."""
+    settings = make_settings(
+        site.sqlite.data_dir, reload_interval_s=0.1, admin_token=ADMIN_TOKEN, max_batch_size=MAX_BATCH
+    )
+    yield settings
+    set_pointer(settings, site.version)
+
+
+def test_hot_reload_swaps_under_concurrent_requests_without_failures(site: Site, registry_settings: Settings) -> None:
+    from training.registry import ModelRegistry
+
+    def flip_kind(meta: dict) -> None:  # the other model of the version: different predictions
+        meta["kind"] = "lightgbm" if meta["kind"] == "logreg" else "logreg"
+
+    v2 = clone_version(site, registry_settings, "a0a0a0", edit=flip_kind)
+    seen: dict[str, int] = {}
+    failures: list[str] = []
+    stop = threading.Event()
+
+    with live_server(create(registry_settings)) as base:
+
+        def hammer() -> None:
+            with httpx.Client(base_url=base, timeout=10) as http:
+                i = 0
+                while not stop.is_set():
+                    i += 1
+                    try:
+                        r = http.post("/predict", json={"user_id": site.users[i % len(site.users)]})
+                    except httpx.HTTPError as exc:
+                        failures.append(repr(exc))
+                        continue
+                    if r.status_code != 200:
+                        failures.append(f"{r.status_code} {r.text}")
+                    else:
+                        v = r.json()["model_version"]
+                        seen[v] = seen.get(v, 0) + 1
+
+        threads = [threading.Thread(target=hammer) for _ in range(3)]
+        for t in threads:
+            t.start()
+        time.sleep(0.5)
+        ModelRegistry(registry_settings).promote(v2, force=True, reason="test hot reload")
+        deadline = time.monotonic() + 15
+        while seen.get(v2, 0) < 20 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        stop.set()
+        for t in threads:
+            t.join(10)
+        m = metrics_of(httpx.get(base + "/metrics").text)
+        health = httpx.get(base + "/health").json()
+
+    assert not failures, failures[:5]
+    assert seen.get(site.version, 0) > 0 and seen.get(v2, 0) >= 20, seen
+    assert metric(m, "churn_model_reload_total", result="success") == 2  # startup + the swap
+    assert metric(m, "churn_model_info", version=v2, kind=health["model"]["kind"]) == 1
+    assert health["model"]["version"] == v2 and health["model"]["last_reload"]["previous_version"] == site.version
+
+
+def test_refused_models_do_not_replace_the_serving_one(site: Site, registry_settings: Settings) -> None:
+    from litestar.testing import TestClient
+
+    corrupt = clone_version(site, registry_settings, "bad000", corrupt=True)
+
+    def other_service(meta: dict) -> None:
+        meta["feature_service"] = "churn_v0"
+
+    wrong_fs = clone_version(site, registry_settings, "bad001", edit=other_service)
+    auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    with TestClient(create(registry_settings)) as c:
+        user = site.users[0]
+        before = c.post("/predict", json={"user_id": user}).json()
+        # 1. the watcher sees a pointer to a corrupt model
+        set_pointer(registry_settings, corrupt)
+        deadline = time.monotonic() + 10
+        while metric(metrics_of(c.get("/metrics").text), "churn_model_reload_total", result="failed") < 1:
+            assert time.monotonic() < deadline, "watcher did not try the new pointer"
+            time.sleep(0.05)
+        r = c.post("/predict", json={"user_id": user})
+        assert r.status_code == 200 and r.json()["model_version"] == site.version
+        assert r.json()["churn_probability"] == before["churn_probability"]
+        health = c.get("/health").json()
+        assert health["status"] == "degraded" and "corrupt" in health["model"]["detail"]
+        assert c.get("/ready").status_code == 200  # still serving the old model
+        # 2. admin reload of a model built for another feature service → refused (409)
+        set_pointer(registry_settings, wrong_fs)
+        r = c.post("/admin/reload", headers=auth)
+        assert r.status_code == 409 and r.json()["result"] == "failed" and "feature service" in r.json()["detail"]
+        # 3. a pointer to a version that does not exist
+        set_pointer(registry_settings, "20990101T000000Z-ffffff")
+        r = c.post("/admin/reload", headers=auth)
+        assert r.status_code == 409 and "not found" in r.json()["detail"]
+        assert c.post("/predict", json={"user_id": user}).json()["model_version"] == site.version
+        m = metrics_of(c.get("/metrics").text)
+        assert metric(m, "churn_model_reload_total", result="failed") == 3
+        assert metric(m, "churn_model_info", version=site.version, kind=c.app.state.services.holder.current.kind) == 1
+        # 4. back to the good version: accepted again
+        set_pointer(registry_settings, site.version)
+        r = c.post("/admin/reload", headers=auth)
+        assert r.status_code == 200 and r.json()["result"] == "success"
+        assert c.get("/health").json()["status"] == "ok"
+
+
+def test_starts_without_a_production_model(site: Site, tmp_path: Path) -> None:
+    from litestar.testing import TestClient
+
+    # Same Feast registry and online store, but an empty model registry.
+    settings = make_settings(site.sqlite.data_dir, registry_dir=str(tmp_path / "empty-registry"))
+    with TestClient(create(settings, watch=False)) as c:
+        assert c.get("/live").status_code == 200
+        r = c.get("/ready")
+        assert r.status_code == 503 and "no production model" in r.json()["reasons"][0]
+        r = c.post("/predict", json={"user_id": site.users[0]})
+        assert r.status_code == 503
+        assert r.json()["detail"] == "no production model: run churn train --promote"
+        assert c.post("/predict/batch", json={"user_ids": site.users[:2]}).status_code == 503
+        assert c.get("/health").json()["model"]["status"] == "down"
+
+
+# --- the online store going away ----------------------------------------------------------------------
+@contextlib.contextmanager
+def private_redis(port: int) -> Iterator[subprocess.Popen]:
+    exe = shutil.which("redis-server")
+    assert exe
+    proc = subprocess.Popen(
+        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            assert proc.poll() is None and time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.05)
+        yield proc
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_ready_follows_the_online_store(site: Site) -> None:
+    if not shutil.which("redis-server"):
+        if in_ci():
+            pytest.fail("redis-server needed in CI")
+        pytest.skip("redis-server not on PATH: cannot stop/start a private Redis")
+    port = free_port()
+    settings = make_settings(
+        site.sqlite.data_dir, online_store="redis", redis_url=f"redis://127.0.0.1:{port}/0", online_timeout_ms=300
+    )
+    with private_redis(port) as _redis, live_server(create(settings, watch=False)) as base:
+        with httpx.Client(base_url=base, timeout=10) as http:
+            assert http.get("/ready").status_code == 200
+            assert http.post("/predict", json={"user_id": "anyone"}).status_code == 404  # empty store
+        _redis.terminate()
+        _redis.wait(10)
+        with httpx.Client(base_url=base, timeout=10) as http:
+            r = http.post("/predict", json={"user_id": site.users[0]})
+            assert r.status_code == 503 and "online store unavailable" in r.json()["detail"]
+            r = http.get("/ready")
+            assert r.status_code == 503 and "online store unreachable" in " ".join(r.json()["reasons"])
+            assert http.get("/health").json()["online_store"]["status"] == "down"
+            assert http.get("/live").status_code == 200
+            errors = metric(metrics_of(http.get("/metrics").text), "churn_online_read_errors_total")
+            assert errors >= 1
+        with private_redis(port), httpx.Client(base_url=base, timeout=10) as http:
+            deadline = time.monotonic() + 10
+            while http.get("/ready").status_code != 200:
+                assert time.monotonic() < deadline, "/ready did not recover"
+                time.sleep(0.1)
+            assert http.post("/predict", json={"user_id": "anyone"}).status_code == 404
