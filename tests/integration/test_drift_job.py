@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -83,14 +84,18 @@ def current_shifted() -> pd.DataFrame:
     return df
 
 
-@pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    s = Settings.from_env(env={"CHURN_DATA_DIR": str(tmp_path)})
+def require_drift_env(s: Settings) -> None:
     if not s.drift_python_path.exists():
         reason = f"drift env missing ({s.drift_python_path}); run `make setup-drift`"
         if os.environ.get("CI"):
             pytest.fail(reason)
         pytest.skip(reason)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    s = Settings.from_env(env={"CHURN_DATA_DIR": str(tmp_path)})
+    require_drift_env(s)
     make_registry(s)
     return s
 
@@ -239,3 +244,31 @@ def test_missing_drift_env_is_a_clear_error(tmp_path: Path) -> None:
     s = Settings.from_env(env={"CHURN_DATA_DIR": str(tmp_path)}, drift_python=tmp_path / "nope" / "python")
     with pytest.raises(DriftEnvMissing, match="make setup-drift"):
         run_drift(s, DAY)
+
+
+# Our TabularDrift subclass only changes NaN handling: on complete data it must agree with alibi.
+SAME_AS_ALIBI = """
+import numpy as np
+from alibi_detect.cd import TabularDrift
+from jobs.drift.detect import _make_detector_class
+rng = np.random.default_rng(0)
+n = 3000
+ref = np.column_stack([rng.normal(size=n), rng.integers(0, 4, n), rng.poisson(2, n)]).astype(float)
+cur = np.column_stack([rng.normal(0.1, size=n), rng.integers(0, 5, n), rng.poisson(2.2, n)]).astype(float)
+for correction in ("bonferroni", "fdr"):
+    kw = dict(p_val=0.05, categories_per_feature={1: None}, correction=correction)
+    ours = _make_detector_class()(ref, **kw).predict(cur)["data"]
+    theirs = TabularDrift(ref, **kw).predict(cur)["data"]
+    assert np.allclose(ours["p_val"], theirs["p_val"], rtol=1e-5), (ours["p_val"], theirs["p_val"])
+    assert np.allclose(ours["distance"], theirs["distance"], rtol=1e-5)
+    assert ours["is_drift"] == theirs["is_drift"] == 1
+    assert np.all(ours["threshold"] == theirs["threshold"])
+"""
+
+
+def test_detector_matches_alibi_on_complete_data(tmp_path: Path) -> None:
+    s = Settings.from_env(env={"CHURN_DATA_DIR": str(tmp_path)})
+    require_drift_env(s)
+    root = Path(__file__).resolve().parents[2]
+    env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(root), "TRANSFORMERS_VERBOSITY": "error"}
+    subprocess.run([str(s.drift_python_path), "-c", SAME_AS_ALIBI], env=env, cwd=root, check=True)
