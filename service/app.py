@@ -27,6 +27,7 @@ from service.errors import EXCEPTION_HANDLERS
 from service.features import FeatureGateway
 from service.health import HealthService
 from service.logs import configure_logging, log
+from service.job_metrics import JobMetricsCollector
 from service.metrics import ApiMetrics
 from service.middleware import ObservabilityMiddleware
 from service.model_holder import ModelHolder
@@ -56,6 +57,7 @@ def create_app(
     settings = settings or get_settings()
     configure_logging()
     metrics = ApiMetrics()
+    metrics.registry.register(JobMetricsCollector(settings))  # drift/scoring textfiles
     features = FeatureGateway(settings, metrics, reader=reader)
     holder_kwargs: dict[str, Any] = {"required_features": features.feature_names}
     if registry_factory is not None:
