@@ -462,7 +462,10 @@ def test_refused_models_do_not_replace_the_serving_one(site: Site, registry_sett
         assert r.status_code == 409 and "not found" in r.json()["detail"]
         assert c.post("/predict", json={"user_id": user}).json()["model_version"] == site.version
         m = metrics_of(c.get("/metrics").text)
-        assert metric(m, "churn_model_reload_total", result="failed") == 3
+        # 3 refusals at least; the watcher may also notice steps 2 and 3's pointer changes before the
+        # admin call does and refuse them once more: that race is fine, a success is not.
+        assert metric(m, "churn_model_reload_total", result="failed") >= 3
+        assert metric(m, "churn_model_reload_total", result="success") == 1  # the startup load only
         assert metric(m, "churn_model_info", version=site.version, kind=c.app.state.services.holder.current.kind) == 1
         # 4. back to the good version: accepted again
         set_pointer(registry_settings, site.version)
