@@ -88,7 +88,8 @@ def run_one(args: argparse.Namespace) -> dict:
     shutil.rmtree(s.feast_dir, ignore_errors=True)
     store = cfs.get_store(s)
     cfs.apply(s, store)
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    ru0 = resource.getrusage(resource.RUSAGE_SELF)
+    rss_before = ru0.ru_maxrss
     t0 = time.perf_counter()
     if args.path == "ours":
         from jobs.materialize import materialize
@@ -100,10 +101,13 @@ def run_one(args: argparse.Namespace) -> dict:
         store.materialize(end - dt.timedelta(days=1), end)
         rows = args.users * 4
     seconds = time.perf_counter() - t0
-    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    ru1 = resource.getrusage(resource.RUSAGE_SELF)
+    peak_kb = ru1.ru_maxrss
     return {
         "rows": rows,
         "seconds": seconds,
+        # CPU seconds (all threads): comparable across runs on a shared, busy machine
+        "cpu_seconds": (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime),
         "peak_rss_mb": peak_kb / 1024,
         "rss_before_mb": rss_before / 1024,
     }
@@ -162,7 +166,7 @@ def main() -> None:
 
     print(
         f"\n{'path':<7}{'store':<8}{'users':>10}{'rows':>11}{'seconds':>10}{'rows/s':>11}{'users/s':>10}"
-        f"{'peak RSS MB':>13}  note"
+        f"{'CPU s':>8}{'peak RSS MB':>13}  note"
     )
     results = []
     for store in args.stores.split(","):
@@ -175,7 +179,7 @@ def main() -> None:
                 note = f"measured on {n:,} users; {args.users:,}-user time extrapolated ≈ {est:,.0f}s"
             print(
                 f"{path:<7}{store:<8}{n:>10,}{r['rows']:>11,}{r['seconds']:>10.1f}{rate:>11,.0f}"
-                f"{rate / 4:>10,.0f}{r['peak_rss_mb']:>13,.0f}  {note}",
+                f"{rate / 4:>10,.0f}{r['cpu_seconds']:>8.1f}{r['peak_rss_mb']:>13,.0f}  {note}",
                 flush=True,
             )
             results.append({"path": path, "store": store, "users": n, **r, "rows_per_s": rate})

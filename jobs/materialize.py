@@ -14,9 +14,11 @@ This path writes *exactly Feast's storage format* much faster and in flat memory
    as in Feast.
 3. The bytes go straight into Feast's layout: SQLite ``<project>_<view>`` rows
    ``(entity_key, feature_name, value, value_text, event_ts, created_ts)`` via ``executemany``
-   upserts; Redis one hash per entity key (``serialize_entity_key + project``) with fields
-   ``mmh3("<view>:<feature>")`` and ``_ts:<view>`` (a ``google.protobuf.Timestamp``), pipelined.
-   Entity keys use Feast's v3 serialization (checked against ``serialize_entity_key``).
+   of multi-entity INSERTs, one transaction per view (see ``SqliteWriter``); Redis one hash per
+   entity key (``serialize_entity_key + project``) with fields ``mmh3("<view>:<feature>")`` and
+   ``_ts:<view>`` (a ``google.protobuf.Timestamp``), pipelined. Entity keys use Feast's v3
+   serialization (checked against ``serialize_entity_key``). Reading and serializing run in a
+   background thread, one chunk ahead of the writes (SQLite and sockets release the GIL).
 4. Materialization intervals are recorded in Feast's registry (``apply_materialization``), so
    ``feast`` tools and feature-view states see the views as materialized.
 
@@ -34,6 +36,7 @@ import json
 import re
 import sqlite3
 import struct
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -229,7 +232,7 @@ def encode_column(
         rec["v"] = x
         values = rec.view(f"V{rec.dtype.itemsize}").tolist()
         nulls = np.flatnonzero(np.isnan(x))
-        texts = [str(v) for v in x.tolist()] if with_text else None
+        texts = list(map(str, x.tolist())) if with_text else None  # Feast: str(double_val)
         empty = _EMPTY if frame is None else frame + _bulk(_EMPTY)
         for i in nulls.tolist():
             values[i] = empty
@@ -292,18 +295,28 @@ def _timestamps(arr: pa.Array | pa.ChunkedArray) -> list[dt.datetime | None]:
 
 
 class SqliteWriter:
-    """Feast's SQLite online-store layout, bulk loaded through a staging table and swapped in.
+    """Feast's SQLite online-store layout, bulk loaded in one transaction per view.
 
-    Row-by-row upserts into Feast's table (primary key + ``_ek`` index) top out near 200k
-    SQLite rows/s, i.e. ~5k users/s with the whole feature service. Instead each view is
-    loaded into ``<table>__load`` (Feast's exact DDL) with plain multi-row INSERTs in
-    primary-key order; entities not rewritten by this run are carried over from the live table
-    (incremental runs keep them, as Feast would; ``full`` drops them), and one transaction
-    swaps the tables and rebuilds the ``_ek`` index. In WAL mode readers keep seeing the old
-    table until that commit: the API never reads a half-loaded view.
+    Each view is written in a single write transaction, in primary-key order (DuckDB sorts the
+    rows by serialized entity key; feature names are emitted sorted), so every B-tree insert is
+    an append:
+
+    * ``full``: the live table is dropped and re-created *inside* the transaction with Feast's
+      exact DDL (text taken from ``sqlite_master``), its ``_ek`` index created before the load
+      (entity keys arrive in order, so it is appended to rather than sorted afterwards), then
+      plain multi-row INSERTs.
+    * incremental: Feast's own upsert (``ON CONFLICT(entity_key, feature_name) DO UPDATE``)
+      into the live table; entities not in this run are kept, as Feast's materialize keeps them.
+
+    WAL mode: readers (the API) keep seeing the previous committed table until the single
+    COMMIT, and a crash mid-load leaves only uncommitted WAL frames, which SQLite discards, so
+    the previous data stays intact. Large loads spill dirty pages to the WAL, so memory stays
+    bounded by the page cache.
     """
 
     name = "sqlite"
+    #: entities per INSERT statement (fewer statement executions; each binds ~2 params/feature)
+    entities_per_statement = 8
 
     def __init__(self, store: FeatureStore):
         from feast.infra.online_stores.sqlite import SqliteOnlineStore
@@ -317,15 +330,19 @@ class SqliteWriter:
             )
         self.conn = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
         self.conn.execute("PRAGMA journal_mode=WAL")  # readers (the API) never block on a load
-        # The staging table is disposable until the swap: no fsync while loading it.
-        self.conn.execute("PRAGMA synchronous=OFF")
+        # WAL + NORMAL: commits are atomic and a crash (even power loss) rolls back to the
+        # last commit; the WAL and the database file are fsynced at each checkpoint.
+        self.conn.execute("PRAGMA synchronous=NORMAL")
         self.conn.execute("PRAGMA cache_size=-262144")  # 256 MB page cache for the load
+        # Checkpoints run in a background connection (see ``finish``), not inside our COMMITs.
+        self.conn.execute("PRAGMA wal_autocheckpoint=0")
+        self._checkpointer: threading.Thread | None = None
         self.conn.execute(
             f"CREATE TABLE IF NOT EXISTS {STATE_TABLE} "
             "(target TEXT PRIMARY KEY, end_date TEXT, updated_at TEXT)"
         )
-        self._ddl: dict[str, tuple[str, list[str]]] = {}
-        self._sql: dict[tuple[str, tuple[str, ...]], str] = {}
+        self._sql: dict[tuple[str, tuple[str, ...], int, bool], str] = {}
+        self._full = False
 
     def table(self, fv: FeatureView) -> str:
         from feast.infra.online_stores.helpers import compute_table_id
@@ -334,80 +351,111 @@ class SqliteWriter:
 
     def begin(self, fv: FeatureView, full: bool) -> None:
         table = self.table(fv)
-        row = self.conn.execute(
-            "SELECT sql FROM sqlite_master WHERE type='table' AND name=?", (table,)
-        ).fetchone()
-        if not row:
-            raise MaterializeError(f"online table {table} missing: run `churn features apply` first")
-        indexes = [
-            r[0]
-            for r in self.conn.execute(
-                "SELECT sql FROM sqlite_master WHERE type='index' AND tbl_name=? AND sql IS NOT NULL",
-                (table,),
-            )
-        ]
-        self._ddl[table] = (row[0], indexes)
-        load = f"{table}__load"
-        self.conn.execute(f'DROP TABLE IF EXISTS "{load}"')
-        self.conn.execute(_rename_ddl(row[0], table, load))
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            row = self.conn.execute(
+                "SELECT sql FROM sqlite_master WHERE type='table' AND name=?", (table,)
+            ).fetchone()
+            if not row:
+                raise MaterializeError(f"online table {table} missing: run `churn features apply` first")
+            # Left over by older versions of this job (which staged into a side table).
+            self.conn.execute(f'DROP TABLE IF EXISTS "{table}__load"')
+            if full:
+                indexes = [
+                    r[0]
+                    for r in self.conn.execute(
+                        "SELECT sql FROM sqlite_master WHERE type='index' AND tbl_name=? AND sql IS NOT NULL",
+                        (table,),
+                    )
+                ]
+                self.conn.execute(f'DROP TABLE "{table}"')
+                self.conn.execute(row[0])  # Feast's DDL, verbatim
+                for ddl in indexes:
+                    self.conn.execute(ddl)
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
         self._full = full
 
-    def write(self, fv: FeatureView, keys: list[bytes], batch: pa.RecordBatch, features: list[str]) -> None:
-        load = f"{self.table(fv)}__load"
+    def prepare(self, fv: FeatureView, keys: list[bytes], batch: pa.RecordBatch, features: list[str]):
+        """Statement parameters for a batch (pure Python/numpy: runs in the reader thread)."""
+        table = self.table(fv)
         names = tuple(sorted(features))
-        sql = self._sql.get((load, names))
-        if sql is None:
-            # One statement per entity: key and timestamps bound once, feature names literal.
-            f = len(names)
-            tuples = ",".join(
-                f"(?1,{_sql_str(n)},?{2 + 2 * j},?{3 + 2 * j},?{2 + 2 * f},?{3 + 2 * f})"
-                for j, n in enumerate(names)
-            )
-            sql = self._sql[(load, names)] = (
-                f'INSERT INTO "{load}" (entity_key, feature_name, value, value_text, event_ts, created_ts) '
-                f"VALUES {tuples}"
-            )
-        cols: list[list] = []
+        cols: list[list] = [keys]
         for name in names:
             values, texts = encode_column(batch.column(name), with_text=True)
             cols += [values, texts]
-        event_ts = _sqlite_ts_list(batch.column(TIMESTAMP_FIELD))
-        created = _sqlite_ts_list(batch.column(CREATED_FIELD))
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
-            self.conn.executemany(sql, zip(keys, *cols, event_ts, created, strict=True))
-            self.conn.execute("COMMIT")
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
+        cols += [_sqlite_ts_list(batch.column(TIMESTAMP_FIELD)), _sqlite_ts_list(batch.column(CREATED_FIELD))]
+        n = len(keys)
+        k = self.entities_per_statement
+        n_full = n - n % k
+        # k entities per statement: zip strided views so each tuple is already flat (no copies).
+        flat = list(zip(*(c[j:n_full:k] for j in range(k) for c in cols), strict=True)) if n_full else []
+        tail = list(zip(*(c[n_full:] for c in cols), strict=True))
+        return [(self._insert_sql(table, names, k), flat), (self._insert_sql(table, names, 1), tail)]
+
+    def send(self, prepared) -> None:
+        for sql, params in prepared:
+            if params:
+                self.conn.executemany(sql, params)
+
+    def write(self, fv: FeatureView, keys: list[bytes], batch: pa.RecordBatch, features: list[str]) -> None:
+        self.send(self.prepare(fv, keys, batch, features))
+
+    def _insert_sql(self, table: str, names: tuple[str, ...], k: int) -> str:
+        key = (table, names, k, self._full)
+        sql = self._sql.get(key)
+        if sql is None:
+            # Per entity: key and timestamps bound once, feature names literal (sorted: PK order).
+            f = len(names)
+            per = 2 * f + 3
+            tuples = ",".join(
+                ",".join(
+                    f"(?{b + 1},{_sql_str(n)},?{b + 2 + 2 * j},?{b + 3 + 2 * j},?{b + 2 + 2 * f},?{b + 3 + 2 * f})"
+                    for j, n in enumerate(names)
+                )
+                for b in range(0, k * per, per)
+            )
+            sql = (
+                f'INSERT INTO "{table}" (entity_key, feature_name, value, value_text, event_ts, created_ts) '
+                f"VALUES {tuples}"
+            )
+            if not self._full:  # Feast's own upsert
+                sql += (
+                    " ON CONFLICT(entity_key, feature_name) DO UPDATE SET value = excluded.value, "
+                    "value_text = excluded.value_text, event_ts = excluded.event_ts, "
+                    "created_ts = excluded.created_ts"
+                )
+            self._sql[key] = sql
+        return sql
 
     def finish(self, fv: FeatureView) -> None:
-        table = self.table(fv)
-        load = f"{table}__load"
-        _, indexes = self._ddl[table]
-        self.conn.execute("PRAGMA synchronous=NORMAL")
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
-            if not self._full:
-                # Keep entities this run did not rewrite (Feast's materialize never deletes).
-                self.conn.execute(
-                    f'INSERT INTO "{load}" SELECT * FROM "{table}" AS live WHERE NOT EXISTS '
-                    f'(SELECT 1 FROM "{load}" AS l WHERE l.entity_key = live.entity_key)'
-                )
-            self.conn.execute(f'DROP TABLE "{table}"')
-            self.conn.execute(f'ALTER TABLE "{load}" RENAME TO "{table}"')
-            for ddl in indexes:
-                self.conn.execute(ddl)
-            self.conn.execute("COMMIT")
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        self.conn.execute("PRAGMA synchronous=OFF")
+        self.conn.execute("COMMIT")  # the one moment readers switch to the new rows
+        # Copying the committed view from the WAL into the database file (and the two fsyncs)
+        # is mostly disk time: do it in the background while the next view is being loaded.
+        self._join_checkpointer()
+        self._checkpointer = threading.Thread(target=self._checkpoint, name="materialize-checkpoint", daemon=True)
+        self._checkpointer.start()
+
+    def _checkpoint(self) -> None:
+        # A failed/partial checkpoint loses nothing (the frames stay in the WAL); close() retries.
+        with contextlib.suppress(sqlite3.Error):
+            conn = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
+            try:
+                conn.execute("PRAGMA synchronous=NORMAL")  # fsync WAL, copy, fsync database
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")  # never waits for the writer
+            finally:
+                conn.close()
+
+    def _join_checkpointer(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.join()
+            self._checkpointer = None
 
     def abort(self, fv: FeatureView) -> None:
-        with contextlib.suppress(sqlite3.Error):
-            self.conn.execute(f'DROP TABLE IF EXISTS "{self.table(fv)}__load"')
+        if self.conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                self.conn.execute("ROLLBACK")
 
     def read_state(self, target: str) -> dt.date | None:
         row = self.conn.execute(f"SELECT end_date FROM {STATE_TABLE} WHERE target = ?", (target,)).fetchone()
@@ -421,20 +469,18 @@ class SqliteWriter:
         )
 
     def close(self) -> None:
-        self.conn.close()
+        try:
+            self._join_checkpointer()
+            if not self.conn.in_transaction:
+                # Whatever is left (the last view), then shrink the WAL file back to nothing.
+                with contextlib.suppress(sqlite3.OperationalError):  # busy readers: SQLite will catch up
+                    self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            self.conn.close()
 
 
 def _sql_str(s: str) -> str:
     return "'" + s.replace("'", "''") + "'"
-
-
-def _rename_ddl(ddl: str, table: str, new: str) -> str:
-    """Feast's ``CREATE TABLE`` text for ``table`` with the name replaced (exact same schema)."""
-    head, sep, tail = ddl.partition("(")
-    for quoted in (f'"{table}"', f"'{table}'", f"`{table}`", f"[{table}]", table):
-        if quoted in head:
-            return head.replace(quoted, f'"{new}"', 1).replace("IF NOT EXISTS ", "") + sep + tail
-    raise MaterializeError(f"unexpected DDL for {table}: {ddl[:80]}")
 
 
 def _sqlite_ts_list(arr: pa.Array) -> list[int | None]:
@@ -483,6 +529,12 @@ class RedisWriter:
         pass
 
     def write(self, fv: FeatureView, keys: list[bytes], batch: pa.RecordBatch, features: list[str]) -> None:
+        self.send(self.prepare(fv, keys, batch, features))
+
+    def send(self, prepared: list[bytes]) -> None:
+        self._send(prepared)
+
+    def prepare(self, fv: FeatureView, keys: list[bytes], batch: pa.RecordBatch, features: list[str]) -> list[bytes]:
         """Same commands as Feast's ``online_write_batch`` (one HSET per entity and view).
 
         redis-py spends most of its time packing arguments, so the RESP protocol is built here
@@ -508,7 +560,7 @@ class RedisWriter:
             commands.append(b"".join((head, full_key, ts, *cols)))
             if ttl:
                 commands.append(b"*3\r\n$6\r\nEXPIRE\r\n" + full_key + _bulk(str(ttl).encode()))
-        self._send(commands)
+        return commands
 
     def _send(self, commands: list[bytes]) -> None:
         pool = self.client.connection_pool
@@ -563,6 +615,56 @@ def make_writer(store: FeatureStore, settings: Settings):
 
 # --- the job ---------------------------------------------------------------------------------
 
+#: entities serialized per chunk handed from the reader thread to the writer (bounds memory:
+#: at most one chunk queued, one being prepared and one being written)
+_PREPARE_ROWS = 25_000
+
+
+def _in_background(it: Iterator[Any], depth: int = 1) -> Iterator[Any]:
+    """Iterate ``it`` in a daemon thread, ``depth`` items ahead; its exceptions re-raised here.
+
+    If the consumer stops early (an exception in the writer), the producer is told to stop and
+    finishes at its next item.
+    """
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def run() -> None:
+        try:
+            for item in it:
+                while not stop.is_set():
+                    try:
+                        q.put((None, item), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put((None, done))
+        except BaseException as exc:  # re-raised in the consumer
+            q.put((exc, None))
+
+    t = threading.Thread(target=run, name="materialize-reader", daemon=True)
+    t.start()
+    try:
+        while True:
+            exc, item = q.get()
+            if exc is not None:
+                raise exc
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
+        with contextlib.suppress(queue.Empty):
+            while True:
+                q.get_nowait()
+        t.join(timeout=30)
+
 
 def materialize(
     settings: Settings,
@@ -599,7 +701,8 @@ def materialize(
         last = None if full else writer.read_state(target)
         prefix = entity_key_prefix(store.config.entity_key_serialization_version)
         start_date = None
-        for name in wanted:
+        # Largest views first: their WAL checkpoint then overlaps the loading of the others.
+        for name in sorted(wanted, key=lambda n: -len(fvs[n].features) if n in fvs else 0):
             fv = fvs.get(name)
             if fv is None:
                 raise MaterializeError(f"feature view {name!r} not registered: run `churn features apply`")
@@ -614,20 +717,32 @@ def materialize(
             if parts:
                 writer.begin(fv, full)
                 try:
-                    for batch in read_latest(parts, settings.materialize_batch_rows, end, features):
-                        ids = batch.column(ENTITY_KEY).to_pylist()
-                        keys = entity_keys(ids, prefix)
-                        check_entity_key(ids[0], keys[0], store.config.entity_key_serialization_version)
-                        writer.write(fv, keys, batch, features)
-                        rows += batch.num_rows
+                    version = store.config.entity_key_serialization_version
+
+                    def prepared(fv=fv, parts=parts, features=features, version=version):
+                        for batch in read_latest(parts, settings.materialize_batch_rows, end, features):
+                            for lo in range(0, batch.num_rows, _PREPARE_ROWS):
+                                chunk = batch.slice(lo, _PREPARE_ROWS)
+                                ids = chunk.column(ENTITY_KEY).to_pylist()
+                                keys = entity_keys(ids, prefix)
+                                check_entity_key(ids[0], keys[0], version)
+                                yield chunk.num_rows, writer.prepare(fv, keys, chunk, features)
+
+                    # Reading + serializing (DuckDB, numpy, Python) overlaps the writes (SQLite
+                    # and sockets release the GIL): one chunk is prepared while one is written.
+                    for n, payload in _in_background(prepared()):
+                        writer.send(payload)
+                        rows += n
                         if on_rows:
-                            on_rows(name, batch.num_rows)
+                            on_rows(name, n)
                     writer.finish(fv)
                 except BaseException:
                     writer.abort(fv)
                     raise
             result.rows[name] = rows
         result.start_date = start_date
+        result.rows = {n: result.rows[n] for n in wanted}
+        result.partitions = {n: result.partitions[n] for n in wanted}
         # Feast's registry: intervals + AVAILABLE_ONLINE state, as its own materialize would record.
         if start_date is not None and start_date <= end_date:
             reg_start = midnight_utc(start_date)
