@@ -19,6 +19,10 @@ Everything stays on 127.0.0.1, every phase is bounded in time and count, servers
 the end. The API's own per-request work (read + predict + factors) is also timed in-process.
 
     .venv/bin/python benchmarks/serve.py [--users 20000] [--duration 10] [--concurrency 4,16,64]
+
+``--shadow``: the API only (no Feast), alternately without and with a shadow model staged (a
+copy of the production version under another name, so the shadow costs exactly one more model
+call per request), ``--repeat`` times each; reports the production p99 with shadow on vs off.
 """
 
 from __future__ import annotations
@@ -399,6 +403,57 @@ def in_process_profile(settings, users: list[str], n: int = 2000) -> dict[str, f
     return out
 
 
+def stage_shadow(settings, on: bool) -> str | None:
+    """Stage (or clear) a shadow: a clone of the production version under a new version name."""
+    from training.registry import ModelRegistry
+    from training.rollout import read_state, set_stage
+
+    reg = ModelRegistry(settings)
+    prod = reg.production_version()
+    assert prod is not None, "no production model in the bench store"
+    name = prod[:-6] + "5ad0e5"
+    state = read_state(settings)
+    if not on:
+        if state.shadow:
+            set_stage(reg, state.shadow, clear=True, reason="bench")
+        return None
+    dst = reg.models_dir / name
+    if not dst.exists():
+        tmp = reg.models_dir / f".tmp-{name}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(reg.models_dir / prod, tmp)
+        meta = json.loads((tmp / "metadata.json").read_text())
+        meta["version"] = name
+        (tmp / "metadata.json").write_text(json.dumps(meta))
+        os.rename(tmp, dst)
+    if state.shadow != name:
+        set_stage(reg, name, shadow=True, reason="bench")
+    return name
+
+
+def rollout_metrics(port: int) -> dict[str, float]:
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    out: dict[str, float] = {}
+    for fam in text_string_to_metric_families(text):
+        for smp in fam.samples:
+            if smp.name in (
+                "churn_shadow_dropped_total",
+                "churn_shadow_errors_total",
+                "churn_shadow_prediction_seconds_count",
+            ):
+                out[smp.name] = out.get(smp.name, 0.0) + smp.value
+            elif smp.name == "churn_http_requests_total" and smp.labels.get("route") == "/predict":
+                key = f"http_{smp.labels['status']}"  # server-side statuses: client 'errors' may be reconnects
+                out[key] = out.get(key, 0.0) + smp.value
+            elif smp.name == "churn_predictions_by_arm_total":
+                key = f"predictions_{smp.labels['arm']}"
+                out[key] = out.get(key, 0.0) + smp.value
+    return out
+
+
 def fmt_row(name: str, r: dict) -> str:
     return (f"| {name:<42} | {r['rps']:>9.0f} | {r['p50']:>7.2f} | {r['p99']:>7.2f} | {r['p999']:>8.2f} |"
             f" {r['n']:>7} | {r['errors']:>6} |")  # fmt: skip
@@ -422,8 +477,14 @@ def main() -> None:
         default="thread",
         help="/predict on the event loop (async) or in a worker thread (sync_to_thread)",
     )
-    ap.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "out" / "serve.json")
+    ap.add_argument("--shadow", action="store_true", help="API only: production p99 with a shadow model on vs off")
+    ap.add_argument("--repeat", type=int, default=1, help="--shadow: off/on rounds (alternating)")
+    ap.add_argument("--json", type=Path, default=None, help="default benchmarks/out/serve[-shadow].json")
     args = ap.parse_args()
+    if args.json is None:
+        args.json = ROOT / "benchmarks" / "out" / ("serve-shadow.json" if args.shadow else "serve.json")
+    if args.shadow:
+        args.skip_feast = True
     concurrencies = [int(c) for c in args.concurrency.split(",") if c]
 
     print(f"== store: {args.users:,} users, Redis 127.0.0.1:6379/{args.redis_db}", flush=True)
@@ -443,9 +504,15 @@ def main() -> None:
     feature_refs = None
     targets = []
     api_bodies = [json.dumps({"user_id": u}).encode() for u in users]
-    for handler in ["async", "thread"] if args.handler == "both" else [args.handler]:
-        label = "churn API /predict" + (f" ({handler})" if args.handler == "both" else "")
-        targets.append((label, free_port(), "/predict", api_bodies, f"api-{handler}"))
+    if args.shadow:
+        for i in range(args.repeat):
+            for mode in ("off", "on"):
+                label = f"churn API /predict shadow {mode}" + (f" #{i + 1}" if args.repeat > 1 else "")
+                targets.append((label, free_port(), "/predict", api_bodies, f"api-{args.handler}-shadow-{mode}"))
+    else:
+        for handler in ["async", "thread"] if args.handler == "both" else [args.handler]:
+            label = "churn API /predict" + (f" ({handler})" if args.handler == "both" else "")
+            targets.append((label, free_port(), "/predict", api_bodies, f"api-{handler}"))
     if not args.skip_feast:
         store = get_store(settings)
         service = store.get_feature_service(settings.feature_service)
@@ -457,8 +524,10 @@ def main() -> None:
     for name, port, path, bodies, kind in targets:
         log = tmp / f"{kind}.log"
         is_api = kind.startswith("api")
+        if args.shadow:
+            stage_shadow(settings, kind.endswith("-on"))
         proc = (
-            start_api(settings, port, log, workers=args.api_workers, handler=kind.removeprefix("api-"))
+            start_api(settings, port, log, workers=args.api_workers, handler=kind.split("-")[1])
             if is_api
             else start_feast(settings, port, log, tmp)
         )
@@ -482,8 +551,13 @@ def main() -> None:
                     r = asyncio.run(closed_loop(port, raw, c, args.duration))
                 results[f"{name} max c={c}"] = r
                 print("  " + json.dumps({k: round(v, 3) for k, v in r.items()}), flush=True)
+            if args.shadow:
+                results[f"{name} @ {args.rate:.0f}/s"]["rollout"] = rm = rollout_metrics(port)
+                print("  rollout metrics " + json.dumps(rm), flush=True)
         finally:
             stop(proc)
+    if args.shadow:
+        stage_shadow(settings, False)
 
     print()
     print(f"Serving benchmark — {args.users:,} users, Redis, 1 worker each, load generator on the same "
@@ -496,6 +570,19 @@ def main() -> None:
         if "server_p99_le" in r:
             print(f"{name}: server-side /predict latency (histogram bucket bounds) p50 ≤ {r['server_p50_le']:.2f} ms,"
                   f" p99 ≤ {r['server_p99_le']:.2f} ms")  # fmt: skip
+    if args.shadow:
+        fixed = {m: [r for n, r in results.items() if f"shadow {m}" in n and n.endswith(f"@ {args.rate:.0f}/s")]
+                 for m in ("off", "on")}  # fmt: skip
+        summary = {}
+        for key in ("p50", "p99", "server_p99_le"):
+            off = statistics.median(r[key] for r in fixed["off"])
+            on = statistics.median(r[key] for r in fixed["on"])
+            summary[key] = {"off": off, "on": on, "ratio": on / off if off else float("nan")}
+        print(
+            f"\nshadow on vs off at {args.rate:.0f} req/s (median of {args.repeat} round(s)): "
+            + ", ".join(f"{k} {v['off']:.2f} → {v['on']:.2f} ms (×{v['ratio']:.2f})" for k, v in summary.items())
+        )
+        results["shadow_summary"] = summary  # type: ignore[assignment]
     if not args.skip_feast:
         best = {k: max(r["rps"] for n, r in results.items() if n.startswith(k) and " max " in n)
                 for k in ("churn API", "feast serve")}  # fmt: skip

@@ -86,6 +86,14 @@ class Settings:
     risk_medium: float = 0.3
     risk_high: float = 0.6
     interventions: str = "high:support_outreach,medium:discount_offer,low:none"
+    prediction_log: bool = True
+    """Log every served and shadow prediction to ``<data_dir>/prediction_log`` (Parquet, append-only)."""
+    prediction_log_flush_s: float = 5.0
+    """The prediction log's writer thread flushes buffered records at least this often..."""
+    prediction_log_max_records: int = 5000
+    """...or as soon as this many records are buffered (one Parquet file per flush)."""
+    shadow_queue_size: int = 2000
+    """Pending shadow scorings; when full (shadow slower than traffic) new ones are dropped and counted."""
 
     # --- monitoring & retraining -------------------------------------------------------
     psi_warn: float = 0.1
@@ -136,6 +144,10 @@ class Settings:
     @property
     def monitor_dir(self) -> Path:
         return self.data_dir / "monitor"
+
+    @property
+    def prediction_log_dir(self) -> Path:
+        return self.data_dir / "prediction_log"
 
     @property
     def drift_python_path(self) -> Path:

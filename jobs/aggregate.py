@@ -106,8 +106,10 @@ def build_features(
         raise AggregationError(f"no raw data under {raw}: run `churn data generate` or `churn data import`")
     end = end_date or event_days[-1] + dt.timedelta(days=1)
     if start_date is None:
-        built = partition_dates(settings.features_dir / "engagement")
-        start = built[-1] + dt.timedelta(days=1) if built else event_days[0]
+        # Resume after the view that is furthest behind: a build killed between views has swapped
+        # in the new partitions of the first views only.
+        built = [partition_dates(settings.features_dir / view) for view in FEATURE_VIEWS]
+        start = min(b[-1] for b in built) + dt.timedelta(days=1) if all(built) else event_days[0]
     else:
         start = start_date
     if start > end:
@@ -140,7 +142,10 @@ def build_features(
     users_literal = str(users_file)
     con.execute(
         _sql("scope_grid", users=users_literal, scope_days=scope),
-        {"grid_from": start - dt.timedelta(days=MAX_WINDOW), "end_date": end},
+        # The grid must reach back as far as the events read (windows + scope): recency is a max over
+        # the grid rows, so a grid clipped to the windows lost the last activity of users idle longer
+        # than MAX_WINDOW days (NULL days_since_last_activity in incremental builds only).
+        {"grid_from": read_from, "end_date": end},
     )
     window_columns, window_defs, select_columns = _window_sql()
     con.execute(

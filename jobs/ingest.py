@@ -147,11 +147,14 @@ def import_batch(
     staging = settings.data_dir / f".tmp-import-{batch_id}"
     con = _connect()
     try:
-        pre = [
-            _normalise(con, t, p, staging / t)
-            for t, p in (("users", users), ("events", events), ("payments", payments))
-            if p is not None
-        ]
+        try:
+            pre = [
+                _normalise(con, t, p, staging / t)
+                for t, p in (("users", users), ("events", events), ("payments", payments))
+                if p is not None
+            ]
+        except duckdb.Error as exc:  # unreadable input (not UTF-8, not CSV/Parquet, truncated...)
+            raise IngestError(f"batch rejected: cannot read the input: {str(exc).splitlines()[0]}") from None
         if any(not c.passed for c in pre):
             report = ValidationReport(checks=pre)
             raise IngestError("batch rejected: input does not match the schema", report)

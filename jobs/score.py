@@ -8,7 +8,7 @@ Parquet, joining the views on ``user_id`` and selecting columns by name.
 Outputs (one atomic directory swap, so a failed run leaves the previous outputs untouched):
 ``predictions/date=D/{predictions.csv, predictions.parquet, scored_features.parquet}`` and the
 Prometheus textfile ``predictions/metrics.prom``. Everything on the hot path is vectorized
-(one LightGBM call for probabilities, one ``pred_contrib`` call for the top factors,
+(one LightGBM call for probabilities, one path-attribution pass for the top factors,
 ``argpartition`` to pick them, pyarrow to write the CSV) so 1M users take seconds, not minutes.
 """
 
@@ -170,10 +170,10 @@ def probabilities(model: ChurnModel, X: np.ndarray) -> np.ndarray:
 def contributions(model: ChurnModel, X: np.ndarray) -> np.ndarray:
     """Per-feature log-odds contributions, shape ``(n, len(model.features))``, whole matrix at once.
 
-    Same quantities as ``ChurnModel.top_factors`` (LightGBM SHAP via ``pred_contrib``; logreg
-    coefficient × scaled value), computed for the whole batch with ``BATCH_THREADS`` threads.
+    LightGBM: path attribution (``ChurnModel.path_contributions_matrix``), since exact SHAP would
+    take minutes at 1M users; logreg: coefficient × scaled value, as in the API.
     """
-    raw = model.contributions_matrix(X, num_threads=BATCH_THREADS)
+    raw = model.path_contributions_matrix(X, num_threads=BATCH_THREADS)
     return np.asarray(raw, dtype=np.float64)[:, : len(model.features)]
 
 

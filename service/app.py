@@ -26,12 +26,13 @@ from service.controllers import Services, build_handlers
 from service.errors import EXCEPTION_HANDLERS
 from service.features import FeatureGateway
 from service.health import HealthService
-from service.logs import configure_logging, log
 from service.job_metrics import JobMetricsCollector
+from service.logs import configure_logging, log
 from service.metrics import ApiMetrics
 from service.middleware import ObservabilityMiddleware
 from service.model_holder import ModelHolder
 from service.prediction import PredictionService
+from service.rollout import RolloutManager
 
 # Measured with benchmarks/serve.py --handler both (2 cores, Redis): on the event loop, the blocking
 # online read stalls every queued request behind it — 200 req/s p99 0.4–1 s when Redis or the CPU
@@ -63,7 +64,8 @@ def create_app(
     if registry_factory is not None:
         holder_kwargs["registry_factory"] = registry_factory
     holder = ModelHolder(settings, metrics, **holder_kwargs)
-    predictor = PredictionService(settings, holder, features, metrics)
+    rollout = RolloutManager(settings, holder, metrics)  # shadow / challenger / prediction log
+    predictor = PredictionService(settings, holder, features, metrics, rollout=rollout)
     services = Services(
         settings=settings,
         metrics=metrics,
@@ -71,6 +73,7 @@ def create_app(
         features=features,
         predictor=predictor,
         health=HealthService(settings, holder, features),
+        rollout=rollout,
     )
     offload = OFFLOAD_PREDICT if offload_predict is None else offload_predict
 
@@ -81,6 +84,8 @@ def create_app(
         await asyncio.to_thread(features.ping)
         await holder.startup()
         watcher = asyncio.create_task(holder.watch(), name="model-watcher") if watch else None
+        await rollout.startup()  # prediction-log writer, shadow worker, staged models
+        stage_watcher = asyncio.create_task(rollout.watch(), name="rollout-watcher") if watch else None
         # Feast, pandas and protobuf leave millions of long-lived objects behind; a full GC pass
         # over them stalls the event loop for tens of milliseconds (the p99 of /predict). Move
         # everything alive after startup out of the collector's reach.
@@ -98,10 +103,12 @@ def create_app(
         try:
             yield
         finally:
-            if watcher is not None:
-                watcher.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await watcher
+            for task in (watcher, stage_watcher):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+            await asyncio.to_thread(rollout.shutdown)  # drain shadow work, flush the prediction log
             close = getattr(features._reader, "close", None)
             if callable(close):
                 with contextlib.suppress(Exception):
@@ -124,7 +131,23 @@ def create_app(
     )
     app.state.services = services
     app.asgi_handler = ObservabilityMiddleware(app.asgi_handler, metrics)
+    _complete_request_schemas(app)
     return app
+
+
+def _complete_request_schemas(app: Litestar) -> None:
+    """Say in the OpenAPI schema what msgspec enforces but Litestar's generator drops, so clients
+    (and the schemathesis fuzz test) see the real contract: request bodies reject unknown fields
+    (``forbid_unknown_fields``), and each batch id has the single id's 1..128 length limits."""
+    schemas = app.openapi_schema.components.schemas or {}
+    for name in ("PredictRequest", "BatchPredictRequest"):
+        if name in schemas:
+            schemas[name].additional_properties = False
+    single, batch = schemas.get("PredictRequest"), schemas.get("BatchPredictRequest")
+    if single is not None and batch is not None and single.properties and batch.properties:
+        ids = batch.properties.get("user_ids")
+        if ids is not None and "user_id" in single.properties:
+            ids.items = single.properties["user_id"]  # type: ignore[union-attr]
 
 
 _app: Litestar | None = None

@@ -53,6 +53,7 @@ class Services:
     features: FeatureGateway
     predictor: PredictionService
     health: HealthService
+    rollout: Any = None  # service.rollout.RolloutManager
 
 
 def build_handlers(s: Services, *, offload_predict: bool) -> list[Any]:
@@ -73,14 +74,14 @@ def build_handlers(s: Services, *, offload_predict: bool) -> list[Any]:
     if offload_predict:
 
         @post("/predict", sync_to_thread=True, status_code=200, **predict_kwargs)
-        def predict(data: JSONBody[PredictRequest]) -> Prediction:
-            return predictor.predict_one(data.user_id)
+        def predict(data: JSONBody[PredictRequest], request: Request) -> Prediction:
+            return predictor.predict_one(data.user_id, request.scope.get("request_id"))
 
     else:
 
         @post("/predict", status_code=200, **predict_kwargs)
-        async def predict(data: JSONBody[PredictRequest]) -> Prediction:
-            return predictor.predict_one(data.user_id)
+        async def predict(data: JSONBody[PredictRequest], request: Request) -> Prediction:
+            return predictor.predict_one(data.user_id, request.scope.get("request_id"))
 
     @post(
         "/predict/batch",
@@ -94,8 +95,8 @@ def build_handlers(s: Services, *, offload_predict: bool) -> list[Any]:
         tags=["predict"],
         responses=error_responses(400, 413, 503),
     )
-    def predict_batch(data: JSONBody[BatchPredictRequest]) -> BatchResponse:  # type: ignore[valid-type]
-        return predictor.predict_batch(data.user_ids)  # type: ignore[attr-defined]
+    def predict_batch(data: JSONBody[BatchPredictRequest], request: Request) -> BatchResponse:  # type: ignore[valid-type]
+        return predictor.predict_batch(data.user_ids, request.scope.get("request_id"))  # type: ignore[attr-defined]
 
     @get("/live", summary="Liveness: the process is up", tags=["ops"])
     async def live() -> dict[str, str]:

@@ -76,8 +76,16 @@ def unexpected_handler(request: Request, exc: Exception) -> Response:
     return _response(request, 500, f"internal server error (request id {rid})")
 
 
+def too_deep_handler(request: Request, exc: RecursionError) -> Response:
+    # msgspec decodes JSON recursively; a body nested tens of thousands of levels deep (well under
+    # max_body_bytes) exhausts the stack while decoding. That is the client's input, not a bug.
+    log.warning("request body nested too deeply", extra={"event": "body_too_deep", "request_id": _rid(request)})
+    return _response(request, 400, "malformed JSON body: nested too deeply")
+
+
 EXCEPTION_HANDLERS: dict[Any, Any] = {
     HTTPException: http_exception_handler,
+    RecursionError: too_deep_handler,
     UnknownUser: unknown_user_handler,
     NoModel: no_model_handler,
     StoreUnavailable: store_unavailable_handler,

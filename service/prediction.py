@@ -18,6 +18,7 @@ from service.schemas import BatchItemError, BatchItemOk, BatchResponse, Factor, 
 if TYPE_CHECKING:
     from churn.settings import Settings
     from service.metrics import ApiMetrics
+    from service.rollout import RolloutManager
 
 
 class NoModel(Exception):
@@ -29,8 +30,16 @@ class UnknownUser(Exception):
 
 
 class PredictionService:
-    def __init__(self, settings: Settings, holder: ModelHolder, features: FeatureGateway, metrics: ApiMetrics):
+    def __init__(
+        self,
+        settings: Settings,
+        holder: ModelHolder,
+        features: FeatureGateway,
+        metrics: ApiMetrics,
+        rollout: RolloutManager | None = None,
+    ):
         self.settings = settings
+        self.rollout = rollout
         self.holder = holder
         self.features = features
         self.metrics = metrics
@@ -52,16 +61,37 @@ class PredictionService:
             raise NoModel(self.holder.last_error or NO_MODEL)
         return current
 
-    def predict_one(self, user_id: str) -> Prediction:
-        sm = self._model()
+    def _score_one(self, sm: ServingModel, rows: list[dict]) -> tuple[float, list[dict]]:
+        model = sm.model
+        return float(model.predict_proba_rows(rows)[0]), model.top_factors(rows, k=3)[0]
+
+    def predict_one(self, user_id: str, request_id: str | None = None) -> Prediction:
+        production = sm = self._model()
         (uf,) = self.features.read([user_id])
         if not uf.known:
             raise UnknownUser(f"unknown user {user_id!r}: no features in the online store")
         rows = [uf.features]
-        model = sm.model
-        p = float(model.predict_proba_rows(rows)[0])
-        factors = model.top_factors(rows, k=3)[0]
+        rollout = self.rollout
+        arm = "production"
+        if rollout is not None:
+            sm, arm = rollout.route(user_id, production)
+        try:
+            p, factors = self._score_one(sm, rows)
+        except Exception:
+            if arm == "production":
+                raise
+            # a challenger that fails must not fail the user: production serves instead
+            rollout.metrics.challenger_errors.labels(version=sm.version).inc()  # type: ignore[union-attr]
+            sm, arm = production, "production"
+            p, factors = self._score_one(sm, rows)
         tier = self.tier(p)
+        now = dt.datetime.now(dt.UTC)
+        if rollout is not None:
+            rollout.record(
+                request_id=request_id, user_id=user_id, served=sm, arm=arm, probability=p, tier=tier,
+                will_churn=p >= sm.threshold, features=uf.features, production=production,
+                endpoint="predict", ts=now,
+            )  # fmt: skip
         self.metrics.observe_prediction(p, tier)
         age = uf.feature_age_seconds
         if age is not None:
@@ -76,40 +106,61 @@ class PredictionService:
             top_factors=[Factor(f["feature"], f["value"], float(f["contribution"])) for f in factors],
             model_version=sm.version,
             feature_age_seconds=age,
-            scored_at=dt.datetime.now(dt.UTC),
+            scored_at=now,
+            arm=arm,  # type: ignore[arg-type]
         )
 
-    def predict_batch(self, user_ids: Sequence[str]) -> BatchResponse:
-        sm = self._model()
+    def predict_batch(self, user_ids: Sequence[str], request_id: str | None = None) -> BatchResponse:
+        production = self._model()
         read = self.features.read(user_ids)
         now = dt.datetime.now(dt.UTC)
         known = [uf for uf in read if uf.known]
         results: list[BatchItemOk | BatchItemError] = []
-        if known:
-            rows = [uf.features for uf in known]
-            model = sm.model
-            probas = model.predict_proba_rows(rows)
-            factors = model.top_factors(rows, k=3)
+        rollout = self.rollout
+        # one model call per arm: users grouped by the arm their id hashes to
+        arms: dict[str, tuple[ServingModel, list]] = {}
+        for uf in known:
+            sm, arm = rollout.route(uf.user_id, production) if rollout is not None else (production, "production")
+            arms.setdefault(arm, (sm, []))[1].append(uf)
         scored: dict[int, BatchItemOk] = {}
-        for i, uf in enumerate(known):
-            p = float(probas[i])
-            tier = self.tier(p)
-            self.metrics.observe_prediction(p, tier)
-            age = uf.feature_age_seconds
-            if age is not None:
-                self.metrics.feature_age.observe(age)
-                self.features.last_feature_age = age
-            scored[id(uf)] = BatchItemOk(
-                user_id=uf.user_id,
-                churn_probability=p,
-                risk_tier=tier,  # type: ignore[arg-type]
-                recommended_action=self.actions[tier],
-                will_churn=p >= sm.threshold,
-                top_factors=[Factor(f["feature"], f["value"], float(f["contribution"])) for f in factors[i]],
-                model_version=sm.version,
-                feature_age_seconds=age,
-                scored_at=now,
-            )
+        for arm, (sm, group) in list(arms.items()):
+            rows = [uf.features for uf in group]
+            try:
+                probas = sm.model.predict_proba_rows(rows)
+                factors = sm.model.top_factors(rows, k=3)
+            except Exception:
+                if arm == "production":
+                    raise
+                rollout.metrics.challenger_errors.labels(version=sm.version).inc(len(group))  # type: ignore[union-attr]
+                sm, arm = production, "production"
+                probas = sm.model.predict_proba_rows(rows)
+                factors = sm.model.top_factors(rows, k=3)
+            for i, uf in enumerate(group):
+                p = float(probas[i])
+                tier = self.tier(p)
+                self.metrics.observe_prediction(p, tier)
+                age = uf.feature_age_seconds
+                if age is not None:
+                    self.metrics.feature_age.observe(age)
+                    self.features.last_feature_age = age
+                if rollout is not None:
+                    rollout.record(
+                        request_id=request_id, user_id=uf.user_id, served=sm, arm=arm, probability=p, tier=tier,
+                        will_churn=p >= sm.threshold, features=uf.features, production=production,
+                        endpoint="batch", ts=now,
+                    )  # fmt: skip
+                scored[id(uf)] = BatchItemOk(
+                    user_id=uf.user_id,
+                    churn_probability=p,
+                    risk_tier=tier,  # type: ignore[arg-type]
+                    recommended_action=self.actions[tier],
+                    will_churn=p >= sm.threshold,
+                    top_factors=[Factor(f["feature"], f["value"], float(f["contribution"])) for f in factors[i]],
+                    model_version=sm.version,
+                    feature_age_seconds=age,
+                    scored_at=now,
+                    arm=arm,  # type: ignore[arg-type]
+                )
         errors = 0
         for uf in read:
             item = scored.get(id(uf))
@@ -123,5 +174,5 @@ class PredictionService:
             else:
                 results.append(item)
         return BatchResponse(
-            model_version=sm.version, scored_at=now, count=len(results), errors=errors, results=results
+            model_version=production.version, scored_at=now, count=len(results), errors=errors, results=results
         )

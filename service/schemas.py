@@ -25,6 +25,7 @@ UserId = Annotated[
     ),
 ]
 RiskTier = Literal["low", "medium", "high"]
+Arm = Literal["production", "challenger"]
 
 
 class PredictRequest(Struct, forbid_unknown_fields=True):
@@ -49,6 +50,8 @@ class Prediction(Struct):
     model_version: str
     feature_age_seconds: float | None
     scored_at: dt.datetime
+    arm: Arm = "production"
+    """A/B arm that served this user: ``production``, or ``challenger`` (see ``churn models stage``)."""
 
 
 class BatchItemOk(Prediction, tag="ok", tag_field="status"):

@@ -7,6 +7,7 @@ import datetime as dt
 from collections.abc import Iterator
 
 import typer
+from rich.markup import escape
 
 from churn.console import console
 
@@ -33,5 +34,9 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except ChurnError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(exc.exit_code) from exc
+    except OSError as exc:  # disk full, read-only file system, a file where a directory belongs...
+        detail = f"{exc.strerror}: {exc.filename}" if exc.strerror and exc.filename else str(exc) or repr(exc)
+        console.print(f"[red]error:[/red] {escape(detail)}", soft_wrap=True)
+        raise typer.Exit(1) from exc

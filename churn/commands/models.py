@@ -26,9 +26,15 @@ def _fmt(v: object) -> str:
 
 @app.command("list")
 def list_cmd() -> None:
-    """All versions, oldest first; `*` marks production."""
+    """All versions, oldest first; `*` marks production, `S` the shadow, `C` the challenger."""
+    from training.rollout import read_state
+
     reg = _registry()
     prod = reg.production_version()
+    try:
+        rollout = read_state(reg.settings)
+    except ValueError:
+        rollout = None
     versions = reg.list_versions()
     if not versions:
         console.print(f"no model versions in {reg.models_dir}: run `churn train`")
@@ -38,6 +44,10 @@ def list_cmd() -> None:
         m = v.test_metric
         cutoff = (v.metadata.get("training_window") or {}).get("test_cutoff", "-")
         mark = "*" if v.version == prod else " "
+        if rollout is not None and v.version == rollout.shadow:
+            mark = "S"
+        elif rollout is not None and v.version == rollout.challenger:
+            mark = "C"
         print(
             f"{mark} {v.version:24} {v.kind:9} {cutoff:11} {_fmt(m.get('roc_auc')):>8} "
             f"{_fmt(m.get('pr_auc')):>8} {_fmt(m.get('accuracy')):>8}"
@@ -93,9 +103,7 @@ def promote_cmd(
         reg = _registry()
         before = reg.production_version()
         try:
-            figures = reg.promote(
-                version, force=force, reason=reason or ("manual --force" if force else "manual")
-            )
+            figures = reg.promote(version, force=force, reason=reason or ("manual --force" if force else "manual"))
         except RegistryError as exc:
             raise ChurnError(str(exc)) from exc
         detail = ""
@@ -123,15 +131,80 @@ def rollback_cmd(reason: Annotated[str, typer.Option(help="Recorded in the audit
 @app.command("stage")
 def stage_cmd(
     version: str,
-    stage: Annotated[str, typer.Option(help="Slot name, e.g. staging or shadow.")] = "staging",
+    shadow: Annotated[
+        bool, typer.Option("--shadow", help="Score VERSION in the shadow of production (logged, never returned).")
+    ] = False,
+    challenger: Annotated[
+        float | None,
+        typer.Option("--challenger", metavar="SHARE", help="Serve VERSION to this share (0-1] of users (A/B)."),
+    ] = None,
+    clear: Annotated[bool, typer.Option("--clear", help="Remove VERSION from the shadow/challenger stage.")] = False,
+    stage: Annotated[
+        str, typer.Option(help="Legacy named slot (pointer file stage-<name>) when no rollout option is given.")
+    ] = "staging",
     reason: Annotated[str, typer.Option(help="Recorded in the audit log.")] = "",
 ) -> None:
-    """Point a non-production slot (default `staging`) at VERSION (it must load)."""
+    """Stage VERSION as --shadow, --challenger SHARE, or --clear it (gated: it must load, pass the
+    smoke test and use this deployment's feature service; audited). The API picks it up within
+    CHURN_RELOAD_INTERVAL_S."""
     from training.registry import RegistryError
 
     with user_errors():
+        reg = _registry()
         try:
-            _registry().stage(version, stage=stage, reason=reason)
+            if shadow or challenger is not None or clear:
+                from training.rollout import set_stage
+
+                state = set_stage(
+                    reg, version, shadow=shadow, challenger=challenger, clear=clear, reason=reason or "manual"
+                )
+                sh = (state.get("shadow") or {}).get("version")
+                ch = state.get("challenger") or {}
+                print(
+                    f"shadow -> {sh or 'none'}; challenger -> "
+                    + (f"{ch['version']} ({ch['share']:.0%} of users)" if ch else "none")
+                )
+                return
+            reg.stage(version, stage=stage, reason=reason)
         except RegistryError as exc:
             raise ChurnError(str(exc)) from exc
         print(f"{stage} -> {version}")
+
+
+@app.command("compare")
+def compare_cmd(
+    since: Annotated[str, typer.Option(help="First prediction-log day (YYYY-MM-DD).")],
+    until: Annotated[str | None, typer.Option(help="Last day (default: all).")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the whole report as JSON.")] = False,
+) -> None:
+    """Production vs shadow/challenger from the prediction log: agreement (Spearman, risk-tier
+    changes), ROC-AUC and precision once labels mature, and a recommendation."""
+    from churn.commands._common import parse_date
+    from training.rollout import compare
+
+    with user_errors():
+        report = compare(get_settings(), parse_date(since), parse_date(until) if until else None)
+        if json_out:
+            print(json.dumps(report, indent=2, default=str))
+            return
+        print(f"prediction log since {report['since']}: {report['records']:,} records; "
+              f"served by arm: {report.get('served_by_arm', {})}")  # fmt: skip
+        labels = report.get("labels") or {}
+        if labels:
+            print(f"labels mature for {len(labels['mature_dates'])} day(s), not yet for "
+                  f"{len(labels['immature_dates'])}")  # fmt: skip
+        for name, c in report["candidates"].items():
+            a = c["agreement"]
+            print(f"\n{name}: {c['records']:,} predictions; vs production on {a['users']:,} users: "
+                  f"spearman {_fmt(a['spearman'])}, risk tier differs {_fmt(a['tier_differs_share'])}, "
+                  f"mean |diff| {_fmt(a['mean_abs_diff'])}")  # fmt: skip
+            for label, perf in (("candidate", c.get("performance")), ("production", c.get("production_performance"))):
+                if perf:
+                    print(f"  {label:10} labelled users {perf['users']:,}: roc_auc {_fmt(perf['roc_auc'])}, "
+                          f"precision@threshold {_fmt(perf['precision'])}")  # fmt: skip
+            r = c["recommendation"]
+            print(f"  → {r['action']}: {r['reason']}")
+        r = report["recommendation"]
+        print(f"\nrecommendation: {r['action']} — {r['reason']}")
+        if r.get("command"):
+            print(f"run: {r['command']}")

@@ -1,0 +1,691 @@
+"""Faults: the online store dying under load, the registry pointer going bad under load, batch jobs
+killed half-way, a full or read-only disk during a job, bad data batches through the CLI.
+
+Every case uses real mechanisms where the machine allows it: a private ``redis-server`` (stopped
+with SIGSTOP = a hung store, SIGKILL = a dead one, then restarted from its RDB file), real HTTP
+(uvicorn in a thread), real ``churn`` subprocesses killed with SIGKILL, a tiny tmpfs (only when
+this process may mount one; otherwise that case skips and the "file where a directory is
+expected" case still runs). The shared Redis at 127.0.0.1:6379 is never touched.
+
+The site (a copy of ``small_store`` with Feast applied, materialized into SQLite, a model trained
+and promoted) is built once per session by :func:`shared_site` and also used by
+``test_hostile_input.py``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from churn.schema import ENTITY_KEY, FEATURE_VIEWS
+from churn.settings import Settings
+from tests.conftest import in_ci, make_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+CHURN = ROOT / ".venv" / "bin" / "churn"
+ADMIN_TOKEN = "faults-admin-token"
+MAX_BATCH = 50
+LATENCY_BOUND_S = 1.5  # every request while the store is down (online_timeout_ms=300)
+
+
+# --- the shared site -------------------------------------------------------------------------------
+@dataclass
+class Site:
+    root: Path
+    settings: Settings  # SQLite online store
+    version: str  # production
+    users: list[str]  # users with a row in the newest feature partition (materialized)
+    last_date: str
+
+
+_SITE: dict[str, Site] = {}
+
+
+def shared_site(small_store: Settings, tmp_path_factory: pytest.TempPathFactory) -> Site:
+    """Built once per test session (both reliability modules use it); read-only for tests."""
+    if "site" in _SITE:
+        return _SITE["site"]
+    from churn import feature_store as cfs
+    from jobs.materialize import materialize
+    from training.train import run_training
+
+    root = tmp_path_factory.mktemp("reliability") / "data"
+    shutil.copytree(small_store.data_dir, root)
+    settings = make_settings(root, reference_sample_rows=300, max_batch_size=MAX_BATCH, admin_token=ADMIN_TOKEN)
+    store = cfs.get_store(settings)
+    cfs.apply(settings, store)
+    materialize(settings, store=store)
+    result = run_training(settings, promote=True, max_rounds=30, early_stopping=10)
+    assert result.promotion is not None, result.promotion_error
+    parts = sorted((root / "features" / "profile").glob("date=*"))
+    users = sorted(pd.read_parquet(parts[-1], columns=[ENTITY_KEY])[ENTITY_KEY])
+    _SITE["site"] = Site(root, settings, result.version, users, parts[-1].name.split("=")[1])
+    return _SITE["site"]
+
+
+@pytest.fixture(scope="module")
+def site(small_store: Settings, tmp_path_factory: pytest.TempPathFactory) -> Site:
+    return shared_site(small_store, tmp_path_factory)
+
+
+# --- helpers -----------------------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def live_server(app: Any) -> Iterator[str]:
+    """``app`` under uvicorn in a background thread on a free 127.0.0.1 port."""
+    import uvicorn
+
+    config = uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning", access_log=False)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="faults-api", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        assert thread.is_alive(), "uvicorn exited during startup"
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{config.port}"
+    finally:
+        server.should_exit = True
+        thread.join(15)
+
+
+def create(settings: Settings, **kwargs: Any):
+    from service.app import create_app
+
+    return create_app(settings, **kwargs)
+
+
+def metrics_of(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def metric(m: dict, name: str, **labels: str) -> float:
+    return m.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def set_pointer(settings: Settings, version: str) -> None:
+    from churn.io import write_text_atomic
+
+    write_text_atomic(settings.registry_root / "production", version + "\n")
+
+
+def private_copy(site: Site, dst: Path, **fields: Any) -> Settings:
+    """A writable copy of the site's data dir (jobs write into it)."""
+    shutil.copytree(site.root, dst, symlinks=True)
+    return make_settings(dst, **fields)
+
+
+def cli_env(settings: Settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHURN_")}
+    env.update(CHURN_DATA_DIR=str(settings.data_dir), CHURN_FRESHNESS_MAX_HOURS="0")
+    return env
+
+
+def run_cli(settings: Settings, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(CHURN), *args], env=cli_env(settings), capture_output=True, text=True, timeout=timeout, cwd=ROOT
+    )
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def tmp_leftovers(root: Path) -> list[Path]:
+    return sorted(root.rglob(".tmp-*"))
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str) -> str:
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out
+    assert "Traceback" not in out, out
+    lines = [ln for ln in out.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith("error:")]
+    assert len(errors) == 1, out
+    for needle in needles:
+        assert needle.lower() in errors[0].lower(), out
+    return errors[0]
+
+
+# =====================================================================================================
+# 1. Redis hung (SIGSTOP) and dead (SIGKILL) under load, then back: 503 fast, /ready false, recovery.
+# =====================================================================================================
+class PrivateRedis:
+    """A redis-server on a free loopback port whose data survives restarts (RDB file in ``workdir``)."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.exe = shutil.which("redis-server")
+        self.port = free_port()
+        self.workdir = workdir
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        assert self.exe
+        self.proc = subprocess.Popen(
+            [self.exe, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.workdir),
+             "--dbfilename", "dump.rdb", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 10
+        while True:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            assert self.proc.poll() is None and time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.05)
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        if sig == signal.SIGKILL:
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+@dataclass
+class Outcome:
+    phase: str  # the phase the request started in
+    status: int | str
+    seconds: float
+    end_phase: str = ""  # the phase it ended in (a request straddling a fault is in neither)
+
+
+class Load:
+    """``threads`` closed-loop clients posting /predict for known users; every outcome is recorded."""
+
+    def __init__(self, base: str, users: list[str], threads: int = 3, pause_s: float = 0.0) -> None:
+        self.base, self.users, self.pause_s = base, users, pause_s
+        self.phase = "start"
+        self.outcomes: list[Outcome] = []
+        self.versions: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(threads)]
+
+    def _run(self, k: int) -> None:
+        with httpx.Client(base_url=self.base, timeout=10) as http:
+            i = k
+            while not self._stop.is_set():
+                i += 1
+                phase, t0 = self.phase, time.perf_counter()
+                try:
+                    r = http.post("/predict", json={"user_id": self.users[i % len(self.users)]})
+                    status: int | str = r.status_code
+                    if status == 200:
+                        v = r.json()["model_version"]
+                        self.versions[v] = self.versions.get(v, 0) + 1
+                except httpx.HTTPError as exc:  # a hang past 10 s or a dropped connection
+                    status = f"{type(exc).__name__}: {exc}"
+                self.outcomes.append(Outcome(phase, status, time.perf_counter() - t0, self.phase))
+                if self.pause_s:
+                    time.sleep(self.pause_s)
+
+    def __enter__(self) -> Load:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(15)
+
+    def in_phase(self, phase: str) -> list[Outcome]:
+        return [o for o in self.outcomes if o.phase == phase == o.end_phase]
+
+    def wait_for(self, phase: str, n: int, timeout: float = 10) -> None:
+        deadline = time.monotonic() + timeout
+        while len(self.in_phase(phase)) < n:
+            assert time.monotonic() < deadline, f"fewer than {n} requests in phase {phase}"
+            time.sleep(0.02)
+
+
+def _wait_status(http: httpx.Client, path: str, status: int, timeout: float = 10) -> float:
+    t0 = time.monotonic()
+    while http.get(path).status_code != status:
+        assert time.monotonic() - t0 < timeout, f"{path} did not turn {status} within {timeout} s"
+        time.sleep(0.05)
+    return time.monotonic() - t0
+
+
+def test_redis_hung_or_dead_under_load_fails_fast_and_recovers_by_itself(site: Site, tmp_path: Path) -> None:
+    if not shutil.which("redis-server"):
+        if in_ci():
+            pytest.fail("redis-server needed in CI")
+        pytest.skip("redis-server not on PATH: cannot stop/start a private Redis")
+    import redis
+
+    from jobs.materialize import materialize
+
+    rs = PrivateRedis(tmp_path)
+    rs.start()
+    try:
+        settings = private_copy(
+            site,
+            tmp_path / "data",
+            online_store="redis",
+            redis_url=f"redis://127.0.0.1:{rs.port}/0",
+            online_timeout_ms=300,
+        )
+        materialize(settings, full=True)
+        redis.Redis(port=rs.port, socket_timeout=5).save()  # the RDB the restarted server loads
+        users = site.users[:40]
+        with (
+            live_server(create(settings, watch=False)) as base,
+            httpx.Client(base_url=base, timeout=10) as http,
+            Load(base, users) as load,
+        ):
+            load.phase = "up"
+            load.wait_for("up", 30)
+            # -- hung store: the process is there, accepts TCP, never answers --------------------
+            rs.signal(signal.SIGSTOP)
+            load.phase = "hung"
+            load.wait_for("hung", 30)
+            t0 = time.perf_counter()
+            r = http.get("/ready")
+            assert r.status_code == 503 and "online store unreachable" in " ".join(r.json()["reasons"])
+            assert time.perf_counter() - t0 < LATENCY_BOUND_S
+            assert http.get("/live").status_code == 200
+            rs.signal(signal.SIGCONT)
+            load.phase = "recovering"
+            _wait_status(http, "/ready", 200)
+            load.phase = "resumed"
+            load.wait_for("resumed", 30)
+            # -- dead store: connection refused ------------------------------------------------------
+            rs.signal(signal.SIGKILL)
+            load.phase = "dead"
+            load.wait_for("dead", 30)
+            r = http.get("/ready")
+            assert r.status_code == 503
+            assert http.get("/health").json()["online_store"]["status"] == "down"
+            assert http.get("/live").status_code == 200
+            # -- back, same port, data from the RDB file; the API is not restarted -------------------
+            rs.start()
+            load.phase = "recovering"
+            recovered_in = _wait_status(http, "/ready", 200)
+            load.phase = "restarted"
+            load.wait_for("restarted", 30)
+            m = metrics_of(http.get("/metrics").text)
+    finally:
+        rs.stop()
+
+    statuses = {o.status for o in load.outcomes}
+    assert statuses <= {200, 503}, [o for o in load.outcomes if o.status not in (200, 503)][:5]
+    slowest = max(o.seconds for o in load.outcomes)
+    assert slowest < LATENCY_BOUND_S, f"a request took {slowest:.2f} s"
+    for phase in ("up", "resumed"):
+        assert all(o.status == 200 for o in load.in_phase(phase)), phase
+    for phase in ("hung", "dead"):
+        got = [o.status for o in load.in_phase(phase)]
+        assert got.count(503) >= 10, (phase, got[:20])
+    restarted = load.in_phase("restarted")
+    assert restarted and all(o.status == 200 for o in restarted), restarted[:5]  # serving again, same data
+    assert recovered_in < 10
+    assert metric(m, "churn_online_read_errors_total") >= 20
+
+
+# =====================================================================================================
+# 2. The registry pointer replaced by corrupt / missing models while requests are in flight.
+# =====================================================================================================
+def _clone_version(settings: Settings, source: str, suffix: str) -> tuple[str, Path]:
+    import json
+
+    name = source[:-6] + suffix
+    dst = settings.models_dir / name
+    shutil.copytree(settings.models_dir / source, dst)
+    meta = json.loads((dst / "metadata.json").read_text())
+    meta["version"] = name
+    (dst / "metadata.json").write_text(json.dumps(meta))
+    return name, dst
+
+
+class _Capture(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_bad_registry_pointer_under_load_keeps_serving_the_previous_model(site: Site, tmp_path: Path) -> None:
+    import json
+
+    from service.logs import SERVICE_LOGGER
+
+    settings = private_copy(
+        site, tmp_path / "data", reload_interval_s=0.05, admin_token=ADMIN_TOKEN, max_batch_size=MAX_BATCH
+    )
+    good = site.version
+    model_file = json.loads((settings.models_dir / good / "metadata.json").read_text())
+    model_file = model_file["models"][model_file["kind"]]["model_file"]
+    truncated, d = _clone_version(settings, good, "bad001")
+    data = (d / model_file).read_bytes()
+    (d / model_file).write_bytes(data[: len(data) // 2])  # a half-copied model file
+    bad_meta, d = _clone_version(settings, good, "bad002")
+    (d / "metadata.json").write_text('{"version": "trunc')  # corrupt metadata
+    empty_dir, d = _clone_version(settings, good, "bad003")
+    for p in d.iterdir():
+        p.unlink()  # an empty version folder
+    bad_pointers: list[tuple[str, Any]] = [
+        ("truncated model file", lambda: set_pointer(settings, truncated)),
+        ("corrupt metadata.json", lambda: set_pointer(settings, bad_meta)),
+        ("empty version folder", lambda: set_pointer(settings, empty_dir)),
+        ("missing version", lambda: set_pointer(settings, "20990101T000000Z-ffffff")),
+        ("path traversal", lambda: set_pointer(settings, "../../../../etc/passwd")),
+        ("pointer deleted", lambda: (settings.registry_root / "production").unlink()),
+        ("pointer emptied", lambda: set_pointer(settings, "")),
+    ]
+    capture = _Capture()
+    logging.getLogger(SERVICE_LOGGER).addHandler(capture)
+    try:
+        with (
+            live_server(create(settings)) as base,
+            httpx.Client(base_url=base, timeout=10) as http,
+            Load(base, site.users[:40], threads=3) as load,
+        ):
+            load.wait_for("start", 20)
+            auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+            for i, (what, apply) in enumerate(bad_pointers, start=1):
+                apply()
+                deadline = time.monotonic() + 10  # the watcher notices the pointer change
+                while metric(metrics_of(http.get("/metrics").text), "churn_model_reload_total", result="failed") < i:
+                    assert time.monotonic() < deadline, f"no failed reload recorded for: {what}"
+                    time.sleep(0.02)
+                n = len(load.outcomes)
+                load.wait_for("start", n + 15)
+                assert http.get("/ready").status_code == 200, what
+            r = http.post("/admin/reload", headers=auth)  # admin reload of the emptied pointer: refused
+            assert r.status_code == 409 and r.json()["result"] == "failed"
+            health = http.get("/health").json()
+            set_pointer(settings, good)
+            r = http.post("/admin/reload", headers=auth)
+            assert r.status_code == 200 and r.json()["version"] == good
+            m = metrics_of(http.get("/metrics").text)
+    finally:
+        logging.getLogger(SERVICE_LOGGER).removeHandler(capture)
+
+    failures = [o for o in load.outcomes if o.status != 200]
+    assert not failures, failures[:5]
+    assert load.versions == {good: len(load.outcomes)}  # nothing else ever answered
+    assert len(load.outcomes) > 100
+    assert health["status"] == "degraded" and health["model"]["version"] == good
+    assert metric(m, "churn_model_reload_total", result="failed") == len(bad_pointers) + 1
+    assert metric(m, "churn_model_reload_total", result="success") == 2  # startup + the final admin reload
+    refused = [r for r in capture.records if getattr(r, "event", None) == "model_reload"]
+    assert len(refused) == len(bad_pointers) + 1
+    assert all(r.getMessage().startswith("model reload refused:") for r in refused)
+    assert any(truncated in r.getMessage() for r in refused)
+
+
+# =====================================================================================================
+# 3. Batch jobs SIGKILLed half-way: no partial file under a final path, rerun completes.
+# =====================================================================================================
+# Runs the real CLI in a child that SIGKILLs itself the moment a chosen function is entered (the
+# n-th time): a deterministic kill point inside the job, with the real kill signal.
+KILL_AT = """
+import os, signal, sys, importlib
+mod_name, attr, nth = sys.argv[1], sys.argv[2], int(sys.argv[3])
+mod = importlib.import_module(mod_name)
+orig = getattr(mod, attr)
+calls = [0]
+def killer(*a, **k):
+    calls[0] += 1
+    if calls[0] == nth:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return orig(*a, **k)
+setattr(mod, attr, killer)
+from churn.cli import app
+sys.argv = ["churn", *sys.argv[4:]]
+app()
+"""
+
+
+def run_killed_at(settings: Settings, module: str, attr: str, nth: int, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", KILL_AT, module, attr, str(nth), *args],
+        env=cli_env(settings), capture_output=True, text=True, timeout=120, cwd=ROOT,
+    )  # fmt: skip
+
+
+def _check_predictions(out: Path) -> int:
+    files = sorted(p.name for p in out.iterdir())
+    assert files == ["predictions.csv", "predictions.parquet", "scored_features.parquet"], files
+    n = pq.read_metadata(out / "predictions.parquet").num_rows
+    assert pq.read_metadata(out / "scored_features.parquet").num_rows == n
+    assert len(pd.read_csv(out / "predictions.csv")) == n
+    return n
+
+
+def test_score_killed_half_way_leaves_previous_outputs_and_rerun_completes(site: Site, tmp_path: Path) -> None:
+    import datetime as dt
+
+    from jobs.score import output_dir, score
+
+    settings = private_copy(site, tmp_path / "data")
+    day = dt.date.fromisoformat(site.last_date)
+    prev = day - dt.timedelta(days=1)
+    score(settings, prev)
+    score(settings, day)
+    before = snapshot(settings.predictions_dir)
+    n = _check_predictions(output_dir(settings, day))
+
+    # (a) deterministic: killed after predictions.parquet is in the temp dir, before the swap
+    proc = run_killed_at(settings, "churn.io", "_fsync_tree", 1, "score", "--date", str(day))
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    leftovers = tmp_leftovers(settings.predictions_dir)
+    assert leftovers, "the kill did not happen inside the atomic write"
+    assert all(p.name.startswith(".tmp-") for p in leftovers)
+    assert {k: v for k, v in snapshot(settings.predictions_dir).items() if not k.startswith(".tmp-")} == before
+
+    # (b) killed between the two renames of the directory swap: the final path is absent, never partial
+    proc = run_killed_at(settings, "os", "rename", 2, "score", "--date", str(day))
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert not output_dir(settings, day).exists() or _check_predictions(output_dir(settings, day)) == n
+    prev_files = {k: v for k, v in before.items() if k.startswith(f"date={prev}/")}
+    now = snapshot(settings.predictions_dir)
+    assert {k: now[k] for k in prev_files} == prev_files  # the previous day is byte-identical
+
+    # (c) the real CLI, SIGKILLed from outside as soon as its temp dir shows up
+    proc2 = subprocess.Popen(
+        [str(CHURN), "score", "--date", str(day)], env=cli_env(settings), cwd=ROOT,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    seen = set(map(str, tmp_leftovers(settings.predictions_dir)))
+    deadline = time.monotonic() + 60
+    while proc2.poll() is None and time.monotonic() < deadline:
+        if set(map(str, tmp_leftovers(settings.predictions_dir))) - seen:
+            proc2.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.001)
+    proc2.wait(60)
+    out = output_dir(settings, day)
+    assert not out.exists() or _check_predictions(out) == n  # whatever the kill point: complete or absent
+
+    # rerun: completes, same predictions as the first run, previous day untouched
+    proc = run_cli(settings, "score", "--date", str(day))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert _check_predictions(out) == n
+    cols = ["user_id", "churn_probability", "risk_tier", "model_version"]
+    first = pd.read_csv(io.BytesIO(before[f"date={day}/predictions.csv"]), usecols=cols)  # the first run's
+    pd.testing.assert_frame_equal(pd.read_csv(out / "predictions.csv", usecols=cols), first)
+    now = snapshot(settings.predictions_dir)
+    assert {k: now[k] for k in prev_files} == prev_files
+
+
+def test_features_build_killed_between_views_rerun_completes(site: Site, tmp_path: Path) -> None:
+    """Killed after the first view's new partition is swapped in but before the others: the
+    incremental rerun must still build the missing views (it used to trust the first view only)."""
+    settings = private_copy(site, tmp_path / "data")
+    newest = f"date={site.last_date}"
+    original: dict[str, pd.DataFrame] = {}
+    for view in FEATURE_VIEWS:
+        part = settings.features_dir / view / newest
+        original[view] = pd.read_parquet(part).drop(columns=["created"])
+        shutil.rmtree(part)  # the day to build
+    previous = snapshot(settings.features_dir)
+
+    # 4 views: replace_dir is called once per new partition per view; the 2nd call = 2nd view
+    proc = run_killed_at(settings, "jobs.aggregate", "replace_dir", 2, "features", "build")
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    first_view, second_view = list(FEATURE_VIEWS)[:2]
+    assert (settings.features_dir / first_view / newest).is_dir()
+    assert not (settings.features_dir / second_view / newest).exists()
+    for view in FEATURE_VIEWS:  # never a partial partition under a final path
+        for part in (settings.features_dir / view).glob("date=*"):
+            assert [p.name for p in part.iterdir()] == ["part-0.parquet"], part
+            pq.read_metadata(part / "part-0.parquet")
+
+    proc = run_cli(settings, "features", "build")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for view in FEATURE_VIEWS:
+        got = pd.read_parquet(settings.features_dir / view / newest).drop(columns=["created"])
+        pd.testing.assert_frame_equal(
+            got.sort_values(ENTITY_KEY).reset_index(drop=True),
+            original[view].sort_values(ENTITY_KEY).reset_index(drop=True),
+            check_dtype=False,
+        )
+    now = snapshot(settings.features_dir)
+    assert {k: now[k] for k in previous} == previous  # earlier days byte-identical
+
+
+# =====================================================================================================
+# 4. Disk full / read-only data dir during a job: one clear line, non-zero exit, nothing overwritten.
+# =====================================================================================================
+@contextlib.contextmanager
+def tiny_tmpfs(path: Path, size_kb: int) -> Iterator[Path]:
+    path.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip("mounting a tmpfs needs root: disk-full case not runnable here")
+    r = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size_kb}k,mode=0755", "tmpfs", str(path)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({r.stderr.strip()}): disk-full case not runnable")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def _fill(path: Path) -> None:
+    """Fill the filesystem of ``path`` until ENOSPC."""
+    chunk = b"\0" * 4096
+    with contextlib.suppress(OSError), open(path / "filler", "wb") as fh:
+        while True:
+            fh.write(chunk)
+            fh.flush()
+
+
+def test_score_on_a_full_or_read_only_disk_fails_cleanly(site: Site, tmp_path: Path) -> None:
+    import datetime as dt
+
+    from jobs.score import score
+
+    settings = private_copy(site, tmp_path / "data")
+    day = dt.date.fromisoformat(site.last_date)
+    prev = day - dt.timedelta(days=1)
+    with tiny_tmpfs(settings.predictions_dir, 2048) as mnt:
+        score(settings, prev)
+        score(settings, day)
+        before = snapshot(mnt)
+        _fill(mnt)
+        proc = run_cli(settings, "score", "--date", str(day))
+        line = assert_one_line_error(proc, "no space left on device")
+        after = snapshot(mnt)
+        after.pop("filler"), before.pop("filler", None)
+        assert after == before, "a failed run changed stored outputs"
+        assert not tmp_leftovers(mnt)
+        (mnt / "filler").unlink()
+        subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=True)
+        proc = run_cli(settings, "score", "--date", str(day))
+        line_ro = assert_one_line_error(proc, "read-only file system")
+        assert snapshot(mnt) == before
+    print(line, line_ro, sep="\n")
+
+
+def test_target_is_a_file_where_a_directory_is_expected(site: Site, tmp_path: Path) -> None:
+    """Works without root: predictions/ is a file, so nothing can be written under it."""
+    settings = private_copy(site, tmp_path / "data")
+    shutil.rmtree(settings.predictions_dir, ignore_errors=True)
+    settings.predictions_dir.write_text("not a directory\n")
+    proc = run_cli(settings, "score", "--date", site.last_date)
+    assert_one_line_error(proc, str(settings.predictions_dir))
+    assert settings.predictions_dir.read_text() == "not a directory\n"
+
+
+# =====================================================================================================
+# 5. Bad batches through the CLI (each gate is unit-tested in tests/unit/test_validation.py).
+# =====================================================================================================
+def test_cli_import_rejects_bad_batches_with_a_report_and_keeps_the_store(site: Site, tmp_path: Path) -> None:
+    settings = private_copy(site, tmp_path / "data")
+    raw_before = snapshot(settings.raw_dir)
+    users = pd.read_parquet(settings.raw_dir / "users" / "users.parquet")
+    known = users["user_id"].iloc[0]
+    ts = pd.Timestamp(site.last_date, tz="UTC") - pd.Timedelta(hours=3)
+    events = pd.DataFrame(
+        {
+            "user_id": [known, known, "no-such-user"],
+            "timestamp": [ts, ts + pd.Timedelta(minutes=1), ts],  # alias of event_ts
+            "event_type": ["login", "teleport", "login"],
+        }
+    )
+    bad = tmp_path / "bad.csv"
+    events.to_csv(bad, index=False)
+    as_of = ["--as-of", f"{site.last_date}T00:00:00+00:00"]
+    proc = run_cli(settings, "data", "import", "--events", str(bad), *as_of)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1, out
+    assert "Traceback" not in out
+    assert "batch rejected by validation gates" in out
+    assert "unknown_user" in out and "event_type_values" in out, out  # the report names each failed gate
+    assert snapshot(settings.raw_dir) == raw_before
+
+    garbage = tmp_path / "garbage.csv"
+    garbage.write_bytes(b"who,when\n\xff\xfe,\x00\n")
+    proc = run_cli(settings, "data", "import", "--events", str(garbage), *as_of)
+    assert_one_line_error(proc, "batch rejected: cannot read the input")
+    assert snapshot(settings.raw_dir) == raw_before
+    no_ts = tmp_path / "no_ts.csv"
+    no_ts.write_text(f"user_id,event_type\n{known},login\n")
+    proc = run_cli(settings, "data", "import", "--events", str(no_ts), *as_of)
+    assert proc.returncode == 1 and "Traceback" not in proc.stdout + proc.stderr
+    assert "missing required columns ['event_ts']" in proc.stdout + proc.stderr
+    assert snapshot(settings.raw_dir) == raw_before
+    assert not tmp_leftovers(settings.data_dir)
