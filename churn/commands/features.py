@@ -53,9 +53,7 @@ def apply() -> None:
 
 @app.command()
 def materialize(
-    end_date: str = typer.Option(
-        None, "--end-date", help="Features as of this date (default: newest partition)."
-    ),
+    end_date: str = typer.Option(None, "--end-date", help="Features as of this date (default: newest partition)."),
     full: bool = typer.Option(False, "--full", help="Reload the TTL window instead of only new partitions."),
 ) -> None:
     """Load the latest feature rows into the online store (fast path; incremental by default)."""
@@ -71,7 +69,9 @@ def materialize(
 
 @app.command()
 def config(
-    write: bool = typer.Option(True, "--write/--print", help="Write $CHURN_DATA_DIR/feast/feature_store.yaml (for feast -f)."),
+    write: bool = typer.Option(
+        True, "--write/--print", help="Write $CHURN_DATA_DIR/feast/feature_store.yaml (for feast -f)."
+    ),
 ) -> None:
     """Render feature_store.yaml for the `feast` CLI from the CHURN_* settings."""
     from churn import feature_store
