@@ -30,29 +30,7 @@ class StoreUnavailable(Exception):
 def _default_reader(settings: Settings) -> Any:
     from churn.online import OnlineFeatureReader
 
-    reader = OnlineFeatureReader(settings)
-    store = getattr(reader, "online_store", None)
-    if store is not None and not isinstance(store, _CopyRequestedFeatures):
-        reader.online_store = _CopyRequestedFeatures(store)
-    return reader
-
-
-class _CopyRequestedFeatures:
-    """Guard for Feast 0.67's Redis ``online_read``, which appends ``_ts:<view>`` to the caller's
-    ``requested_features`` list in place: a reader that reuses its per-view name lists grows them
-    by one entry per read (slower and slower reads, unbounded memory). Passing a copy is
-    harmless for every store; everything else is forwarded unchanged.
-    """
-
-    def __init__(self, inner: Any) -> None:
-        self._inner = inner
-
-    def online_read(self, config: Any, table: Any, entity_keys: Any, requested_features: Any = None) -> Any:
-        names = list(requested_features) if requested_features is not None else None
-        return self._inner.online_read(config, table, entity_keys, names)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
+    return OnlineFeatureReader(settings)
 
 
 class FeatureGateway:
@@ -133,18 +111,10 @@ class FeatureGateway:
         if self.available is not True:
             self._mark_up()
         self.last_read_at = time.time()
-        users = result.users
-        for uf in users:
-            # A user with no value at all is unknown, whatever the store says (Feast's Redis store
-            # answers a missing key with an epoch-0 timestamp and empty values).
-            if uf.known and not any(v is not None for v in uf.features.values()):
-                uf.known = False
-        return users
+        return result.users  # unknown vs known-with-missing-values is decided by the reader
 
 
 def _is_store_error(exc: BaseException) -> bool:
-    try:
-        from churn.online import OnlineStoreUnavailable
-    except ImportError:  # pragma: no cover
-        return False
+    from churn.online import OnlineStoreUnavailable
+
     return isinstance(exc, OnlineStoreUnavailable)
