@@ -164,7 +164,7 @@ def encode(model: ChurnModel, frame: pd.DataFrame) -> np.ndarray:
 
 def probabilities(model: ChurnModel, X: np.ndarray) -> np.ndarray:
     """Calibrated churn probabilities of an encoded matrix (what ``predict_proba_frame`` returns)."""
-    return np.asarray(model.proba_matrix(X), dtype=np.float64)
+    return np.asarray(model.proba_matrix(X, num_threads=BATCH_THREADS), dtype=np.float64)
 
 
 def contributions(model: ChurnModel, X: np.ndarray) -> np.ndarray:

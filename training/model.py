@@ -148,15 +148,15 @@ class ChurnModel:
         self._calibration = calibration
 
     # -- scoring -----------------------------------------------------------------------------
-    def margin_matrix(self, X: np.ndarray) -> np.ndarray:
-        """Uncalibrated log-odds for an encoded matrix."""
+    def margin_matrix(self, X: np.ndarray, num_threads: int = 1) -> np.ndarray:
+        """Uncalibrated log-odds for an encoded matrix (1 thread: the API's single rows; batch: more)."""
         if self._booster is not None:
-            return np.asarray(self._booster.predict(X, raw_score=True, num_threads=1), dtype=float)
+            return np.asarray(self._booster.predict(X, raw_score=True, num_threads=num_threads), dtype=float)
         assert self._linear is not None
         return self._linear.contributions(X).sum(axis=1) + self._linear.intercept
 
-    def proba_matrix(self, X: np.ndarray) -> np.ndarray:
-        m = self.margin_matrix(X)
+    def proba_matrix(self, X: np.ndarray, num_threads: int = 1) -> np.ndarray:
+        m = self.margin_matrix(X, num_threads)
         if self._calibration is not None:
             a, b = self._calibration
             m = a * m + b
@@ -196,12 +196,15 @@ class ChurnModel:
             return self.contributions_matrix(X, num_threads)
         table = self._leaf_path_table()
         out = np.empty((X.shape[0], len(self.features)), dtype=np.float32)
+        block = 4096  # rows per accumulation: the running sum stays in cache (2x faster than 200k)
         for start in range(0, X.shape[0], chunk):
             leaves = self._booster.predict(X[start : start + chunk], pred_leaf=True, num_threads=num_threads)
-            acc = np.zeros((leaves.shape[0], len(self.features)), dtype=np.float32)
-            for t in range(table.shape[0]):
-                acc += table[t][leaves[:, t]]
-            out[start : start + chunk] = acc
+            for b in range(0, leaves.shape[0], block):
+                lv = leaves[b : b + block]
+                acc = np.zeros((lv.shape[0], len(self.features)), dtype=np.float32)
+                for t in range(table.shape[0]):
+                    acc += table[t][lv[:, t]]
+                out[start + b : start + b + lv.shape[0]] = acc
         return out
 
     def _leaf_path_table(self) -> np.ndarray:
