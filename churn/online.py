@@ -91,6 +91,34 @@ class OnlineFeatureReader:
         self.online_store = type(self.store._get_provider().online_store)()
         self._kind = self.config.online_store.type
         self._configure_timeouts()
+        self._redis_fields = self._plan_redis_read() if self._kind == "redis" else None
+
+    def _plan_redis_read(self) -> tuple[list[str | bytes], list[tuple[str, list[str], int, int]]]:
+        """One HMGET per user for every view of the service, planned once.
+
+        Feast keeps all views of an entity in one Redis hash but reads it view by view (a round
+        trip each). The field names come from Feast's own key scheme and the replies go back
+        through Feast's own decoder, so only the number of round trips changes.
+        """
+        from feast.infra.online_stores.redis import _versioned_fv_name
+
+        fields: list[str | bytes] = []
+        plan = []
+        for fv, names in self.views:
+            fv_name = _versioned_fv_name(fv, self.config)
+            requested, hset_keys = self.online_store._generate_hset_keys_for_features(
+                fv, list(names), fv_name_override=fv_name
+            )
+            plan.append((fv_name, requested, len(fields), len(fields) + len(hset_keys)))
+            fields += hset_keys
+        return fields, plan
+
+    def _redis_read(self, keys: list) -> list[list]:
+        fields, plan = self._redis_fields
+        redis_keys = self.online_store._generate_redis_keys_for_entities(self.config, keys)
+        replies = self.online_store._read_hash_fields(self.config, [(k, fields) for k in redis_keys])
+        decode = self.online_store._get_features_for_entity
+        return [[decode(reply[a:b], fv_name, requested) for reply in replies] for fv_name, requested, a, b in plan]
 
     # --- connections with timeouts ---------------------------------------------------------
 
@@ -161,8 +189,7 @@ class OnlineFeatureReader:
                         self._arm()
                         per_view.append(self.online_store.online_read(self.config, fv, keys, list(names)))
             else:
-                for fv, names in self.views:
-                    per_view.append(self.online_store.online_read(self.config, fv, keys, list(names)))
+                per_view = self._redis_read(keys)
         except Exception as exc:
             raise OnlineStoreUnavailable(
                 f"{self._kind} online read failed: {type(exc).__name__}: {exc}"
