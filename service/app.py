@@ -34,11 +34,10 @@ from service.model_holder import ModelHolder
 from service.prediction import PredictionService
 from service.rollout import RolloutManager
 
-# Measured with benchmarks/serve.py --handler both (2 cores, Redis): on the event loop, the blocking
-# online read stalls every queued request behind it — 200 req/s p99 0.4–1 s when Redis or the CPU
-# hiccups — while a worker thread per request kept p99 at ~5 ms with the same max throughput
-# (within noise). A dead store then also cannot freeze /live, /ready or /metrics.
-OFFLOAD_PREDICT = True
+# Default of CHURN_OFFLOAD_PREDICT, measured with benchmarks/serve.py --handler both (2 cores, Redis):
+# on the event loop a blocking online read stalls every queued request behind it (p99 0.4-1 s when
+# Redis or the CPU hiccups, and a hung store freezes /live for up to the read timeout); in a worker
+# thread p99 at 200 req/s stays ~4 ms for ~25% less peak throughput.
 
 
 def create_app(
@@ -75,7 +74,7 @@ def create_app(
         health=HealthService(settings, holder, features),
         rollout=rollout,
     )
-    offload = OFFLOAD_PREDICT if offload_predict is None else offload_predict
+    offload = settings.offload_predict if offload_predict is None else offload_predict
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
