@@ -19,6 +19,7 @@ definitions never change.
 from __future__ import annotations
 
 import datetime as dt
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -168,8 +169,9 @@ def historical_features(
     df[TIMESTAMP_FIELD] = to_utc_us(df[TIMESTAMP_FIELD]).to_numpy()
     df[TIMESTAMP_FIELD] = df[TIMESTAMP_FIELD].astype("datetime64[us, UTC]")
     refs: Any = features or store.get_feature_service(settings.feature_service)
-    out = store.get_historical_features(entity_df=df, features=refs).to_df()
-    return out
+    with warnings.catch_warnings():  # ibis calls a DuckDB API that DuckDB 2 deprecates: not ours to fix
+        warnings.filterwarnings("ignore", message=r"fetch_arrow_table\(\) is deprecated", category=DeprecationWarning)
+        return store.get_historical_features(entity_df=df, features=refs).to_df()
 
 
 def midnight_utc(day: dt.date) -> dt.datetime:

@@ -83,15 +83,16 @@ def entity_frame(labels: pd.DataFrame) -> pd.DataFrame:
 def historical_features(settings: Settings, entity_df: pd.DataFrame, store=None) -> pd.DataFrame:  # noqa: ANN001
     """Point-in-time features of the feature service for ``entity_df`` (extra columns pass through)."""
     from churn.feature_store import get_store
+    from churn.feature_store import historical_features as point_in_time
 
     store = store or get_store(settings)
     try:
-        service = store.get_feature_service(settings.feature_service)
+        store.get_feature_service(settings.feature_service)
     except Exception as exc:  # feast raises FeatureServiceNotFoundException (or a registry error)
         raise RuntimeError(
             f"feature service {settings.feature_service!r} not registered: run `churn features apply` ({exc})"
         ) from exc
-    return store.get_historical_features(entity_df=entity_df, features=service).to_df()
+    return point_in_time(settings, entity_df, store=store)
 
 
 def build_training_set(settings: Settings, store=None) -> TrainingSet:  # noqa: ANN001

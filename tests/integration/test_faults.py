@@ -38,6 +38,7 @@ import pytest
 from churn.schema import ENTITY_KEY, FEATURE_VIEWS
 from churn.settings import Settings
 from tests.conftest import in_ci, make_settings
+from tests.integration.servers import create, free_port, live_server, metric, metrics_of
 
 ROOT = Path(__file__).resolve().parents[2]
 CHURN = ROOT / ".venv" / "bin" / "churn"
@@ -87,53 +88,6 @@ def site(small_store: Settings, tmp_path_factory: pytest.TempPathFactory) -> Sit
 
 
 # --- helpers -----------------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def live_server(app: Any) -> Iterator[str]:
-    """``app`` under uvicorn in a background thread on a free 127.0.0.1 port."""
-    import uvicorn
-
-    config = uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning", access_log=False)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="faults-api", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        assert thread.is_alive(), "uvicorn exited during startup"
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{config.port}"
-    finally:
-        server.should_exit = True
-        thread.join(15)
-
-
-def create(settings: Settings, **kwargs: Any):
-    from service.app import create_app
-
-    return create_app(settings, **kwargs)
-
-
-def metrics_of(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    from prometheus_client.parser import text_string_to_metric_families
-
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
-
-
-def metric(m: dict, name: str, **labels: str) -> float:
-    return m.get((name, tuple(sorted(labels.items()))), 0.0)
-
-
 def set_pointer(settings: Settings, version: str) -> None:
     from churn.io import write_text_atomic
 

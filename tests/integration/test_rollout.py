@@ -22,7 +22,8 @@ import pytest
 from churn.schema import ENTITY_KEY
 from churn.settings import Settings
 from tests.conftest import make_settings
-from tests.integration.test_api import clone_version, create, live_server, metric, metrics_of
+from tests.integration.servers import create, live_server, metric, metrics_of
+from tests.integration.test_api import clone_version
 
 
 @dataclasses.dataclass
