@@ -117,7 +117,8 @@ def render_report(ctx: dict[str, Any]) -> str:
         "",
         "## Data and split",
         f"Label: churned at cutoff T = no activity in [T, T+{ctx['horizon']}d). "
-        "One row per in-scope user per cutoff; features are Feast point-in-time values as of T. "
+        "One row per cutoff for each user active within CHURN_ACTIVE_DAYS before T (the population "
+        "batch scoring scores); features are Feast point-in-time values as of T. "
         "Split by time, never by row:",
         "",
         "| split | cutoffs | rows | churn rate |",
