@@ -42,6 +42,7 @@ class FeatureGateway:
         self.available: bool | None = None  # None: not known yet
         self.last_error: str | None = None
         self._down_since: float | None = None
+        self._up_since = 0.0  # monotonic time the store was last seen healthy
         self._next_trial = 0.0
         self.last_read_at: float | None = None
         self.last_feature_age: float | None = None
@@ -74,6 +75,7 @@ class FeatureGateway:
     def _mark_up(self) -> None:
         if self.available is False:
             log.info("online store reachable again", extra={"event": "store_up"})
+        self._up_since = time.monotonic()
         self.available = True
         self.last_error = None
         self._down_since = None
@@ -99,13 +101,17 @@ class FeatureGateway:
             self.metrics.online_read_errors.inc()
             raise StoreUnavailable(f"online store unavailable: {self.last_error}")
         t0 = time.perf_counter()
+        started = time.monotonic()
         try:
             result = self.reader.read(user_ids if isinstance(user_ids, list) else list(user_ids))
         except Exception as exc:
             if not _is_store_error(exc):
                 raise
             self.metrics.online_read_errors.inc()
-            self._mark_down(exc)
+            # A read that began before the store was last seen healthy is stale news: letting it
+            # flip the state back to down would fail fast every request of the next second.
+            if started >= self._up_since:
+                self._mark_down(exc)
             raise StoreUnavailable(f"online store unavailable: {self.last_error}") from exc
         self.metrics.online_read.observe(time.perf_counter() - t0)
         if self.available is not True:
