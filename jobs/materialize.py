@@ -60,7 +60,7 @@ _EMPTY = b""  # serialized empty ValueProto (null)
 
 
 class MaterializeError(ChurnError):
-    pass
+    """Materialization cannot run (nothing applied, no feature partitions): one line, exit 1."""
 
 
 @dataclass
@@ -519,14 +519,16 @@ class RedisWriter:
             ) from exc
         self.state_key = f"churn:{self.project}:materialized"
 
+    # Redis has no multi-view transaction to open or roll back: each pipelined HSET batch is
+    # complete on its own (a user's hash holds every view), so these writer hooks do nothing.
     def begin(self, fv: FeatureView, full: bool) -> None:
-        pass
+        return None
 
     def finish(self, fv: FeatureView) -> None:
-        pass
+        return None
 
     def abort(self, fv: FeatureView) -> None:
-        pass
+        return None
 
     def write(self, fv: FeatureView, keys: list[bytes], batch: pa.RecordBatch, features: list[str]) -> None:
         self.send(self.prepare(fv, keys, batch, features))

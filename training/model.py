@@ -68,7 +68,7 @@ def encode_rows(
                 try:
                     X[i, j] = float(v)
                 except (TypeError, ValueError):
-                    pass
+                    pass  # not a number: stays NaN, i.e. missing, as the models were trained
     return X
 
 
