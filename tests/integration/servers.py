@@ -58,3 +58,30 @@ def metrics_of(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float
 
 def metric(m: dict, name: str, **labels: str) -> float:
     return m.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def build_served_site(small_store: Settings, root, **settings_fields: Any) -> tuple[Settings, str, list[str], str]:
+    """Copy the session's small store to ``root``, apply, materialize, train + promote a quick model.
+
+    Returns (settings, production version, users of the newest feature partition, its date).
+    """
+    import shutil
+
+    import pandas as pd
+
+    from churn import feature_store as cfs
+    from churn.schema import ENTITY_KEY
+    from jobs.materialize import materialize
+    from tests.conftest import make_settings
+    from training.train import run_training
+
+    shutil.copytree(small_store.data_dir, root)
+    settings = make_settings(root, reference_sample_rows=300, **settings_fields)
+    store = cfs.get_store(settings)
+    cfs.apply(settings, store)
+    materialize(settings, store=store)
+    result = run_training(settings, promote=True, max_rounds=30, early_stopping=10)
+    assert result.promotion is not None, result.promotion_error
+    newest = sorted((root / "features" / "profile").glob("date=*"))[-1]
+    users = sorted(pd.read_parquet(newest, columns=[ENTITY_KEY])[ENTITY_KEY])
+    return settings, result.version, users, newest.name.split("=")[1]

@@ -38,7 +38,7 @@ import pytest
 from churn.schema import ENTITY_KEY, FEATURE_VIEWS
 from churn.settings import Settings
 from tests.conftest import in_ci, make_settings
-from tests.integration.servers import create, free_port, live_server, metric, metrics_of
+from tests.integration.servers import build_served_site, create, free_port, live_server, metric, metrics_of
 
 ROOT = Path(__file__).resolve().parents[2]
 CHURN = ROOT / ".venv" / "bin" / "churn"
@@ -64,21 +64,11 @@ def shared_site(small_store: Settings, tmp_path_factory: pytest.TempPathFactory)
     """Built once per test session (both reliability modules use it); read-only for tests."""
     if "site" in _SITE:
         return _SITE["site"]
-    from churn import feature_store as cfs
-    from jobs.materialize import materialize
-    from training.train import run_training
-
     root = tmp_path_factory.mktemp("reliability") / "data"
-    shutil.copytree(small_store.data_dir, root)
-    settings = make_settings(root, reference_sample_rows=300, max_batch_size=MAX_BATCH, admin_token=ADMIN_TOKEN)
-    store = cfs.get_store(settings)
-    cfs.apply(settings, store)
-    materialize(settings, store=store)
-    result = run_training(settings, promote=True, max_rounds=30, early_stopping=10)
-    assert result.promotion is not None, result.promotion_error
-    parts = sorted((root / "features" / "profile").glob("date=*"))
-    users = sorted(pd.read_parquet(parts[-1], columns=[ENTITY_KEY])[ENTITY_KEY])
-    _SITE["site"] = Site(root, settings, result.version, users, parts[-1].name.split("=")[1])
+    settings, version, users, last_date = build_served_site(
+        small_store, root, max_batch_size=MAX_BATCH, admin_token=ADMIN_TOKEN
+    )
+    _SITE["site"] = Site(root, settings, version, users, last_date)
     return _SITE["site"]
 
 
@@ -237,6 +227,13 @@ def _wait_status(http: httpx.Client, path: str, status: int, timeout: float = 10
     return time.monotonic() - t0
 
 
+def _wait_predict_ok(http: httpx.Client, user: str, timeout: float = 10) -> None:
+    t0 = time.monotonic()
+    while http.post("/predict", json={"user_id": user}).status_code != 200:
+        assert time.monotonic() - t0 < timeout, "/predict did not recover"
+        time.sleep(0.05)
+
+
 def test_redis_hung_or_dead_under_load_fails_fast_and_recovers_by_itself(site: Site, tmp_path: Path) -> None:
     if not shutil.which("redis-server"):
         if in_ci():
@@ -280,6 +277,10 @@ def test_redis_hung_or_dead_under_load_fails_fast_and_recovers_by_itself(site: S
             rs.signal(signal.SIGCONT)
             load.phase = "recovering"
             _wait_status(http, "/ready", 200)
+            # recovered = ready again and serving: from the first good prediction on, every request
+            # must succeed (the moments while Redis works off the backlog it queued while frozen
+            # belong to the recovery, not to the recovered state)
+            _wait_predict_ok(http, users[0])
             load.phase = "resumed"
             load.wait_for("resumed", 30)
             # -- dead store: connection refused ------------------------------------------------------

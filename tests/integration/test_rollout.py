@@ -19,10 +19,8 @@ import httpx
 import pandas as pd
 import pytest
 
-from churn.schema import ENTITY_KEY
 from churn.settings import Settings
-from tests.conftest import make_settings
-from tests.integration.servers import create, live_server, metric, metrics_of
+from tests.integration.servers import build_served_site, create, live_server, metric, metrics_of
 from tests.integration.test_api import clone_version
 
 
@@ -35,21 +33,11 @@ class Site:
 
 @pytest.fixture(scope="module")
 def site(small_store: Settings, tmp_path_factory: pytest.TempPathFactory) -> Site:
-    from churn import feature_store as cfs
-    from jobs.materialize import materialize
-    from training.train import run_training
-
     root = tmp_path_factory.mktemp("rollout") / "data"
-    shutil.copytree(small_store.data_dir, root)
-    settings = make_settings(root, reference_sample_rows=300, reload_interval_s=0.1, prediction_log_flush_s=0.2)
-    store = cfs.get_store(settings)
-    cfs.apply(settings, store)
-    materialize(settings, store=store)
-    result = run_training(settings, promote=True, max_rounds=30, early_stopping=10)
-    assert result.promotion is not None, result.promotion_error
-    parts = sorted((root / "features" / "profile").glob("date=*"))
-    users = sorted(pd.read_parquet(parts[-1], columns=[ENTITY_KEY])[ENTITY_KEY])
-    return Site(settings, result.version, users)
+    settings, version, users, _ = build_served_site(
+        small_store, root, reload_interval_s=0.1, prediction_log_flush_s=0.2
+    )
+    return Site(settings, version, users)
 
 
 @pytest.fixture
