@@ -137,23 +137,10 @@ def child_env(settings) -> dict[str, str]:
     return {**env, **settings.as_env(), "PYTHONPATH": str(ROOT)}
 
 
-def threaded_app():  # uvicorn factory: /predict as a sync handler in the worker thread pool
-    from service.app import create_app
-
-    return create_app(offload_predict=True)
-
-
-def inloop_app():  # uvicorn factory: /predict as an async handler on the event loop
-    from service.app import create_app
-
-    return create_app(offload_predict=False)
-
-
-def start_api(settings, port: int, log: Path, workers: int = 1, handler: str = "async") -> subprocess.Popen:
-    env = child_env(settings)
-    factory = "benchmarks.serve:threaded_app" if handler == "thread" else "benchmarks.serve:inloop_app"
+def start_api(settings, port: int, log: Path, workers: int = 1, score_in_thread: str = "auto") -> subprocess.Popen:
+    env = {**child_env(settings), "CHURN_SCORE_IN_THREAD": score_in_thread}
     cmd = [
-        PY, "-m", "uvicorn", factory, "--factory", "--host", "127.0.0.1", "--port", str(port),
+        PY, "-m", "uvicorn", "service.app:create_app", "--factory", "--host", "127.0.0.1", "--port", str(port),
         "--workers", str(workers), "--no-access-log", "--log-level", "warning",
     ]  # fmt: skip
     return subprocess.Popen(
@@ -237,12 +224,12 @@ async def fixed_rate(port: int, requests: list[bytes], rate: float, duration: fl
     n = int(rate * duration)
     idle: list[Conn] = [await _open(port) for _ in range(8)]
     lat: list[float] = []
-    errors = 0
+    errors = reconnects = 0
     opened = len(idle)
     loop = asyncio.get_running_loop()
 
     async def one(i: int, due: float) -> None:
-        nonlocal errors, opened
+        nonlocal errors, opened, reconnects
         if idle:
             c = idle.pop()
         elif opened < max_conns:
@@ -252,13 +239,22 @@ async def fixed_rate(port: int, requests: list[bytes], rate: float, duration: fl
             while not idle:
                 await asyncio.sleep(0.0005)
             c = idle.pop()
+        raw = requests[i % len(requests)]
         try:
-            status = await c.request(requests[i % len(requests)])
-            if status != 200:
-                errors += 1
-        except Exception:
-            errors += 1
+            status = await c.request(raw)
+        except (ConnectionError, asyncio.IncompleteReadError, IndexError, ValueError):
+            # The server closed this idle keep-alive connection (uvicorn: after 5 s): reconnect
+            # and resend once, as HTTP clients do; the latency still counts from the due time.
+            c.w.close()
             c = await _open(port)
+            reconnects += 1
+            try:
+                status = await c.request(raw)
+            except Exception:
+                status = 0
+                c = await _open(port)
+        if status != 200:
+            errors += 1
         lat.append(loop.time() - due)
         idle.append(c)
 
@@ -274,7 +270,7 @@ async def fixed_rate(port: int, requests: list[bytes], rate: float, duration: fl
     elapsed = loop.time() - t0
     for c in idle:
         c.w.close()
-    return summarize(lat, len(tasks) / elapsed, errors)
+    return {**summarize(lat, len(tasks) / elapsed, errors), "reconnects": reconnects}
 
 
 async def closed_loop(port: int, requests: list[bytes], concurrency: int, duration: float) -> dict:
@@ -399,6 +395,19 @@ def in_process_profile(settings, users: list[str], n: int = 2000) -> dict[str, f
     for i in range(n):
         svc.predictor.predict_one(users[i % len(users)])
     out["predict_one_ms"] = (time.perf_counter() - t) / n * 1000
+
+    async def on_the_loop() -> None:  # the API's own path: awaited read, scoring per CHURN_SCORE_IN_THREAD
+        t = time.perf_counter()
+        for i in range(n):
+            await svc.features.read_async([users[i % len(users)]])
+        out["online_read_async_ms"] = (time.perf_counter() - t) / n * 1000
+        t = time.perf_counter()
+        for i in range(n):
+            await svc.predictor.predict_one_async(users[i % len(users)])
+        out["predict_one_async_ms"] = (time.perf_counter() - t) / n * 1000
+        await svc.features.reader.aclose()
+
+    asyncio.run(on_the_loop())
     out["model_kind"] = svc.holder.current.kind if svc.holder.current else None
     return out
 
@@ -472,10 +481,9 @@ def main() -> None:
     ap.add_argument("--skip-feast", action="store_true")
     ap.add_argument("--api-workers", type=int, default=1)
     ap.add_argument(
-        "--handler",
-        choices=["async", "thread", "both"],
-        default="thread",
-        help="/predict on the event loop (async) or in a worker thread (sync_to_thread)",
+        "--score-in-thread",
+        default="auto",
+        help="CHURN_SCORE_IN_THREAD of the API (auto|always|never); a comma list compares them",
     )
     ap.add_argument("--shadow", action="store_true", help="API only: production p99 with a shadow model on vs off")
     ap.add_argument("--repeat", type=int, default=1, help="--shadow: off/on rounds (alternating)")
@@ -486,6 +494,9 @@ def main() -> None:
     if args.shadow:
         args.skip_feast = True
     concurrencies = [int(c) for c in args.concurrency.split(",") if c]
+    modes = [m for m in args.score_in_thread.split(",") if m]
+    if not modes or set(modes) - {"auto", "always", "never"}:
+        ap.error("--score-in-thread: auto, always or never (comma-separated)")
 
     print(f"== store: {args.users:,} users, Redis 127.0.0.1:6379/{args.redis_db}", flush=True)
     build_store(args.data_dir, args.redis_db, args.users, args.days)
@@ -508,11 +519,11 @@ def main() -> None:
         for i in range(args.repeat):
             for mode in ("off", "on"):
                 label = f"churn API /predict shadow {mode}" + (f" #{i + 1}" if args.repeat > 1 else "")
-                targets.append((label, free_port(), "/predict", api_bodies, f"api-{args.handler}-shadow-{mode}"))
+                targets.append((label, free_port(), "/predict", api_bodies, f"api-{modes[0]}-shadow-{mode}"))
     else:
-        for handler in ["async", "thread"] if args.handler == "both" else [args.handler]:
-            label = "churn API /predict" + (f" ({handler})" if args.handler == "both" else "")
-            targets.append((label, free_port(), "/predict", api_bodies, f"api-{handler}"))
+        for m in modes:
+            label = "churn API /predict" + (f" (score in thread: {m})" if len(modes) > 1 else "")
+            targets.append((label, free_port(), "/predict", api_bodies, f"api-{m}"))
     if not args.skip_feast:
         store = get_store(settings)
         service = store.get_feature_service(settings.feature_service)
@@ -527,7 +538,7 @@ def main() -> None:
         if args.shadow:
             stage_shadow(settings, kind.endswith("-on"))
         proc = (
-            start_api(settings, port, log, workers=args.api_workers, handler=kind.split("-")[1])
+            start_api(settings, port, log, workers=args.api_workers, score_in_thread=kind.split("-")[1])
             if is_api
             else start_feast(settings, port, log, tmp)
         )

@@ -92,6 +92,7 @@ class OnlineFeatureReader:
         self._kind = self.config.online_store.type
         self._configure_timeouts()
         self._redis_fields = self._plan_redis_read() if self._kind == "redis" else None
+        self._aclient: tuple[Any, Any] | None = None  # (event loop, redis.asyncio client)
 
     def _plan_redis_read(self) -> tuple[list[str | bytes], list[tuple[str, list[str], int, int]]]:
         """One HMGET per user for every view of the service, planned once.
@@ -175,12 +176,16 @@ class OnlineFeatureReader:
 
     # --- reads --------------------------------------------------------------------------------
 
-    def read(self, user_ids: list[str]) -> OnlineResult:
+    def _entity_keys(self, user_ids: list[str]) -> list:
         from feast.protos.feast.types.EntityKey_pb2 import EntityKey
         from feast.protos.feast.types.Value_pb2 import Value
 
+        return [EntityKey(join_keys=[ENTITY_KEY], entity_values=[Value(string_val=str(u))]) for u in user_ids]
+
+    def read(self, user_ids: list[str]) -> OnlineResult:
+        """Blocking read (batch jobs, tests, SQLite in a worker thread)."""
         t0 = time.perf_counter()
-        keys = [EntityKey(join_keys=[ENTITY_KEY], entity_values=[Value(string_val=str(u))]) for u in user_ids]
+        keys = self._entity_keys(user_ids)
         per_view = []
         try:
             if self._kind == "sqlite":
@@ -194,7 +199,65 @@ class OnlineFeatureReader:
             raise OnlineStoreUnavailable(
                 f"{self._kind} online read failed: {type(exc).__name__}: {exc}"
             ) from exc
+        return self._result(user_ids, per_view, t0)
 
+    async def read_async(self, user_ids: list[str]) -> OnlineResult:
+        """The API's read: Redis through redis-py's asyncio client, so while Redis answers (or
+        hangs until the timeout) the event loop serves other requests instead of blocking; the
+        same HMGET, Feast key scheme and decoder as :meth:`read`. SQLite has no asyncio driver:
+        its read runs in a worker thread."""
+        if self._kind != "redis":
+            import asyncio
+
+            return await asyncio.to_thread(self.read, user_ids)
+        t0 = time.perf_counter()
+        keys = self._entity_keys(user_ids)
+        try:
+            client = self._async_client()
+            fields, plan = self._redis_fields
+            redis_keys = self.online_store._generate_redis_keys_for_entities(self.config, keys)
+            if len(redis_keys) == 1:  # the common case: no pipeline bookkeeping
+                replies = [await client.hmget(redis_keys[0], fields)]
+            else:
+                async with client.pipeline(transaction=False) as pipe:
+                    for k in redis_keys:
+                        pipe.hmget(k, fields)
+                    replies = await pipe.execute()
+            decode = self.online_store._get_features_for_entity
+            per_view = [
+                [decode(reply[a:b], fv_name, requested) for reply in replies] for fv_name, requested, a, b in plan
+            ]
+        except Exception as exc:
+            raise OnlineStoreUnavailable(
+                f"{self._kind} online read failed: {type(exc).__name__}: {exc}"
+            ) from exc
+        return self._result(user_ids, per_view, t0)
+
+    def _async_client(self) -> Any:
+        """One asyncio Redis client per event loop (its connections belong to the loop)."""
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        current = self._aclient
+        if current is not None and current[0] is loop:
+            return current[1]
+        from redis import asyncio as redis_asyncio
+
+        if self.config.online_store.redis_type != "redis":  # pragma: no cover - cluster/sentinel
+            raise OnlineStoreUnavailable("async reads support redis_type 'redis' only")
+        nodes, kwargs = self.online_store._parse_connection_string(self.config.online_store.connection_string)
+        kwargs.update(socket_timeout=self.timeout_s, socket_connect_timeout=self.timeout_s, retry=None)
+        client = redis_asyncio.Redis(host=nodes[0]["host"], port=int(nodes[0]["port"]), **kwargs)
+        self._aclient = (loop, client)
+        return client
+
+    async def aclose(self) -> None:
+        """Close the asyncio client (call from the loop that used it)."""
+        current, self._aclient = self._aclient, None
+        if current is not None:
+            await current[1].aclose()
+
+    def _result(self, user_ids: list[str], per_view: list, t0: float) -> OnlineResult:
         now = dt.datetime.now(dt.UTC)
         users = []
         for i, uid in enumerate(user_ids):

@@ -83,10 +83,11 @@ class Settings:
     admin_token: str = ""
     """Bearer token for /admin endpoints; empty disables them (403)."""
     reload_interval_s: float = 5.0
-    offload_predict: bool = True
-    """Run /predict in a worker thread (default: a slow or dead store cannot stall /live, /ready or
-    other requests). False runs it on the event loop: ~25% more throughput on 2 cores
-    (benchmarks/serve.py --handler both), at the price of that isolation."""
+    score_in_thread: Literal["auto", "always", "never"] = "auto"
+    """Where /predict runs the model after its (asynchronous) online read: ``auto`` scores the
+    linear baseline on the event loop (tens of µs) and tree models in a worker thread (SHAP costs
+    ~0.4 ms per 100 trees; LightGBM releases the GIL); ``always`` / ``never`` force one or the
+    other. Batches always score in a thread."""
     risk_medium: float = 0.3
     risk_high: float = 0.6
     interventions: str = "high:support_outreach,medium:discount_offer,low:none"

@@ -34,24 +34,17 @@ from service.model_holder import ModelHolder
 from service.prediction import PredictionService
 from service.rollout import RolloutManager
 
-# Default of CHURN_OFFLOAD_PREDICT, measured with benchmarks/serve.py --handler both (2 cores, Redis):
-# on the event loop a blocking online read stalls every queued request behind it (p99 0.4-1 s when
-# Redis or the CPU hiccups, and a hung store freezes /live for up to the read timeout); in a worker
-# thread p99 at 200 req/s stays ~4 ms for ~25% less peak throughput.
-
 
 def create_app(
     settings: Settings | None = None,
     *,
     reader: Any = None,
     registry_factory: Callable[[Settings], Any] | None = None,
-    offload_predict: bool | None = None,
     watch: bool = True,
 ) -> Litestar:
     """Build the API for ``settings`` (default: from the environment).
 
     ``reader`` / ``registry_factory`` replace the online reader / model registry (tests).
-    ``offload_predict`` runs ``/predict`` in a worker thread instead of the event loop.
     ``watch=False`` disables the production-pointer poller (admin reload still works).
     """
     settings = settings or get_settings()
@@ -74,7 +67,6 @@ def create_app(
         health=HealthService(settings, holder, features),
         rollout=rollout,
     )
-    offload = settings.offload_predict if offload_predict is None else offload_predict
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -108,13 +100,13 @@ def create_app(
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
             await asyncio.to_thread(rollout.shutdown)  # drain shadow work, flush the prediction log
-            close = getattr(features._reader, "close", None)
-            if callable(close):
+            aclose = getattr(features._reader, "aclose", None)  # its asyncio client belongs to this loop
+            if aclose is not None:
                 with contextlib.suppress(Exception):
-                    close()
+                    await aclose()
 
     app = Litestar(
-        route_handlers=build_handlers(services, offload_predict=offload),
+        route_handlers=build_handlers(services),
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=int(settings.max_body_bytes),
         lifespan=[lifespan],

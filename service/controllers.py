@@ -56,7 +56,7 @@ class Services:
     rollout: Any = None  # service.rollout.RolloutManager
 
 
-def build_handlers(s: Services, *, offload_predict: bool) -> list[Any]:
+def build_handlers(s: Services) -> list[Any]:
     BatchPredictRequest = batch_request_type(int(s.settings.max_batch_size))
     predictor = s.predictor
     admin_token = (s.settings.admin_token or "").encode()
@@ -71,21 +71,12 @@ def build_handlers(s: Services, *, offload_predict: bool) -> list[Any]:
         responses=error_responses(400, 404, 413, 503),
     )
 
-    if offload_predict:
-
-        @post("/predict", sync_to_thread=True, status_code=200, **predict_kwargs)
-        def predict(data: JSONBody[PredictRequest], request: Request) -> Prediction:
-            return predictor.predict_one(data.user_id, request.scope.get("request_id"))
-
-    else:
-
-        @post("/predict", status_code=200, **predict_kwargs)
-        async def predict(data: JSONBody[PredictRequest], request: Request) -> Prediction:
-            return predictor.predict_one(data.user_id, request.scope.get("request_id"))
+    @post("/predict", status_code=200, **predict_kwargs)
+    async def predict(data: JSONBody[PredictRequest], request: Request) -> Prediction:
+        return await predictor.predict_one_async(data.user_id, request.scope.get("request_id"))
 
     @post(
         "/predict/batch",
-        sync_to_thread=True,
         status_code=200,
         summary="Churn predictions for up to max_batch_size users",
         description=(
@@ -95,8 +86,8 @@ def build_handlers(s: Services, *, offload_predict: bool) -> list[Any]:
         tags=["predict"],
         responses=error_responses(400, 413, 503),
     )
-    def predict_batch(data: JSONBody[BatchPredictRequest], request: Request) -> BatchResponse:  # type: ignore[valid-type]
-        return predictor.predict_batch(data.user_ids, request.scope.get("request_id"))  # type: ignore[attr-defined]
+    async def predict_batch(data: JSONBody[BatchPredictRequest], request: Request) -> BatchResponse:  # type: ignore[valid-type]
+        return await predictor.predict_batch_async(data.user_ids, request.scope.get("request_id"))  # type: ignore[attr-defined]
 
     @get("/live", summary="Liveness: the process is up", tags=["ops"])
     async def live() -> dict[str, str]:

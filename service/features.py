@@ -95,29 +95,53 @@ class FeatureGateway:
 
     # --- the read ----------------------------------------------------------------------------
     def read(self, user_ids: Sequence[str]) -> list[Any]:
-        """One online read for all ``user_ids``: ``churn.online.UserFeatures`` in the same order
+        """Blocking read of all ``user_ids``: ``churn.online.UserFeatures`` in the same order
         (``.known``, ``.features`` by name, ``.feature_age_seconds``)."""
-        if self.available is False and time.monotonic() < self._next_trial:
-            self.metrics.online_read_errors.inc()
-            raise StoreUnavailable(f"online store unavailable: {self.last_error}")
-        t0 = time.perf_counter()
-        started = time.monotonic()
+        self._fail_fast()
+        t0, started = time.perf_counter(), time.monotonic()
         try:
-            result = self.reader.read(user_ids if isinstance(user_ids, list) else list(user_ids))
+            result = self.reader.read(_as_list(user_ids))
         except Exception as exc:
             if not _is_store_error(exc):
                 raise
+            raise self._store_failed(exc, started) from exc
+        return self._succeeded(result, t0)
+
+    async def read_async(self, user_ids: Sequence[str]) -> list[Any]:
+        """:meth:`read` for the event loop: waiting on the store never blocks other requests."""
+        self._fail_fast()
+        t0, started = time.perf_counter(), time.monotonic()
+        try:
+            result = await self.reader.read_async(_as_list(user_ids))
+        except Exception as exc:
+            if not _is_store_error(exc):
+                raise
+            raise self._store_failed(exc, started) from exc
+        return self._succeeded(result, t0)
+
+    def _fail_fast(self) -> None:
+        if self.available is False and time.monotonic() < self._next_trial:
             self.metrics.online_read_errors.inc()
-            # A read that began before the store was last seen healthy is stale news: letting it
-            # flip the state back to down would fail fast every request of the next second.
-            if started >= self._up_since:
-                self._mark_down(exc)
-            raise StoreUnavailable(f"online store unavailable: {self.last_error}") from exc
+            raise StoreUnavailable(f"online store unavailable: {self.last_error}")
+
+    def _store_failed(self, exc: Exception, started: float) -> StoreUnavailable:
+        self.metrics.online_read_errors.inc()
+        # A read that began before the store was last seen healthy is stale news: letting it
+        # flip the state back to down would fail fast every request of the next second.
+        if started >= self._up_since:
+            self._mark_down(exc)
+        return StoreUnavailable(f"online store unavailable: {self.last_error}")
+
+    def _succeeded(self, result: Any, t0: float) -> list[Any]:
         self.metrics.online_read.observe(time.perf_counter() - t0)
         if self.available is not True:
             self._mark_up()
         self.last_read_at = time.time()
         return result.users  # unknown vs known-with-missing-values is decided by the reader
+
+
+def _as_list(user_ids: Sequence[str]) -> list[str]:
+    return user_ids if isinstance(user_ids, list) else list(user_ids)
 
 
 def _is_store_error(exc: BaseException) -> bool:

@@ -147,11 +147,10 @@ class ModelHolder:
                 raise ModelRefused(f"model {version} needs features the online store does not serve: {missing}")
         try:  # smoke test the exact calls the request path makes (all features missing)
             row = dict.fromkeys(features)
-            proba = model.predict_proba_rows([row])
+            proba, _ = model.explain_rows([row], k=3)
             p = float(proba[0])
             if not (0.0 <= p <= 1.0):
                 raise ValueError(f"probability {p} out of [0, 1]")
-            model.top_factors([row], k=3)
         except Exception as exc:
             raise ModelRefused(f"model {version} failed the smoke test: {type(exc).__name__}: {exc}") from exc
         return ServingModel(

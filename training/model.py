@@ -156,7 +156,9 @@ class ChurnModel:
         return self._linear.contributions(X).sum(axis=1) + self._linear.intercept
 
     def proba_matrix(self, X: np.ndarray, num_threads: int = 1) -> np.ndarray:
-        m = self.margin_matrix(X, num_threads)
+        return self._proba_from_margin(self.margin_matrix(X, num_threads))
+
+    def _proba_from_margin(self, m: np.ndarray) -> np.ndarray:
         if self._calibration is not None:
             a, b = self._calibration
             m = a * m + b
@@ -240,6 +242,28 @@ class ChurnModel:
         if not rows:
             return []
         contrib = self.contributions_matrix(encode_rows(rows, self.features, self._cat_index))
+        return self._top_k(rows, contrib, k)
+
+    def explain_rows(self, rows: list[dict[str, Any]], k: int = 3) -> tuple[np.ndarray, list[list[dict[str, Any]]]]:
+        """Probabilities and top factors from ONE contribution pass (the API's path).
+
+        Contributions sum to the margin (SHAP's bias column included; the linear intercept
+        added), so the probability needs no second model call: for a single LightGBM row the
+        SHAP pass is most of the work and ``predict`` would repeat the tree walk.
+        """
+        if not rows:
+            return np.empty(0), []
+        X = encode_rows(rows, self.features, self._cat_index)
+        if self._booster is not None:
+            raw = np.asarray(self._booster.predict(X, pred_contrib=True, num_threads=1), dtype=float)
+            contrib, margin = raw[:, : len(self.features)], raw.sum(axis=1)
+        else:
+            assert self._linear is not None
+            contrib = self._linear.contributions(X)
+            margin = contrib.sum(axis=1) + self._linear.intercept
+        return self._proba_from_margin(margin), self._top_k(rows, contrib, k)
+
+    def _top_k(self, rows: list[dict[str, Any]], contrib: np.ndarray, k: int) -> list[list[dict[str, Any]]]:
         out: list[list[dict[str, Any]]] = []
         for i, row in enumerate(rows):
             order = np.argsort(-contrib[i], kind="stable")[:k]

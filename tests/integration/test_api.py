@@ -137,11 +137,15 @@ def set_pointer(settings: Settings, version: str) -> None:
 
 
 # --- happy path ------------------------------------------------------------------------------------
-@pytest.mark.parametrize("kind", ["sqlite", "redis"])
-def test_predict_over_http_equals_offline_computation(site: Site, kind: str) -> None:
+@pytest.mark.parametrize(
+    ("kind", "score_in_thread"), [("sqlite", "auto"), ("redis", "auto"), ("redis", "always"), ("redis", "never")]
+)
+def test_predict_over_http_equals_offline_computation(site: Site, kind: str, score_in_thread: str) -> None:
+    import dataclasses
+
     from training.registry import ModelRegistry
 
-    settings = store_settings(site, kind)
+    settings = dataclasses.replace(store_settings(site, kind), score_in_thread=score_in_thread)
     model = ModelRegistry(settings).load(site.version)
     users = site.users[:: max(1, len(site.users) // 12)][:12]
     offline = offline_rows(site, users)
@@ -264,6 +268,9 @@ def test_unexpected_errors_are_json_500_with_request_id(site: Site) -> None:
             return True
 
         def read(self, user_ids):  # noqa: ANN001, ANN202
+            raise ZeroDivisionError("boom")
+
+        async def read_async(self, user_ids):  # noqa: ANN001, ANN202
             raise ZeroDivisionError("boom")
 
     with TestClient(create(site.sqlite, reader=Broken(), watch=False)) as c:

@@ -13,6 +13,7 @@ from tests.integration.conftest import make_settings
 
 def _check_reader(env):
     reader = OnlineFeatureReader(env.settings)
+    _check_async_equals_sync(reader, env)
     assert reader.ping()
     import pyarrow.parquet as pq
 
@@ -34,6 +35,32 @@ def _check_reader(env):
     for u in res:
         if u.known:
             assert set(u.missing) == {k for k, v in u.features.items() if v is None}
+
+
+def _users(env, n: int) -> list[str]:
+    import pyarrow.parquet as pq
+
+    ids = pq.read_table(env.settings.features_dir / "engagement" / f"date={env.end}").column("user_id").to_pylist()
+    return ids[:n]
+
+
+def _check_async_equals_sync(reader: OnlineFeatureReader, env) -> None:
+    """The API's awaited read returns exactly what the blocking read does (one user and many)."""
+    import asyncio
+
+    for ids in (_users(env, 1), [*_users(env, 25), "ghost-user"]):
+        want = reader.read(ids).users
+
+        async def both(ids=ids):  # noqa: ANN202
+            try:
+                return await reader.read_async(ids)
+            finally:
+                await reader.aclose()
+
+        got = asyncio.run(both()).users
+        assert [(u.user_id, u.known, u.features, u.missing, u.event_timestamps) for u in got] == [
+            (u.user_id, u.known, u.features, u.missing, u.event_timestamps) for u in want
+        ]
 
 
 def test_reader_sqlite(sqlite_env):
@@ -64,7 +91,53 @@ def test_dead_redis_fails_fast(redis_env, tmp_path):
         reader.read(["u0000001"])
     with pytest.raises(OnlineStoreUnavailable):
         reader.ping()
+    import asyncio
+
+    with pytest.raises(OnlineStoreUnavailable):
+        asyncio.run(reader.read_async(["u0000001"]))
     assert time.perf_counter() - t0 < 3
+
+
+@pytest.mark.redis
+def test_hung_redis_async_read_times_out_without_blocking_the_loop(redis_env, tmp_path):
+    """A store that accepts connections but never answers: the awaited read gives up at the
+    timeout, and the event loop keeps running other work meanwhile (the API's /live, other users)."""
+    import asyncio
+    import socket
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)  # accepts (kernel backlog), never replies
+        port = server.getsockname()[1]
+        s = make_settings(
+            redis_env.settings.data_dir,
+            online_store="redis",
+            redis_url=f"redis://127.0.0.1:{port}/0",
+            online_timeout_ms=300,
+        )
+        reader = OnlineFeatureReader(s)
+
+        async def scenario() -> tuple[int, float]:
+            ticks = 0
+
+            async def ticker() -> None:
+                nonlocal ticks
+                while True:
+                    await asyncio.sleep(0.01)
+                    ticks += 1
+
+            task = asyncio.create_task(ticker())
+            t0 = time.perf_counter()
+            with pytest.raises(OnlineStoreUnavailable):
+                await reader.read_async(["u0000001"])
+            elapsed = time.perf_counter() - t0
+            task.cancel()
+            await reader.aclose()
+            return ticks, elapsed
+
+        ticks, elapsed = asyncio.run(scenario())
+    assert 0.25 <= elapsed < 3
+    assert ticks >= 10  # the loop ran other work while the read waited
 
 
 def test_missing_registry_is_clear(tmp_path):

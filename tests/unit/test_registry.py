@@ -147,6 +147,10 @@ def test_row_and_frame_paths_agree(registry, kind: str) -> None:  # noqa: ANN001
     np.testing.assert_allclose(model.predict_proba_rows(rows), model.predict_proba_frame(frame), rtol=1e-12)
     factors = model.top_factors(rows[:3], k=3)
     assert len(factors) == 3 and all(len(f) <= 3 and all(x["contribution"] > 0 for x in f) for f in factors)
+    # the API's single pass: probability from the summed contributions (calibrated) = predict
+    probas, explained = model.explain_rows(rows, k=3)
+    np.testing.assert_allclose(probas, model.predict_proba_rows(rows), rtol=1e-9, atol=1e-12)
+    assert explained[:3] == factors
     if kind == "logreg":  # the numpy fast path equals the sklearn pipeline it was extracted from
         import joblib
 
