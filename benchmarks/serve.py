@@ -408,8 +408,47 @@ def in_process_profile(settings, users: list[str], n: int = 2000) -> dict[str, f
         await svc.features.reader.aclose()
 
     asyncio.run(on_the_loop())
-    out["model_kind"] = svc.holder.current.kind if svc.holder.current else None
+    current = svc.holder.current
+    out["model_kind"] = current.kind if current else None
+    booster = getattr(current.model, "_booster", None) if current else None
+    out["trees"] = booster.num_trees() if booster is not None else None
     return out
+
+
+def clone_version(settings, suffix: str, **meta: Any) -> str:
+    """A copy of the production version under a new name (``suffix``: 6 hex digits), with
+    ``meta`` overriding its metadata (e.g. ``kind`` to serve the version's other model)."""
+    from training.registry import ModelRegistry
+
+    reg = ModelRegistry(settings)
+    prod = reg.production_version()
+    assert prod is not None, "no production model in the bench store"
+    name = prod[:-6] + suffix
+    dst = reg.models_dir / name
+    if not dst.exists():
+        tmp = reg.models_dir / f".tmp-{name}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(reg.models_dir / prod, tmp)
+        data = json.loads((tmp / "metadata.json").read_text())
+        data.update(meta, version=name)
+        (tmp / "metadata.json").write_text(json.dumps(data))
+        os.rename(tmp, dst)
+    return name
+
+
+def serve_kind(settings, kind: str) -> str | None:
+    """Make production serve ``kind`` (a clone of the version with that model served).
+    Returns the version to restore afterwards, or None when nothing changed."""
+    from training.registry import ModelRegistry
+
+    reg = ModelRegistry(settings)
+    prod = reg.production_version()
+    assert prod is not None, "no production model in the bench store"
+    if kind == "served" or reg.get(prod).kind == kind:
+        return None
+    reg.promote(clone_version(settings, {"lightgbm": "1b6b00", "logreg": "10c4e9"}[kind], kind=kind),
+                force=True, reason=f"bench: serve {kind}")  # fmt: skip
+    return prod
 
 
 def stage_shadow(settings, on: bool) -> str | None:
@@ -418,23 +457,12 @@ def stage_shadow(settings, on: bool) -> str | None:
     from training.rollout import read_state, set_stage
 
     reg = ModelRegistry(settings)
-    prod = reg.production_version()
-    assert prod is not None, "no production model in the bench store"
-    name = prod[:-6] + "5ad0e5"
     state = read_state(settings)
     if not on:
         if state.shadow:
             set_stage(reg, state.shadow, clear=True, reason="bench")
         return None
-    dst = reg.models_dir / name
-    if not dst.exists():
-        tmp = reg.models_dir / f".tmp-{name}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(reg.models_dir / prod, tmp)
-        meta = json.loads((tmp / "metadata.json").read_text())
-        meta["version"] = name
-        (tmp / "metadata.json").write_text(json.dumps(meta))
-        os.rename(tmp, dst)
+    name = clone_version(settings, "5ad0e5")
     if state.shadow != name:
         set_stage(reg, name, shadow=True, reason="bench")
     return name
@@ -485,6 +513,12 @@ def main() -> None:
         default="auto",
         help="CHURN_SCORE_IN_THREAD of the API (auto|always|never); a comma list compares them",
     )
+    ap.add_argument(
+        "--model",
+        choices=["served", "lightgbm", "logreg"],
+        default="served",
+        help="which of the production version's two models the API serves (default: the one training chose)",
+    )
     ap.add_argument("--shadow", action="store_true", help="API only: production p99 with a shadow model on vs off")
     ap.add_argument("--repeat", type=int, default=1, help="--shadow: off/on rounds (alternating)")
     ap.add_argument("--json", type=Path, default=None, help="default benchmarks/out/serve[-shadow].json")
@@ -501,6 +535,17 @@ def main() -> None:
     print(f"== store: {args.users:,} users, Redis 127.0.0.1:6379/{args.redis_db}", flush=True)
     build_store(args.data_dir, args.redis_db, args.users, args.days)
     settings = bench_settings(args.data_dir, args.redis_db)
+    restore = serve_kind(settings, args.model)
+    try:
+        run(args, settings, concurrencies, modes)
+    finally:
+        if restore is not None:
+            from training.registry import ModelRegistry
+
+            ModelRegistry(settings).promote(restore, force=True, reason="bench: restore")
+
+
+def run(args: argparse.Namespace, settings, concurrencies: list[int], modes: list[str]) -> None:
     users = materialized_users(args.data_dir, args.sample_users)
     have_wrk = shutil.which("wrk") is not None
     results: dict[str, dict] = {}

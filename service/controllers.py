@@ -109,8 +109,11 @@ def build_handlers(s: Services) -> list[Any]:
     @post(
         "/admin/reload",
         status_code=200,
-        summary="Reload the production model now (Bearer admin token)",
-        description="403 when the admin token is not configured, 401 without the right token.",
+        summary="Reload the production model and the staged rollout now (Bearer admin token)",
+        description=(
+            "Loads the production pointer's version and re-reads the shadow / challenger stages. "
+            "403 when the admin token is not configured, 401 without the right token."
+        ),
         tags=["admin"],
         responses={
             **error_responses(401, 403),
@@ -127,6 +130,8 @@ def build_handlers(s: Services) -> list[Any]:
                 "missing or invalid bearer token", headers={"WWW-Authenticate": 'Bearer realm="churn-admin"'}
             )
         outcome = await s.holder.reload()
+        if s.rollout is not None:  # staged shadow / challenger too, so one call applies a whole change
+            await s.rollout.reload()
         body = ReloadResponse(
             result=outcome.result,  # type: ignore[arg-type]
             version=outcome.version,

@@ -189,6 +189,10 @@ class RolloutManager:
         self._start_worker()
         await asyncio.to_thread(self.load_stages, force=True)
 
+    async def reload(self) -> RolloutServing:
+        """Admin reload: read ``stages.json`` now, not at the watcher's next tick."""
+        return await asyncio.to_thread(self.load_stages, force=True)
+
     async def watch(self) -> None:
         interval = max(float(self.settings.reload_interval_s), 0.05)
         while True:

@@ -199,6 +199,28 @@ def test_challenger_gets_its_share_of_users_stably(site: Site, clean_rollout: No
     assert set(counterpart["model_version"]) == {site.version}
 
 
+def test_admin_reload_applies_staged_rollout_at_once(site: Site, clean_rollout: None) -> None:
+    from litestar.testing import TestClient
+
+    from training.registry import ModelRegistry
+    from training.rollout import set_stage
+
+    settings = dataclasses.replace(site.settings, admin_token="rollout-admin", reload_interval_s=3600.0)
+    app = create(settings, watch=False)  # no watcher: only the admin call can apply the stage
+    with TestClient(app) as client:
+        rollout = app.state.services.rollout
+        assert rollout.current.challenger is None
+        challenger = logreg_clone(site, "ad1e0d")
+        set_stage(ModelRegistry(settings), challenger, challenger=0.25)
+        assert rollout.current.challenger is None
+        r = client.post("/admin/reload", headers={"Authorization": "Bearer rollout-admin"})
+        assert r.status_code == 200, r.text
+        assert rollout.current.challenger is not None and rollout.current.challenger.version == challenger
+        assert rollout.current.share == 0.25
+        info = metrics_of(client.get("/metrics").text)
+        assert metric(info, "churn_rollout_info", challenger=challenger, shadow="none", share="0.25") == 1
+
+
 def test_stage_and_compare_commands(site: Site, clean_rollout: None) -> None:
     from typer.testing import CliRunner
 
