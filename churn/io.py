@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -92,16 +93,26 @@ def write_parquet_atomic(final: Path, df: pd.DataFrame | pa.Table) -> None:
             tmp.unlink()
 
 
-def clean_tmp(root: Path) -> int:
-    """Remove leftovers of killed writers (``.tmp-*``) under ``root``; returns how many."""
+def clean_tmp(root: Path, older_than_s: float = 0.0) -> int:
+    """Remove leftovers of killed writers (``.tmp-*``) under ``root``; returns how many.
+
+    ``older_than_s`` spares younger ones: on a shared volume another pod's writer may be
+    mid-write, and only age tells a live temp file from a dead one.
+    """
     if not root.exists():
         return 0
+    cutoff = time.time() - older_than_s
     n = 0
-    for p in root.rglob(f"{TMP_PREFIX}*"):
-        if p.is_dir():
-            shutil.rmtree(p, ignore_errors=True)
-        else:
-            p.unlink(missing_ok=True)
+    for p in list(root.rglob(f"{TMP_PREFIX}*")):
+        try:
+            if older_than_s > 0 and p.lstat().st_mtime >= cutoff:
+                continue
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+        except FileNotFoundError:  # removed with its parent, or by another cleaner
+            continue
         n += 1
     return n
 

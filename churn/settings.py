@@ -97,6 +97,12 @@ class Settings:
     """The prediction log's writer thread flushes buffered records at least this often..."""
     prediction_log_max_records: int = 5000
     """...or as soon as this many records are buffered (one Parquet file per flush)."""
+    prediction_log_retention_days: int = 90
+    """``churn housekeeping`` deletes prediction-log days older than this (0 keeps all). Keep it above
+    ``churn_horizon_days``: ``churn rollout compare`` joins predictions with labels that mature then."""
+    tmp_max_age_hours: float = 6.0
+    """``churn housekeeping`` removes ``.tmp-*`` leftovers of killed writers older than this; younger
+    ones may belong to a writer still running in another pod (0: remove all, only when none can run)."""
     shadow_queue_size: int = 2000
     """Pending shadow scorings; when full (shadow slower than traffic) new ones are dropped and counted."""
 

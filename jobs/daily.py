@@ -1,9 +1,10 @@
 """The daily loop, run locally in order (``churn daily --date D``).
 
 build features (up to D) → feast apply (idempotent) → materialize (up to D) → score D → drift D
-→ retrain if needed. Each step prints its own one-line summary; the loop stops at the first
-failing step (non-zero exit) so later steps never run on stale or half-built inputs. Drift runs
-with exit-zero semantics: detected drift is a verdict for the retrain step, not a failure.
+→ retrain if needed → housekeeping (prediction-log retention, stale temp files). Each step prints
+its own one-line summary; the loop stops at the first failing step (non-zero exit) so later steps
+never run on stale or half-built inputs. Drift runs with exit-zero semantics: detected drift is a
+verdict for the retrain step, not a failure.
 """
 
 from __future__ import annotations
@@ -86,6 +87,12 @@ def retrain_step(settings: Settings, date: dt.date) -> str:
     return retrain(settings).summary()
 
 
+def housekeeping_step(settings: Settings, date: dt.date) -> str:
+    from jobs.housekeeping import housekeeping
+
+    return housekeeping(settings, date).summary()
+
+
 STEPS: list[tuple[str, Callable[[Settings, dt.date], str]]] = [
     ("build", build_step),
     ("apply", apply_step),
@@ -93,6 +100,7 @@ STEPS: list[tuple[str, Callable[[Settings, dt.date], str]]] = [
     ("score", score_step),
     ("drift", drift_step),
     ("retrain", retrain_step),
+    ("housekeeping", housekeeping_step),
 ]
 
 

@@ -208,17 +208,3 @@ class PredictionLog:
                 tmp.unlink()
         self.files.append(final)
         return final
-
-
-def clean_stale_tmp(root: Path, older_than_s: float = 3600.0) -> int:
-    """Remove temp files left by writers that crashed mid-flush (older than ``older_than_s``)."""
-    n = 0
-    cutoff = time.time() - older_than_s
-    for f in Path(root).glob(f"date=*/{TMP_PREFIX}part-*"):
-        try:
-            if f.stat().st_mtime < cutoff:
-                f.unlink()
-                n += 1
-        except FileNotFoundError:
-            pass
-    return n

@@ -1,4 +1,4 @@
-"""Scheduled batch jobs: ``churn score | drift | monitor | retrain | daily`` (top-level commands).
+"""Scheduled batch jobs: ``churn score | drift | monitor | retrain | housekeeping | daily`` (top-level commands).
 
 Thin wrappers: the logic lives in ``jobs/``. Each prints one summary line and exits non-zero on
 failure (``ChurnError`` → one clear line), so cron/Kubernetes CronJobs can alert on the status.
@@ -68,6 +68,17 @@ def monitor_cmd(date: DateOption = None) -> None:
         r.extra["result"] = res.summary()
         if res.out_dir is not None:
             r.wrote.append(str(res.out_dir))
+
+
+@app.command("housekeeping")
+def housekeeping_cmd(date: DateOption = None) -> None:
+    """Prune prediction-log days past retention and stale .tmp-* leftovers of killed writers."""
+    from jobs.housekeeping import housekeeping
+
+    settings = get_settings()
+    day = parse_date(date)
+    with user_errors(), step("housekeeping") as r:
+        r.extra["result"] = housekeeping(settings, day).summary()
 
 
 @app.command("retrain")

@@ -291,7 +291,7 @@ def test_jobs_run_the_contract_commands(rendered: dict[str, Rendered], case: str
         ["features", "materialize"],
     ]
     assert churn_args(pod_of(cronjobs["score"])) == [["score"]]
-    assert churn_args(pod_of(cronjobs["retrain"])) == [["retrain"]]
+    assert churn_args(pod_of(cronjobs["retrain"])) == [["housekeeping"], ["retrain"]]
     ((image, command, args),) = _steps(pod_of(cronjobs["drift"]))
     assert image.rsplit(":", 1)[0].endswith("/drift")
     assert command == ["python", "-m", "jobs.drift"] and args == ["--exit-zero"]

@@ -281,8 +281,8 @@ def test_daily_end_to_end(store: Settings) -> None:
         pytest.skip(reason)
     proc = run_cli(store, "daily", "--date", LAST_DAY.isoformat())
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    for i, name in enumerate(["build", "apply", "materialize", "score", "drift", "retrain"], 1):
-        assert f"daily {i}/6 {name}:" in proc.stdout
+    for i, name in enumerate(["build", "apply", "materialize", "score", "drift", "retrain", "housekeeping"], 1):
+        assert f"daily {i}/7 {name}:" in proc.stdout
     assert (store.predictions_dir / f"date={LAST_DAY}" / "predictions.csv").exists()
     assert json.loads((store.drift_dir / "latest.json").read_text())["date"] == str(LAST_DAY)
     assert proc.stdout.strip().splitlines()[-1].startswith("daily:")
