@@ -155,8 +155,12 @@ def stop(proc: subprocess.Popen | None) -> None:
 
 
 # --- load ------------------------------------------------------------------------------------------------
-async def soak(base: str, args: argparse.Namespace, known: list[str], versions: tuple[str, str], s) -> dict:
+async def soak(
+    base: str, args: argparse.Namespace, known: list[str], versions: tuple[str, str], s, pid: int
+) -> dict:
     import httpx
+
+    rss_series: list[tuple[float, float]] = []
 
     latencies: list[float] = []
     errors: list[str] = []
@@ -206,9 +210,16 @@ async def soak(base: str, args: argparse.Namespace, known: list[str], versions: 
                 body = r.json()
                 reloads.append({"to": target, "status": r.status_code, "result": body.get("result")})
 
+        async def sampler() -> None:  # the RSS trend: does it flatten, or keep climbing?
+            every = max(args.duration / 20, 2.0)
+            while True:
+                rss_series.append((round(time.perf_counter() - start, 1), round(rss_bytes(pid) / 2**20, 1)))
+                await asyncio.sleep(every)
+
         n = int(args.duration * args.rate)
         start = time.perf_counter()
         reload_task = asyncio.create_task(reloader(start + args.duration))
+        sample_task = asyncio.create_task(sampler())
         tasks = []
         for i in range(n):
             scheduled = start + i / args.rate
@@ -218,11 +229,12 @@ async def soak(base: str, args: argparse.Namespace, known: list[str], versions: 
             tasks.append(asyncio.create_task(one(i, scheduled)))
         await asyncio.gather(*tasks)
         elapsed = time.perf_counter() - start
-        reload_task.cancel()
-        try:
-            await reload_task
-        except asyncio.CancelledError:
-            pass
+        for task in (reload_task, sample_task):
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
         server = await http.get("/metrics")
     latencies.sort()
 
@@ -242,7 +254,17 @@ async def soak(base: str, args: argparse.Namespace, known: list[str], versions: 
         "server_p99_ms_le": server_p99(server.text),
         "served_versions": served,
         "reloads": reloads,
+        "rss_series_mib": rss_series,
+        "rss_second_half_growth_pct": second_half_growth(rss_series),
     }
+
+
+def second_half_growth(series: list[tuple[float, float]]) -> float | None:
+    """RSS growth over the second half of the run: near 0 when memory has flattened."""
+    if len(series) < 4:
+        return None
+    mid = series[len(series) // 2][1]
+    return round((series[-1][1] - mid) / mid * 100, 2)
 
 
 def server_p99(text: str) -> float | None:
@@ -333,7 +355,7 @@ def main() -> int:
             f"{args.reload_every:.0f} s, server pid {api.pid}",
             flush=True,
         )
-        report = asyncio.run(soak(base, args, known, (a, b), s))
+        report = asyncio.run(soak(base, args, known, (a, b), s, api.pid))
         rss_end = rss_bytes(api.pid)
         drift = (rss_end - rss_start) / rss_start
         report.update(

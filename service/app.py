@@ -48,6 +48,7 @@ def create_app(
     ``watch=False`` disables the production-pointer poller (admin reload still works).
     """
     settings = settings or get_settings()
+    limit_malloc_arenas()
     configure_logging()
     metrics = ApiMetrics()
     metrics.registry.register(JobMetricsCollector(settings))  # drift/scoring textfiles
@@ -124,6 +125,26 @@ def create_app(
     app.asgi_handler = ObservabilityMiddleware(app.asgi_handler, metrics)
     _complete_request_schemas(app)
     return app
+
+
+def limit_malloc_arenas(arenas: int = 2) -> None:
+    """Cap glibc's malloc arenas, as ``MALLOC_ARENA_MAX=2`` does in the API image.
+
+    Models are loaded and (LightGBM) scored in worker threads; glibc gives each thread its own
+    arena, and every hot reload then left the old model's freed memory spread over them: the
+    10-minute soak with a swap every 10 s grew RSS by 23% (flat without reloads). With two arenas
+    the growth stops after a few reloads. Must run before worker threads allocate; a no-op
+    where the C library is not glibc.
+    """
+    import ctypes
+    import ctypes.util
+
+    m_arena_max = -8  # from glibc's malloc.h
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(m_arena_max, arenas)
+    except (OSError, AttributeError):
+        pass  # not glibc (musl, macOS): nothing to cap
 
 
 def _complete_request_schemas(app: Litestar) -> None:

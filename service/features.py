@@ -94,21 +94,10 @@ class FeatureGateway:
         return True
 
     # --- the read ----------------------------------------------------------------------------
-    def read(self, user_ids: Sequence[str]) -> list[Any]:
-        """Blocking read of all ``user_ids``: ``churn.online.UserFeatures`` in the same order
-        (``.known``, ``.features`` by name, ``.feature_age_seconds``)."""
-        self._fail_fast()
-        t0, started = time.perf_counter(), time.monotonic()
-        try:
-            result = self.reader.read(_as_list(user_ids))
-        except Exception as exc:
-            if not _is_store_error(exc):
-                raise
-            raise self._store_failed(exc, started) from exc
-        return self._succeeded(result, t0)
-
     async def read_async(self, user_ids: Sequence[str]) -> list[Any]:
-        """:meth:`read` for the event loop: waiting on the store never blocks other requests."""
+        """One online read for all ``user_ids``: ``churn.online.UserFeatures`` in the same order
+        (``.known``, ``.features`` by name, ``.feature_age_seconds``). Awaited: waiting on the
+        store never blocks other requests."""
         self._fail_fast()
         t0, started = time.perf_counter(), time.monotonic()
         try:

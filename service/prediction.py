@@ -76,13 +76,6 @@ class PredictionService:
             raise NoModel(self.holder.last_error or NO_MODEL)
         return current
 
-    def predict_one(self, user_id: str, request_id: str | None = None) -> Prediction:
-        """Blocking single prediction (in-process callers; the API uses :meth:`predict_one_async`)."""
-        production = self._model()
-        (uf,) = self.features.read([user_id])
-        sm, arm = self._route(uf, production)
-        return self._score_one(uf, production, sm, arm, request_id)
-
     async def predict_one_async(self, user_id: str, request_id: str | None = None) -> Prediction:
         production = self._model()
         (uf,) = await self.features.read_async([user_id])
@@ -143,10 +136,6 @@ class PredictionService:
         production = self._model()
         read = await self.features.read_async(user_ids)
         return await asyncio.to_thread(self._score_batch, read, production, request_id)
-
-    def predict_batch(self, user_ids: Sequence[str], request_id: str | None = None) -> BatchResponse:
-        production = self._model()
-        return self._score_batch(self.features.read(user_ids), production, request_id)
 
     def _score_batch(self, read: list[UserFeatures], production: ServingModel, request_id: str | None) -> BatchResponse:
         now = dt.datetime.now(dt.UTC)
