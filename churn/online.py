@@ -59,6 +59,20 @@ class OnlineResult:
         return {u.user_id: u for u in self.users}
 
 
+def _reconnect_once(retry_cls: Any) -> Any:
+    """redis-py's retry policy for the online store: one immediate retry on a broken connection.
+
+    A pooled connection can be dead (reset by a Redis that was frozen or restarted): one retry on
+    a fresh connection serves the request. Timeouts are never retried and there is no backoff
+    (redis-py 7's default retries with backoff for ~5 s): a hung or dead Redis must fail within
+    the timeout, and a dead one refuses the reconnect at once.
+    """
+    from redis.backoff import NoBackoff
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    return retry_cls(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
+
+
 def _value_of(proto) -> Any:
     kind = proto.WhichOneof("val")
     return None if kind is None else getattr(proto, kind)
@@ -141,14 +155,16 @@ class OnlineFeatureReader:
             self.online_store._conn = conn
         elif self._kind == "redis":
             # The connection string carries socket_timeout / socket_connect_timeout
-            # (churn.feature_store.redis_connection_string). redis-py 7 also retries failed
-            # connections with backoff (~5 s): disabled, a dead Redis must fail within the timeout.
+            # (churn.feature_store.redis_connection_string).
             import redis
+            from redis.retry import Retry
 
             nodes, kwargs = self.online_store._parse_connection_string(
                 self.config.online_store.connection_string
             )
-            kwargs.update(socket_timeout=self.timeout_s, socket_connect_timeout=self.timeout_s, retry=None)
+            kwargs.update(
+                socket_timeout=self.timeout_s, socket_connect_timeout=self.timeout_s, retry=_reconnect_once(Retry)
+            )
             if self.config.online_store.redis_type == "redis":
                 self.online_store._client = redis.Redis(
                     host=nodes[0]["host"], port=int(nodes[0]["port"]), **kwargs
@@ -245,8 +261,12 @@ class OnlineFeatureReader:
 
         if self.config.online_store.redis_type != "redis":  # pragma: no cover - cluster/sentinel
             raise OnlineStoreUnavailable("async reads support redis_type 'redis' only")
+        from redis.asyncio.retry import Retry
+
         nodes, kwargs = self.online_store._parse_connection_string(self.config.online_store.connection_string)
-        kwargs.update(socket_timeout=self.timeout_s, socket_connect_timeout=self.timeout_s, retry=None)
+        kwargs.update(
+            socket_timeout=self.timeout_s, socket_connect_timeout=self.timeout_s, retry=_reconnect_once(Retry)
+        )
         client = redis_asyncio.Redis(host=nodes[0]["host"], port=int(nodes[0]["port"]), **kwargs)
         self._aclient = (loop, client)
         return client

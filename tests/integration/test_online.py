@@ -99,6 +99,33 @@ def test_dead_redis_fails_fast(redis_env, tmp_path):
 
 
 @pytest.mark.redis
+def test_a_killed_pooled_connection_costs_one_reconnect_not_an_error(redis_env):
+    """Redis dropped our idle connections (restart, CLIENT KILL, a frozen server's backlog): the
+    next read retries once on a fresh connection instead of failing the request."""
+    import asyncio
+
+    import redis
+
+    reader = OnlineFeatureReader(redis_env.settings)
+    user = _users(redis_env, 1)
+    assert reader.read(user).users[0].known  # the blocking client's pool holds a connection too
+
+    async def scenario() -> tuple[bool, bool]:
+        try:
+            first = (await reader.read_async(user)).users[0].known
+            admin = redis.Redis.from_url(redis_env.settings.redis_url, socket_timeout=5)
+            killed = admin.client_kill_filter(_type="normal", skipme=True)
+            assert killed >= 2  # our pooled connections (asyncio and blocking) among them
+            second = (await reader.read_async(user)).users[0].known
+            return first, second
+        finally:
+            await reader.aclose()
+
+    assert asyncio.run(scenario()) == (True, True)
+    assert reader.read(user).users[0].known and reader.ping()  # the blocking client too
+
+
+@pytest.mark.redis
 def test_hung_redis_async_read_times_out_without_blocking_the_loop(redis_env, tmp_path):
     """A store that accepts connections but never answers: the awaited read gives up at the
     timeout, and the event loop keeps running other work meanwhile (the API's /live, other users)."""
