@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import socket
 import time
 
 import pytest
@@ -46,7 +48,6 @@ def _users(env, n: int) -> list[str]:
 
 def _check_async_equals_sync(reader: OnlineFeatureReader, env) -> None:
     """The API's awaited read returns exactly what the blocking read does (one user and many)."""
-    import asyncio
 
     for ids in (_users(env, 1), [*_users(env, 25), "ghost-user"]):
         want = reader.read(ids).users
@@ -72,27 +73,29 @@ def test_reader_redis(redis_env):
     _check_reader(redis_env)
 
 
+def _reader_at(env, port: int, timeout_ms: int) -> OnlineFeatureReader:
+    """A reader of ``env``'s feature registry whose Redis is whatever listens on ``port``."""
+    return OnlineFeatureReader(
+        make_settings(
+            env.settings.data_dir,
+            online_store="redis",
+            redis_url=f"redis://127.0.0.1:{port}/0",
+            online_timeout_ms=timeout_ms,
+        )
+    )
+
+
 @pytest.mark.redis
 def test_dead_redis_fails_fast(redis_env, tmp_path):
-    import socket
-
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # nothing listens here once closed
-    s = make_settings(
-        redis_env.settings.data_dir,
-        online_store="redis",
-        redis_url=f"redis://127.0.0.1:{port}/0",
-        online_timeout_ms=200,
-    )
-    reader = OnlineFeatureReader(s)
+    reader = _reader_at(redis_env, port, timeout_ms=200)
     t0 = time.perf_counter()
     with pytest.raises(OnlineStoreUnavailable):
         reader.read(["u0000001"])
     with pytest.raises(OnlineStoreUnavailable):
         reader.ping()
-    import asyncio
-
     with pytest.raises(OnlineStoreUnavailable):
         asyncio.run(reader.read_async(["u0000001"]))
     assert time.perf_counter() - t0 < 3
@@ -102,8 +105,6 @@ def test_dead_redis_fails_fast(redis_env, tmp_path):
 def test_a_killed_pooled_connection_costs_one_reconnect_not_an_error(redis_env):
     """Redis dropped our idle connections (restart, CLIENT KILL, a frozen server's backlog): the
     next read retries once on a fresh connection instead of failing the request."""
-    import asyncio
-
     import redis
 
     reader = OnlineFeatureReader(redis_env.settings)
@@ -129,20 +130,10 @@ def test_a_killed_pooled_connection_costs_one_reconnect_not_an_error(redis_env):
 def test_hung_redis_async_read_times_out_without_blocking_the_loop(redis_env, tmp_path):
     """A store that accepts connections but never answers: the awaited read gives up at the
     timeout, and the event loop keeps running other work meanwhile (the API's /live, other users)."""
-    import asyncio
-    import socket
-
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
         server.listen(8)  # accepts (kernel backlog), never replies
-        port = server.getsockname()[1]
-        s = make_settings(
-            redis_env.settings.data_dir,
-            online_store="redis",
-            redis_url=f"redis://127.0.0.1:{port}/0",
-            online_timeout_ms=300,
-        )
-        reader = OnlineFeatureReader(s)
+        reader = _reader_at(redis_env, server.getsockname()[1], timeout_ms=300)
 
         async def scenario() -> tuple[int, float]:
             ticks = 0
