@@ -220,9 +220,9 @@ class OnlineFeatureReader:
     async def read_async(self, user_ids: list[str]) -> OnlineResult:
         """The API's read: Redis through redis-py's asyncio client, so while Redis answers (or
         hangs until the timeout) the event loop serves other requests instead of blocking; the
-        same HMGET, Feast key scheme and decoder as :meth:`read`. SQLite has no asyncio driver:
-        its read runs in a worker thread."""
-        if self._kind != "redis":
+        same HMGET, Feast key scheme and decoder as :meth:`read`. SQLite has no asyncio driver
+        (nor does this path speak Redis Cluster/Sentinel): those reads run in a worker thread."""
+        if self._kind != "redis" or self.config.online_store.redis_type != "redis":
             import asyncio
 
             return await asyncio.to_thread(self.read, user_ids)
@@ -258,9 +258,6 @@ class OnlineFeatureReader:
         if current is not None and current[0] is loop:
             return current[1]
         from redis import asyncio as redis_asyncio
-
-        if self.config.online_store.redis_type != "redis":  # pragma: no cover - cluster/sentinel
-            raise OnlineStoreUnavailable("async reads support redis_type 'redis' only")
         from redis.asyncio.retry import Retry
 
         nodes, kwargs = self.online_store._parse_connection_string(self.config.online_store.connection_string)
