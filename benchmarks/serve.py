@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -121,11 +122,9 @@ def wait_http(port: int, path: str, proc: subprocess.Popen, timeout: float = 120
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"server on :{port} exited with {proc.returncode}")
-        try:
+        with contextlib.suppress(httpx.HTTPError):  # not listening yet
             if httpx.get(f"http://127.0.0.1:{port}{path}", timeout=1.0).status_code == 200:
                 return
-        except httpx.HTTPError:
-            pass
         time.sleep(0.3)
     raise RuntimeError(f"server on :{port} not ready after {timeout:.0f} s")
 
@@ -346,18 +345,22 @@ def run_wrk(port: int, path: str, bodies: list[bytes], concurrency: int, duratio
     return r
 
 
-def server_histogram(port: int) -> dict[float, float]:
-    """Cumulative bucket counts of the API's own /predict latency histogram."""
+def scrape(port: int) -> list[Any]:
+    """Every sample of the API's /metrics (prometheus_client's parser)."""
     import httpx
     from prometheus_client.parser import text_string_to_metric_families
 
     text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
-    out: dict[float, float] = {}
-    for fam in text_string_to_metric_families(text):
-        for smp in fam.samples:
-            if smp.name == "churn_http_request_duration_seconds_bucket" and smp.labels.get("route") == "/predict":
-                out[float(smp.labels["le"])] = smp.value
-    return out
+    return [smp for fam in text_string_to_metric_families(text) for smp in fam.samples]
+
+
+def server_histogram(port: int) -> dict[float, float]:
+    """Cumulative bucket counts of the API's own /predict latency histogram."""
+    return {
+        float(smp.labels["le"]): smp.value
+        for smp in scrape(port)
+        if smp.name == "churn_http_request_duration_seconds_bucket" and smp.labels.get("route") == "/predict"
+    }
 
 
 def server_side(before: dict[float, float], after: dict[float, float]) -> dict[str, float]:
@@ -462,25 +465,19 @@ def stage_shadow(settings, on: bool) -> str | None:
 
 
 def rollout_metrics(port: int) -> dict[str, float]:
-    import httpx
-    from prometheus_client.parser import text_string_to_metric_families
-
-    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    """Shadow counters, server-side /predict statuses and predictions per arm, summed over labels."""
+    shadow = {"churn_shadow_dropped_total", "churn_shadow_errors_total", "churn_shadow_prediction_seconds_count"}
     out: dict[str, float] = {}
-    for fam in text_string_to_metric_families(text):
-        for smp in fam.samples:
-            if smp.name in (
-                "churn_shadow_dropped_total",
-                "churn_shadow_errors_total",
-                "churn_shadow_prediction_seconds_count",
-            ):
-                out[smp.name] = out.get(smp.name, 0.0) + smp.value
-            elif smp.name == "churn_http_requests_total" and smp.labels.get("route") == "/predict":
-                key = f"http_{smp.labels['status']}"  # server-side statuses: client 'errors' may be reconnects
-                out[key] = out.get(key, 0.0) + smp.value
-            elif smp.name == "churn_predictions_by_arm_total":
-                key = f"predictions_{smp.labels['arm']}"
-                out[key] = out.get(key, 0.0) + smp.value
+    for smp in scrape(port):
+        if smp.name in shadow:
+            key = smp.name
+        elif smp.name == "churn_http_requests_total" and smp.labels.get("route") == "/predict":
+            key = f"http_{smp.labels['status']}"  # server-side statuses: client 'errors' may be reconnects
+        elif smp.name == "churn_predictions_by_arm_total":
+            key = f"predictions_{smp.labels['arm']}"
+        else:
+            continue
+        out[key] = out.get(key, 0.0) + smp.value
     return out
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -231,10 +232,8 @@ async def soak(
         elapsed = time.perf_counter() - start
         for task in (reload_task, sample_task):
             task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await task
-            except asyncio.CancelledError:
-                pass
         server = await http.get("/metrics")
     latencies.sort()
 

@@ -140,11 +140,9 @@ def limit_malloc_arenas(arenas: int = 2) -> None:
     import ctypes.util
 
     m_arena_max = -8  # from glibc's malloc.h
-    try:
+    with contextlib.suppress(OSError, AttributeError):  # not glibc (musl, macOS): nothing to cap
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         libc.mallopt(m_arena_max, arenas)
-    except (OSError, AttributeError):
-        pass  # not glibc (musl, macOS): nothing to cap
 
 
 def _complete_request_schemas(app: Litestar) -> None:

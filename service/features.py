@@ -101,7 +101,7 @@ class FeatureGateway:
         self._fail_fast()
         t0, started = time.perf_counter(), time.monotonic()
         try:
-            result = await self.reader.read_async(_as_list(user_ids))
+            result = await self.reader.read_async(user_ids if isinstance(user_ids, list) else list(user_ids))
         except Exception as exc:
             if not _is_store_error(exc):
                 raise
@@ -127,10 +127,6 @@ class FeatureGateway:
             self._mark_up()
         self.last_read_at = time.time()
         return result.users  # unknown vs known-with-missing-values is decided by the reader
-
-
-def _as_list(user_ids: Sequence[str]) -> list[str]:
-    return user_ids if isinstance(user_ids, list) else list(user_ids)
 
 
 def _is_store_error(exc: BaseException) -> bool:

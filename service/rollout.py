@@ -21,6 +21,7 @@ compare`` can measure agreement on the same users.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import os
 import queue
@@ -208,10 +209,8 @@ class RolloutManager:
     def shutdown(self, timeout: float = 10.0) -> None:
         """Finish queued shadow work (bounded), then flush the prediction log."""
         if self._worker is not None:
-            try:
+            with contextlib.suppress(queue.Full):  # the worker stops at the join timeout anyway
                 self._queue.put(None, timeout=timeout)
-            except queue.Full:
-                pass
             self._worker.join(timeout)
             self._worker = None
         if self.log is not None:

@@ -57,8 +57,21 @@ def _categories(train: pd.DataFrame, categorical: list[str], with_missing: bool)
     return out
 
 
-def _meta(features: list[str], categorical: list[str]) -> dict[str, Any]:
-    return {"features": features, "categorical_features": categorical}
+def _candidate(
+    kind: str, features: list[str], categorical: list[str], categories: dict[str, list[str]], **model: Any
+) -> ChurnModel:
+    """An unregistered, uncalibrated model (threshold 0.5 until the validation cutoff sets it)."""
+    return ChurnModel(
+        version="candidate",
+        kind=kind,
+        features=features,
+        categorical_features=categorical,
+        categories=categories,
+        threshold=0.5,
+        calibration=None,
+        metadata={"features": features, "categorical_features": categorical},
+        **model,
+    )
 
 
 def fit_lightgbm(
@@ -101,17 +114,7 @@ def fit_lightgbm(
     best = booster.best_iteration or rounds_run
     # Keep only the trees up to the best iteration, so the saved model is what was validated.
     booster = lgb.Booster(model_str=booster.model_to_string(num_iteration=best))
-    model = ChurnModel(
-        version="candidate",
-        kind="lightgbm",
-        features=features,
-        categorical_features=categorical,
-        categories=categories,
-        threshold=0.5,
-        calibration=None,
-        metadata=_meta(features, categorical),
-        booster=booster,
-    )
+    model = _candidate("lightgbm", features, categorical, categories, booster=booster)
     return Fitted(
         model,
         booster,
@@ -163,17 +166,7 @@ def fit_baseline(train: pd.DataFrame, features: list[str], categorical: list[str
     pipe.fit(baseline_input(train, features, categorical), train[LABEL].to_numpy())
     enc = pipe.named_steps["pre"].named_transformers_["cat"]
     categories = {f: [str(c) for c in enc.categories_[i]] for i, f in enumerate(categorical)}
-    model = ChurnModel(
-        version="candidate",
-        kind="logreg",
-        features=features,
-        categorical_features=categorical,
-        categories=categories,
-        threshold=0.5,
-        calibration=None,
-        metadata=_meta(features, categorical),
-        pipeline=pipe,
-    )
+    model = _candidate("logreg", features, categorical, categories, pipeline=pipe)
     return Fitted(model, pipe, {"params": {"class_weight": "balanced", "max_iter": 5000}})
 
 
