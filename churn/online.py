@@ -22,12 +22,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from churn.errors import OnlineStoreUnavailable
 from churn.schema import ENTITY_KEY
 from churn.settings import Settings
-
-
-class OnlineStoreUnavailable(RuntimeError):
-    """The online store did not answer (down, timed out, missing tables)."""
 
 
 @dataclass

@@ -7,6 +7,7 @@ environment: modules receive a ``Settings`` instance (or call :func:`get_setting
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from dataclasses import dataclass, field, fields
 from functools import lru_cache
@@ -14,10 +15,18 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_type_hints
 from urllib.parse import urlparse
 
-import feature_repo as _feature_repo_pkg
+from churn.layout import DataLayout
 
 PREFIX = "CHURN_"
 _PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _default_feature_repo() -> Path:
+    # Located, not imported: the feature repo sits a layer above this core package.
+    spec = importlib.util.find_spec("feature_repo")
+    if spec is None or not spec.submodule_search_locations:
+        return _PACKAGE_ROOT / "feature_repo"
+    return Path(next(iter(spec.submodule_search_locations)))
 
 
 def _default_data_dir() -> Path:
@@ -38,7 +47,7 @@ class Settings:
     # --- paths -------------------------------------------------------------------------
     data_dir: Path = field(default_factory=_default_data_dir)
     """Root of every output (raw data, features, Feast files, registry, predictions, drift)."""
-    feature_repo: Path = field(default_factory=lambda: Path(_feature_repo_pkg.__file__).parent)
+    feature_repo: Path = field(default_factory=_default_feature_repo)
     """Feast repository with the feature definitions."""
     registry_dir: Path | None = None
     """Model registry root; defaults to ``<data_dir>/registry`` (point it at a shared volume in k8s)."""
@@ -119,46 +128,50 @@ class Settings:
     max_model_age_days: int = 7
     performance_drop_margin: float = 0.05
 
-    # --- derived paths -----------------------------------------------------------------
+    # --- derived paths (the map itself is churn.layout; these forward to it) ------------
+    @property
+    def layout(self) -> DataLayout:
+        return DataLayout(self.data_dir, self.registry_dir)
+
     @property
     def raw_dir(self) -> Path:
-        return self.data_dir / "raw"
+        return self.layout.raw_dir
 
     @property
     def quarantine_dir(self) -> Path:
-        return self.data_dir / "quarantine"
+        return self.layout.quarantine_dir
 
     @property
     def features_dir(self) -> Path:
-        return self.data_dir / "features"
+        return self.layout.features_dir
 
     @property
     def feast_dir(self) -> Path:
-        return self.data_dir / "feast"
+        return self.layout.feast_dir
 
     @property
     def models_dir(self) -> Path:
-        return (self.registry_dir or self.data_dir / "registry") / "models"
+        return self.layout.models_dir
 
     @property
     def registry_root(self) -> Path:
-        return self.registry_dir or self.data_dir / "registry"
+        return self.layout.registry_root
 
     @property
     def predictions_dir(self) -> Path:
-        return self.data_dir / "predictions"
+        return self.layout.predictions_dir
 
     @property
     def drift_dir(self) -> Path:
-        return self.data_dir / "drift"
+        return self.layout.drift_dir
 
     @property
     def monitor_dir(self) -> Path:
-        return self.data_dir / "monitor"
+        return self.layout.monitor_dir
 
     @property
     def prediction_log_dir(self) -> Path:
-        return self.data_dir / "prediction_log"
+        return self.layout.prediction_log_dir
 
     @property
     def drift_python_path(self) -> Path:

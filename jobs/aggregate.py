@@ -15,6 +15,7 @@ from pathlib import Path
 
 import duckdb
 
+from churn.errors import AggregationError
 from churn.io import atomic_dir, replace_dir
 from churn.schema import ENGAGEMENT_METRICS, FEATURE_VIEWS, WINDOWS, feature_table_schema
 from churn.settings import Settings
@@ -24,8 +25,6 @@ MAX_WINDOW = max(WINDOWS)
 _DATE_DIR = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
 
 
-class AggregationError(RuntimeError):
-    """Raised when inputs are missing or the requested dates make no sense."""
 
 
 @dataclass(frozen=True)

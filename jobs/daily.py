@@ -15,14 +15,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from churn.commands._common import ChurnError
 from churn.console import step
+from churn.errors import ChurnError, JobError
 from churn.settings import Settings
 
 EXIT_DRIFT = 3
 
 
-class DailyError(ChurnError):
+class DailyError(JobError):
     """A step of the daily loop failed; names the step."""
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import duckdb
 
+from churn.errors import DataError
 from churn.io import atomic_dir, replace_dir, write_json_atomic
 from churn.schema import RAW_SCHEMAS, RAW_TIME_COLUMN
 from churn.settings import Settings
@@ -49,7 +50,7 @@ OPTIONAL_COLUMNS = {"course_id", "minutes", "country", "acquisition_channel", "d
 PARTITIONED = ("events", "payments")
 
 
-class IngestError(RuntimeError):
+class IngestError(DataError):
     """The batch was rejected; ``report`` says which gate failed and on which rows."""
 
     def __init__(self, message: str, report: ValidationReport | None = None) -> None:

@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from churn.commands._common import ChurnError
+from churn.errors import JobError
 from churn.schema import CREATED_FIELD, ENTITY_KEY, FEATURE_VIEWS, TIMESTAMP_FIELD
 from churn.settings import Settings
 
@@ -59,7 +59,7 @@ _DOUBLE_TAG = 0x29  # ValueProto.double_val: field 5, wire type 1 (fixed64)
 _EMPTY = b""  # serialized empty ValueProto (null)
 
 
-class MaterializeError(ChurnError):
+class MaterializeError(JobError):
     """Materialization cannot run (nothing applied, no feature partitions): one line, exit 1."""
 
 

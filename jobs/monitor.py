@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from churn.commands._common import ChurnError
+from churn.errors import JobError
 from churn.io import atomic_dir, write_json_atomic
 from churn.schema import ENTITY_KEY
 from churn.settings import Settings
@@ -31,7 +31,7 @@ REPORT_JSON = "report.json"
 LATEST_JSON = "latest.json"
 
 
-class MonitorError(ChurnError):
+class MonitorError(JobError):
     """Monitoring cannot run (no predictions for the date, unreadable inputs)."""
 
 

@@ -20,13 +20,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from churn.commands._common import ChurnError
+from churn.errors import ChurnError, JobError
 from churn.settings import Settings
 
 RETRAIN_LOG = "retrain.log"
 
 
-class RetrainError(ChurnError):
+class RetrainError(JobError):
     """Training the candidate failed: the production model is unchanged, exit non-zero."""
 
 

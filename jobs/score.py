@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from churn.commands._common import ChurnError
+from churn.errors import ChurnError, JobError
 from churn.io import atomic_dir, write_text_atomic
 from churn.schema import ENTITY_KEY, FEATURE_VIEWS
 from churn.settings import Settings
@@ -47,7 +47,7 @@ BATCH_THREADS = 2
 TIERS = ("low", "medium", "high")
 
 
-class ScoreError(ChurnError):
+class ScoreError(JobError):
     """Scoring cannot run (missing/corrupt inputs, no production model): one line, exit 1."""
 
 

@@ -16,6 +16,7 @@ import datetime as dt
 import duckdb
 import pandas as pd
 
+from churn.errors import NotEnoughDataError
 from churn.schema import ENTITY_KEY
 from churn.settings import Settings
 from jobs.aggregate import partition_dates
@@ -24,8 +25,6 @@ MIN_CUTOFFS = 3
 """Train needs at least one cutoff, plus one for validation and one for test."""
 
 
-class NotEnoughDataError(RuntimeError):
-    """The raw data/feature tables cannot give ``MIN_CUTOFFS`` fully labelled cutoffs."""
 
 
 def choose_cutoffs(settings: Settings) -> list[dt.date]:

@@ -24,16 +24,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from churn.errors import ModelLoadError  # re-exported: callers catch it from here
+
 MISSING = "__missing__"
 """Category token for a missing value (the baseline one-hot encodes it when training saw it)."""
 
 METADATA = "metadata.json"
 LIGHTGBM_FILE = "model.txt"
 BASELINE_FILE = "baseline.joblib"
-
-
-class ModelLoadError(RuntimeError):
-    """A model version is missing, corrupt, or fails its smoke prediction."""
 
 
 def sha256_file(path: Path) -> str:

@@ -32,6 +32,7 @@ from typing import Any
 
 import pandas as pd
 
+from churn.errors import NoProductionModel, PromotionRefused, RegistryError
 from churn.io import atomic_dir, write_json_atomic, write_text_atomic
 from churn.settings import Settings
 from training.model import METADATA, ChurnModel, ModelLoadError
@@ -41,16 +42,10 @@ TEST_SET = "test.parquet"
 LABEL = "churned"
 
 
-class RegistryError(RuntimeError):
-    """A registry operation the user asked for cannot be done (unknown version, gate refused...)."""
 
 
-class PromotionRefused(RegistryError):
-    """The candidate does not beat production on the gate metric, or fails to load."""
 
 
-class NoProductionModel(RegistryError, ModelLoadError):
-    """Nothing has been promoted yet."""
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from churn.errors import DataError
 from churn.settings import Settings
 from jobs.drift.psi import (
     DEFAULT_BINS,
@@ -56,7 +57,7 @@ PREDICTION_COLUMN = "churn_probability"
 CORRECTIONS = ("bonferroni", "fdr")
 
 
-class DriftInputError(Exception):
+class DriftInputError(DataError):
     """Missing or unreadable inputs: reported as one line, exit status 1, nothing written."""
 
 

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from churn.commands._common import ChurnError
+from churn.errors import JobError
 
 if TYPE_CHECKING:
     from churn.settings import Settings
@@ -28,7 +28,7 @@ _CODE_ROOT = Path(__file__).resolve().parents[2]
 _PACKAGES = ("churn", "jobs", "feature_repo")
 
 
-class DriftEnvMissing(ChurnError):
+class DriftEnvMissing(JobError):
     """The isolated drift interpreter does not exist (printed as one line by ``user_errors``)."""
 
 

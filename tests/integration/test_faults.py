@@ -427,7 +427,7 @@ def killer(*a, **k):
         os.kill(os.getpid(), signal.SIGKILL)
     return orig(*a, **k)
 setattr(mod, attr, killer)
-from churn.cli import app
+from cli.main import app
 sys.argv = ["churn", *sys.argv[4:]]
 app()
 """

@@ -224,7 +224,7 @@ def test_admin_reload_applies_staged_rollout_at_once(site: Site, clean_rollout: 
 def test_stage_and_compare_commands(site: Site, clean_rollout: None) -> None:
     from typer.testing import CliRunner
 
-    from churn.cli import app
+    from cli.main import app
     from churn.settings import get_settings
 
     shadow = logreg_clone(site, "c0ffee")

@@ -93,7 +93,7 @@ def test_train_registers_and_promotes_a_servable_version(leaky_store) -> None:  
 def test_train_command_fails_cleanly_without_enough_data(small_store: Settings, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from churn.cli import app
+    from cli.main import app
 
     env = {
         "CHURN_DATA_DIR": str(small_store.data_dir),

@@ -7,9 +7,9 @@ from typing import Annotated
 
 import typer
 
-from churn.commands._common import ChurnError, user_errors
 from churn.console import console
 from churn.settings import get_settings
+from cli.options import ChurnError, user_errors
 
 app = typer.Typer(help="Inspect and promote model versions in the registry.", no_args_is_help=True)
 
@@ -179,7 +179,7 @@ def compare_cmd(
 ) -> None:
     """Production vs shadow/challenger from the prediction log: agreement (Spearman, risk-tier
     changes), ROC-AUC and precision once labels mature, and a recommendation."""
-    from churn.commands._common import parse_date
+    from cli.options import parse_date
     from training.rollout import compare
 
     with user_errors():

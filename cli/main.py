@@ -25,13 +25,13 @@ app = typer.Typer(
 
 # (module, group name or None for top-level commands)
 _COMMAND_MODULES: list[tuple[str, str | None]] = [
-    ("churn.commands.data", "data"),
-    ("churn.commands.features", "features"),
-    ("churn.commands.train", None),
-    ("churn.commands.models", "models"),
-    ("churn.commands.serve", None),
-    ("churn.commands.jobs", None),
-    ("churn.commands.demo", None),
+    ("cli.commands.data", "data"),
+    ("cli.commands.features", "features"),
+    ("cli.commands.train", None),
+    ("cli.commands.models", "models"),
+    ("cli.commands.serve", None),
+    ("cli.commands.jobs", None),
+    ("cli.commands.demo", None),
 ]
 
 for _module_name, _group in _COMMAND_MODULES:

@@ -6,7 +6,7 @@ import datetime as dt
 
 import typer
 
-from churn.commands._common import ChurnError, parse_date, user_errors
+from cli.options import ChurnError, parse_date, user_errors
 
 app = typer.Typer(help="Feature tables and the Feast feature store.", no_args_is_help=True)
 
@@ -29,7 +29,7 @@ def build(
 
         try:
             result = build_features(get_settings(), _date(start_date), _date(end_date))
-        except (RuntimeError, ValueError) as exc:  # AggregationError and friends
+        except ValueError as exc:  # a malformed date range from the library below
             raise ChurnError(str(exc)) from exc
         r.extra["result"] = result.summary()
 

@@ -7,9 +7,9 @@ from typing import Annotated
 
 import typer
 
-from churn.commands._common import ChurnError, user_errors
 from churn.console import console, step
 from churn.settings import Settings, get_settings
+from cli.options import ChurnError, user_errors
 
 app = typer.Typer()
 

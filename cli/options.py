@@ -10,12 +10,9 @@ import typer
 from rich.markup import escape
 
 from churn.console import console
+from churn.errors import ChurnError
 
-
-class ChurnError(Exception):
-    """A failure the user can act on: printed as one clear line, exit code ``exit_code``."""
-
-    exit_code = 1
+__all__ = ["ChurnError", "parse_date", "user_errors"]
 
 
 def parse_date(value: str | None) -> dt.date:

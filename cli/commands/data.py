@@ -8,9 +8,9 @@ from typing import Annotated
 
 import typer
 
-from churn.commands._common import ChurnError, parse_date, user_errors
 from churn.console import console, progress, step
 from churn.settings import get_settings
+from cli.options import ChurnError, parse_date, user_errors
 
 app = typer.Typer(help="Generate, import and validate raw users/events/payments.", no_args_is_help=True)
 

@@ -10,9 +10,9 @@ from typing import Annotated
 
 import typer
 
-from churn.commands._common import parse_date, user_errors
 from churn.console import step
 from churn.settings import get_settings
+from cli.options import parse_date, user_errors
 
 app = typer.Typer()
 

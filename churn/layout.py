@@ -1,0 +1,173 @@
+"""Where everything lives in the data directory: every path and partition, known here only.
+
+Daily data is partitioned Hive-style as ``<root>/date=YYYY-MM-DD/``; that pattern, the file names
+inside the partitions and the registry's files are defined once below, and every job, the API and
+the drift environment ask this module instead of building paths by hand. Standard library only.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+PARTITION_KEY = "date"
+PARTITION_GLOB = f"{PARTITION_KEY}=*"
+_PARTITION_RE = re.compile(rf"^{PARTITION_KEY}=(\d{{4}}-\d{{2}}-\d{{2}})$")
+
+# Raw tables, and the tables a feature view is stored in.
+RAW_USERS_FILE = "users.parquet"
+PART_FILE = "part-0.parquet"
+# Batch scoring outputs (one directory per scoring date).
+PREDICTIONS_CSV = "predictions.csv"
+PREDICTIONS_PARQUET = "predictions.parquet"
+SCORED_FEATURES = "scored_features.parquet"
+# Drift outputs.
+DRIFT_REPORT_JSON = "report.json"
+DRIFT_REPORT_HTML = "report.html"
+DRIFT_METRICS = "metrics.prom"
+
+
+def partition_name(day: dt.date) -> str:
+    """The directory name of one day's partition."""
+    return f"{PARTITION_KEY}={day.isoformat()}"
+
+
+def parse_partition(name: str) -> dt.date | None:
+    """The day of a partition directory name, ``None`` for anything else (``.tmp-*``, files)."""
+    m = _PARTITION_RE.match(name)
+    return dt.date.fromisoformat(m.group(1)) if m else None
+
+
+def partition_dir(root: Path, day: dt.date) -> Path:
+    return root / partition_name(day)
+
+
+def partition_dates(root: Path) -> list[dt.date]:
+    """Dates of the partitions under ``root``, sorted; an absent root has none."""
+    if not root.exists():
+        return []
+    return sorted(d for p in root.iterdir() if (d := parse_partition(p.name)) is not None)
+
+
+def partition_files(root: Path, days: list[dt.date] | set[dt.date]) -> list[Path]:
+    """The Parquet files of the given days' partitions that exist, in date order."""
+    return [f for d in sorted(days) for f in sorted(partition_dir(root, d).glob("*.parquet"))]
+
+
+def partitions_glob(root: Path | str) -> str:
+    """A glob over every partition's Parquet files; ``date=*`` keeps ``.tmp-*`` siblings out."""
+    return f"{root}/{PARTITION_GLOB}/*.parquet"
+
+
+@dataclass(frozen=True)
+class DataLayout:
+    """The data directory's map; ``Settings.layout`` builds it from ``data_dir``/``registry_dir``."""
+
+    data_dir: Path
+    registry_dir: Path | None = None
+
+    # --- raw data ----------------------------------------------------------------------------
+    @property
+    def raw_dir(self) -> Path:
+        return self.data_dir / "raw"
+
+    def raw_table(self, table: str) -> Path:
+        """``users`` is one file's folder; ``events``/``payments`` are partitioned by day."""
+        return self.raw_dir / table
+
+    @property
+    def users_file(self) -> Path:
+        return self.raw_table("users") / RAW_USERS_FILE
+
+    def raw_partition(self, table: str, day: dt.date) -> Path:
+        return partition_dir(self.raw_table(table), day)
+
+    @property
+    def quarantine_dir(self) -> Path:
+        return self.data_dir / "quarantine"
+
+    # --- features ------------------------------------------------------------------------------
+    @property
+    def features_dir(self) -> Path:
+        return self.data_dir / "features"
+
+    def feature_view_dir(self, view: str) -> Path:
+        return self.features_dir / view
+
+    def feature_partition(self, view: str, day: dt.date) -> Path:
+        return partition_dir(self.feature_view_dir(view), day)
+
+    @property
+    def feast_dir(self) -> Path:
+        return self.data_dir / "feast"
+
+    # --- model registry ---------------------------------------------------------------------------
+    @property
+    def registry_root(self) -> Path:
+        return self.registry_dir or self.data_dir / "registry"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.registry_root / "models"
+
+    def model_dir(self, version: str) -> Path:
+        return self.models_dir / version
+
+    @property
+    def production_pointer(self) -> Path:
+        return self.registry_root / "production"
+
+    @property
+    def audit_log(self) -> Path:
+        return self.registry_root / "audit.log"
+
+    @property
+    def production_history(self) -> Path:
+        return self.registry_root / "history.json"
+
+    @property
+    def stages_file(self) -> Path:
+        return self.registry_root / "stages.json"
+
+    @property
+    def retrain_log(self) -> Path:
+        return self.registry_root / "retrain.log"
+
+    # --- daily outputs ------------------------------------------------------------------------------
+    @property
+    def predictions_dir(self) -> Path:
+        return self.data_dir / "predictions"
+
+    def predictions(self, day: dt.date) -> Path:
+        return partition_dir(self.predictions_dir, day)
+
+    @property
+    def drift_dir(self) -> Path:
+        return self.data_dir / "drift"
+
+    def drift(self, day: dt.date) -> Path:
+        return partition_dir(self.drift_dir, day)
+
+    @property
+    def drift_latest(self) -> Path:
+        return self.drift_dir / "latest.json"
+
+    @property
+    def monitor_dir(self) -> Path:
+        return self.data_dir / "monitor"
+
+    def monitor(self, day: dt.date) -> Path:
+        return partition_dir(self.monitor_dir, day)
+
+    @property
+    def monitor_latest(self) -> Path:
+        return self.monitor_dir / "latest.json"
+
+    @property
+    def prediction_log_dir(self) -> Path:
+        return self.data_dir / "prediction_log"
+
+    def prediction_log(self, day: dt.date) -> Path:
+        return partition_dir(self.prediction_log_dir, day)

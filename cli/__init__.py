@@ -1,0 +1,1 @@
+"""The ``churn`` command line: the top floor, importing every layer below it."""

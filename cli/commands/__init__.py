@@ -1,0 +1,1 @@
+"""One Typer app per command group (``data``, ``features``, ``models``) or set of top-level commands."""
