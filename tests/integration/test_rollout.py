@@ -224,8 +224,8 @@ def test_admin_reload_applies_staged_rollout_at_once(site: Site, clean_rollout: 
 def test_stage_and_compare_commands(site: Site, clean_rollout: None) -> None:
     from typer.testing import CliRunner
 
-    from cli.main import app
     from churn.settings import get_settings
+    from cli.main import app
 
     shadow = logreg_clone(site, "c0ffee")
     broken = clone_version(site, site.settings, "dead00", corrupt=True)  # type: ignore[arg-type]
