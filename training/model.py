@@ -92,6 +92,18 @@ def category_index(categories: dict[str, list[str]]) -> dict[str, dict[str, floa
 
 
 # --- the model ----------------------------------------------------------------------------------
+def feature_service_mismatch(model: Any, serving: str) -> str | None:
+    """Why ``model`` cannot run where ``serving`` is the feature service read (``None``: it can).
+
+    A model's inputs are looked up by name in one Feast feature service; scoring it with another
+    service's rows would silently feed it the wrong (or missing) columns.
+    """
+    used = getattr(model, "feature_service", None)
+    if used == serving:
+        return None
+    return f"model {getattr(model, 'version', '?')} uses feature service {used!r}, this deployment serves {serving!r}"
+
+
 class ChurnModel:
     """A loaded, servable model of one registry version (see docs/contracts.md)."""
 
