@@ -9,7 +9,6 @@ day's worth of work. The SQL lives in ``jobs/sql/*.sql``.
 from __future__ import annotations
 
 import datetime as dt
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,12 +16,12 @@ import duckdb
 
 from churn.errors import AggregationError
 from churn.io import atomic_dir, replace_dir
+from churn.layout import partition_dates, partition_files
 from churn.schema import ENGAGEMENT_METRICS, FEATURE_VIEWS, WINDOWS, feature_table_schema
 from churn.settings import Settings
 
 SQL_DIR = Path(__file__).parent / "sql"
 MAX_WINDOW = max(WINDOWS)
-_DATE_DIR = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
 
 
 
@@ -39,14 +38,6 @@ class BuildResult:
         if self.start is None:
             return "features up to date: nothing to build"
         return f"built {self.rows:,} feature rows for {self.dates} dates {self.start}..{self.end}"
-
-
-def partition_dates(root: Path) -> list[dt.date]:
-    """Dates of the ``date=YYYY-MM-DD`` partitions under ``root``, sorted."""
-    if not root.exists():
-        return []
-    out = [dt.date.fromisoformat(m.group(1)) for p in root.iterdir() if (m := _DATE_DIR.match(p.name))]
-    return sorted(out)
 
 
 def _sql(name: str, **fmt: object) -> str:
@@ -78,12 +69,7 @@ def _window_sql() -> tuple[str, str, str]:
 
 
 def _partition_files(root: Path, first: dt.date, last_exclusive: dt.date) -> list[str]:
-    return [
-        str(f)
-        for d in partition_dates(root)
-        if first <= d < last_exclusive
-        for f in sorted((root / f"date={d.isoformat()}").glob("*.parquet"))
-    ]
+    return [str(f) for f in partition_files(root, {d for d in partition_dates(root) if first <= d < last_exclusive})]
 
 
 def build_features(
@@ -98,7 +84,7 @@ def build_features(
     import time
 
     t0 = time.perf_counter()
-    raw = settings.raw_dir
+    raw = settings.layout.raw_dir
     event_days = partition_dates(raw / "events")
     users_file = raw / "users" / "users.parquet"
     if not event_days or not users_file.exists():
@@ -107,7 +93,7 @@ def build_features(
     if start_date is None:
         # Resume after the view that is furthest behind: a build killed between views has swapped
         # in the new partitions of the first views only.
-        built = [partition_dates(settings.features_dir / view) for view in FEATURE_VIEWS]
+        built = [partition_dates(settings.layout.feature_view_dir(view)) for view in FEATURE_VIEWS]
         start = min(b[-1] for b in built) + dt.timedelta(days=1) if all(built) else event_days[0]
     else:
         start = start_date
@@ -160,7 +146,7 @@ def build_features(
     rows = con.execute("SELECT count(*) FROM feature_rows").fetchone()[0]
     dates = con.execute("SELECT count(DISTINCT date) FROM feature_rows").fetchone()[0]
     for view in FEATURE_VIEWS:
-        _write_view(con, settings.features_dir / view, view)
+        _write_view(con, settings.layout.feature_view_dir(view), view)
     con.close()
     return BuildResult(start, end, rows, dates, time.perf_counter() - t0)
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from churn.io import TMP_PREFIX, clean_tmp
+from churn.layout import partition_dates, partition_dir
 from churn.settings import Settings
 
 
@@ -38,13 +39,10 @@ def prune_prediction_log(root: Path, today: dt.date, retention_days: int) -> lis
         return []
     oldest_kept = today - dt.timedelta(days=retention_days)
     removed = []
-    for part in sorted(root.glob("date=*")):
-        try:
-            day = dt.date.fromisoformat(part.name.split("=", 1)[1])
-        except ValueError:
-            continue  # not ours: leave it
+    for day in partition_dates(root):  # anything not named like a partition is not ours: left alone
         if day >= oldest_kept:
             continue
+        part = partition_dir(root, day)
         doomed = part.with_name(f"{TMP_PREFIX}prune-{part.name}")
         os.replace(part, doomed)  # readers now see the whole day or none of it
         shutil.rmtree(doomed, ignore_errors=True)

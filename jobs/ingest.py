@@ -18,9 +18,9 @@ import duckdb
 
 from churn.errors import DataError
 from churn.io import atomic_dir, replace_dir, write_json_atomic
+from churn.layout import partition_dates, partition_dir
 from churn.schema import RAW_SCHEMAS, RAW_TIME_COLUMN
 from churn.settings import Settings
-from jobs.aggregate import partition_dates
 from jobs.generate import GenerateResult, generate
 from jobs.validation import BatchValidator, CheckResult, ValidationReport, parquet_glob
 
@@ -230,7 +230,7 @@ def _merge_into_store(con: duckdb.DuckDBPyConnection, staging: Path, raw: Path) 
             for r in con.execute(f"SELECT DISTINCT CAST({ts} AS DATE) FROM read_parquet('{src}')").fetchall()
         ]
         for day in sorted(days):
-            part = raw / table / f"date={day.isoformat()}"
+            part = partition_dir(raw / table, day)
             sources = [f"SELECT * FROM read_parquet('{src}') WHERE CAST({ts} AS DATE) = DATE '{day}'"]
             if part.exists():
                 sources.append(f"SELECT * FROM read_parquet('{part}/*.parquet', hive_partitioning=false)")

@@ -22,13 +22,17 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from churn.errors import JobError
+from churn.errors import DataError, JobError
 from churn.io import atomic_dir, write_json_atomic
+from churn.layout import PREDICTIONS_PARQUET
+from churn.policies import LabelPolicy
 from churn.schema import ENTITY_KEY
 from churn.settings import Settings
+from training.labels import active_users, labels_mature
+
+__all__ = ["active_users", "labels_mature", "monitor", "MonitorError"]
 
 REPORT_JSON = "report.json"
-LATEST_JSON = "latest.json"
 
 
 class MonitorError(JobError):
@@ -57,57 +61,11 @@ class MonitorResult:
         )
 
 
-# --- labels ------------------------------------------------------------------------------------
-
-
-def event_days(settings: Settings) -> list[dt.date]:
-    from jobs.aggregate import partition_dates
-
-    return partition_dates(settings.raw_dir / "events")
-
-
-def labels_mature(settings: Settings, date: dt.date) -> tuple[bool, str]:
-    """Whether raw events cover the whole label window of ``date`` (and why not)."""
-    days = event_days(settings)
-    if not days:
-        return False, f"no raw events under {settings.raw_dir / 'events'}"
-    window_end = date + dt.timedelta(days=settings.churn_horizon_days)  # exclusive
-    covered = days[-1] + dt.timedelta(days=1)
-    if window_end > covered:
-        return False, f"the label window [{date}, {window_end}) ends after the last event day {days[-1]}"
-    return True, ""
-
-
-def active_users(settings: Settings, start: dt.date, end: dt.date) -> pa.Table:
-    """Distinct ``user_id`` with any event in ``[start, end)`` (the users who did NOT churn)."""
-    import duckdb
-
-    root = settings.raw_dir / "events"
-    files = [
-        str(f)
-        for d in event_days(settings)
-        if start <= d < end
-        for f in sorted((root / f"date={d.isoformat()}").glob("*.parquet"))
-    ]
-    if not files:
-        return pa.table({ENTITY_KEY: pa.array([], pa.string())})
-    listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
-    con = duckdb.connect()
-    try:
-        con.execute("SET enable_progress_bar = false")
-        return con.sql(
-            f"SELECT DISTINCT {ENTITY_KEY} FROM read_parquet([{listed}], hive_partitioning=false)"
-        ).to_arrow_table()
-    except duckdb.Error as exc:
-        raise MonitorError(f"cannot read raw events: {str(exc).splitlines()[0]}") from None
-    finally:
-        con.close()
+# --- labels (the rule and the raw-event reader live in churn.policies / training.labels) -------------
 
 
 def read_predictions(settings: Settings, date: dt.date) -> pa.Table:
-    from jobs.score import PREDICTIONS_PARQUET, output_dir
-
-    path = output_dir(settings, date) / PREDICTIONS_PARQUET
+    path = settings.layout.predictions(date) / PREDICTIONS_PARQUET
     if not path.exists():
         raise MonitorError(f"no predictions for {date}: {path} is missing (run `churn score --date {date}`)")
     try:
@@ -149,8 +107,11 @@ def build_report(settings: Settings, date: dt.date) -> dict[str, Any]:
     predictions = read_predictions(settings, date)
     if predictions.num_rows == 0:
         raise MonitorError(f"predictions for {date} hold no users")
-    window_end = date + dt.timedelta(days=settings.churn_horizon_days)
-    active = set(active_users(settings, date, window_end)[ENTITY_KEY].to_pylist())
+    _, window_end = LabelPolicy.from_settings(settings).window(date)
+    try:
+        active = set(active_users(settings, date, window_end)[ENTITY_KEY].to_pylist())
+    except DataError as exc:
+        raise MonitorError(str(exc)) from None
     ids = predictions[ENTITY_KEY].to_pylist()
     y_true = np.fromiter((uid not in active for uid in ids), dtype=bool, count=len(ids)).astype(int)
     proba = predictions["churn_probability"].to_numpy()
@@ -193,10 +154,10 @@ def monitor(settings: Settings, date: dt.date) -> MonitorResult:
     if not mature:
         return MonitorResult(date, False, None, None, time.perf_counter() - t0, why)
     report = build_report(settings, date)
-    out = settings.monitor_dir / f"date={date.isoformat()}"
+    out = settings.layout.monitor(date)
     with atomic_dir(out) as tmp:
         (tmp / REPORT_JSON).write_text(json.dumps(report, indent=2) + "\n")
-    latest = settings.monitor_dir / LATEST_JSON
+    latest = settings.layout.monitor_latest
     previous = _latest_date(latest)
     if previous is None or previous <= report["date"]:  # a backfill must not hide a newer verdict
         write_json_atomic(latest, {**report, "report": str(out / REPORT_JSON)})

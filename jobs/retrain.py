@@ -23,8 +23,6 @@ from typing import Any
 from churn.errors import ChurnError, JobError
 from churn.settings import Settings
 
-RETRAIN_LOG = "retrain.log"
-
 
 class RetrainError(JobError):
     """Training the candidate failed: the production model is unchanged, exit non-zero."""
@@ -99,7 +97,7 @@ def find_triggers(settings: Settings, force: bool = False, now: dt.datetime | No
         out.append(Trigger("forced", "--force"))
     version, meta = _production(settings)
     if version is None:
-        return [*out, Trigger("no_production_model", f"{settings.registry_root / 'production'} is missing")]
+        return [*out, Trigger("no_production_model", f"{settings.layout.production_pointer} is missing")]
     trained = _trained_at(meta)
     max_age = dt.timedelta(days=settings.max_model_age_days)
     if trained is None:
@@ -109,12 +107,12 @@ def find_triggers(settings: Settings, force: bool = False, now: dt.datetime | No
         out.append(
             Trigger("stale_model", f"{version} is {age:.1f} days old (max {settings.max_model_age_days})")
         )
-    drift = _read_json(settings.drift_dir / "latest.json")
+    drift = _read_json(settings.layout.drift_latest)
     if drift and drift.get("drift_detected") and drift.get("model_version") in (None, version):
         out.append(
             Trigger("drift", f"drift detected on {drift.get('date')}: {drift.get('reason', '')}".strip())
         )
-    perf = _read_json(settings.monitor_dir / "latest.json")
+    perf = _read_json(settings.layout.monitor_latest)
     if perf and perf.get("performance_drop") and perf.get("model_version") in (None, version):
         out.append(
             Trigger(
@@ -162,7 +160,7 @@ def promote_candidate(settings: Settings, version: str) -> tuple[bool, str]:
 
 def append_log(settings: Settings, entry: dict[str, Any]) -> Path:
     """Append one JSON line (a single write on an O_APPEND file, fsynced) to the retrain log."""
-    path = settings.registry_root / RETRAIN_LOG
+    path = settings.layout.retrain_log
     path.parent.mkdir(parents=True, exist_ok=True)
     line = (json.dumps(entry, sort_keys=True, default=str) + "\n").encode()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)

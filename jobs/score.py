@@ -28,6 +28,8 @@ import pyarrow.parquet as pq
 
 from churn.errors import ChurnError, JobError
 from churn.io import atomic_dir, write_text_atomic
+from churn.layout import PREDICTIONS_CSV, PREDICTIONS_PARQUET, SCORED_FEATURES
+from churn.policies import TIERS, RiskPolicy
 from churn.schema import ENTITY_KEY, FEATURE_VIEWS
 from churn.settings import Settings
 
@@ -36,15 +38,11 @@ if TYPE_CHECKING:
 
     from training.model import ChurnModel
 
-PREDICTIONS_CSV = "predictions.csv"
-PREDICTIONS_PARQUET = "predictions.parquet"
-SCORED_FEATURES = "scored_features.parquet"
 METRICS_PROM = "metrics.prom"
 PREDICTION_COLUMN = "churn_probability"
 ACTIVITY_COLUMN = "days_since_last_activity"
 TOP_K = 3
 BATCH_THREADS = 2
-TIERS = ("low", "medium", "high")
 
 
 class ScoreError(JobError):
@@ -69,7 +67,7 @@ class ScoreResult:
 
 
 def output_dir(settings: Settings, date: dt.date) -> Path:
-    return settings.predictions_dir / f"date={date.isoformat()}"
+    return settings.layout.predictions(date)
 
 
 def view_of(feature: str) -> str:
@@ -91,7 +89,7 @@ def views_needed(features: list[str]) -> dict[str, list[str]]:
 
 def partition_files(settings: Settings, view: str, date: dt.date) -> list[Path]:
     """The Parquet files of one view's partition for ``date``; a missing day is an error, not 0 users."""
-    part = settings.features_dir / view / f"date={date.isoformat()}"
+    part = settings.layout.feature_partition(view, date)
     files = sorted(part.glob("*.parquet")) if part.is_dir() else []
     if not files:
         raise ScoreError(
@@ -150,11 +148,6 @@ def read_active_features(settings: Settings, date: dt.date, features: list[str])
 # --- scoring -----------------------------------------------------------------------------------
 
 
-def tier_index(proba: np.ndarray, medium: float, high: float) -> np.ndarray:
-    """0/1/2 = low/medium/high (``p >= risk_medium`` is medium, ``p >= risk_high`` high), vectorized."""
-    return np.searchsorted(np.array([medium, high]), proba, side="right")
-
-
 def encode(model: ChurnModel, frame: pd.DataFrame) -> np.ndarray:
     """The model's float matrix for ``frame`` (by feature name), built once and used for both passes."""
     from training.model import category_index, encode_frame
@@ -175,18 +168,6 @@ def contributions(model: ChurnModel, X: np.ndarray) -> np.ndarray:
     """
     raw = model.path_contributions_matrix(X, num_threads=BATCH_THREADS)
     return np.asarray(raw, dtype=np.float64)[:, : len(model.features)]
-
-
-def top_factor_indices(contrib: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices and values of the ``k`` largest contributions per row, largest first.
-
-    ``argpartition`` is O(n·F) instead of a full sort; only the k picked columns are then sorted.
-    """
-    k = min(k, contrib.shape[1])
-    part = np.argpartition(-contrib, k - 1, axis=1)[:, :k]
-    vals = np.take_along_axis(contrib, part, axis=1)
-    order = np.argsort(-vals, axis=1, kind="stable")
-    return np.take_along_axis(part, order, axis=1), np.take_along_axis(vals, order, axis=1)
 
 
 def _gather_as_string(table: pa.Table, features: list[str], idx: np.ndarray, valid: np.ndarray) -> pa.Array:
@@ -223,6 +204,8 @@ def factor_columns(
     Only positive contributions are factors (a feature lowering risk is not a reason to act), so a
     slot may be empty (null).
     """
+    from training.model import top_factor_indices
+
     idx, vals = top_factor_indices(contrib, k)
     names = np.array(features, dtype=object)
     out: dict[str, pa.Array] = {}
@@ -246,9 +229,10 @@ def build_outputs(
     proba = probabilities(model, X)
     contrib = contributions(model, X) if len(X) else np.empty((0, len(names)))
     n = features.num_rows
-    tier_idx = tier_index(proba, settings.risk_medium, settings.risk_high)
+    risk = RiskPolicy.from_settings(settings)
+    tier_idx = risk.tier_index(proba)
     tiers = np.array(TIERS, dtype=object)[tier_idx]
-    actions = np.array([settings.intervention_map.get(t, "none") for t in TIERS], dtype=object)[tier_idx]
+    actions = risk.action_array(tier_idx)
     columns: dict[str, pa.Array | pa.ChunkedArray] = {
         ENTITY_KEY: features[ENTITY_KEY],
         PREDICTION_COLUMN: pa.array(np.round(proba, 6)),
@@ -336,11 +320,10 @@ def load_model(settings: Settings) -> ChurnModel:
 
 
 def check_model(settings: Settings, model: ChurnModel) -> None:
-    if model.feature_service != settings.feature_service:
-        raise ScoreError(
-            f"production model {model.version} was trained on feature service {model.feature_service!r}, "
-            f"but CHURN_FEATURE_SERVICE is {settings.feature_service!r}"
-        )
+    from training.model import feature_service_mismatch
+
+    if (why := feature_service_mismatch(model, settings.feature_service)) is not None:
+        raise ScoreError(f"production {why} (CHURN_FEATURE_SERVICE)")
 
 
 def score(settings: Settings, date: dt.date, model: ChurnModel | None = None) -> ScoreResult:

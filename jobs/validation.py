@@ -15,6 +15,7 @@ from pathlib import Path
 
 import duckdb
 
+from churn.layout import PARTITION_GLOB, partitions_glob
 from churn.schema import EVENT_TYPES, PAYMENT_STATUSES, PLANS, RAW_SCHEMAS
 
 MAX_EXAMPLES = 3
@@ -137,8 +138,8 @@ def parquet_glob(root: Path, table: str) -> str | None:
     base = root / table
     if (base / f"{table}.parquet").exists():
         return str(base / f"{table}.parquet")
-    if any(base.glob("date=*/*.parquet")):
-        return str(base / "date=*" / "*.parquet")
+    if any(base.glob(f"{PARTITION_GLOB}/*.parquet")):
+        return partitions_glob(base)
     if any(base.glob("*.parquet")):
         return str(base / "*.parquet")
     return None

@@ -16,6 +16,7 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
+from churn.layout import DRIFT_METRICS, parse_partition
 from churn.settings import Settings
 
 
@@ -26,14 +27,16 @@ class JobMetricsCollector(Collector):
         self.settings = settings
 
     def files(self) -> list[Path]:
-        out = [self.settings.predictions_dir / "metrics.prom"]
-        latest = self.settings.drift_dir / "latest.json"
+        layout = self.settings.layout
+        out = [layout.predictions_dir / "metrics.prom"]
+        latest = layout.drift_latest
         try:
             date = json.loads(latest.read_text()).get("date")
         except (OSError, ValueError):
             date = None
-        if date:
-            out.append(self.settings.drift_dir / f"date={date}" / "metrics.prom")
+        day = parse_partition(f"date={date}") if isinstance(date, str) else None
+        if day is not None:
+            out.append(layout.drift(day) / DRIFT_METRICS)
         return [p for p in out if p.is_file()]
 
     def collect(self) -> Iterator:

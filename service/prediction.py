@@ -18,6 +18,7 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from churn.policies import RiskPolicy
 from service.features import FeatureGateway
 from service.model_holder import NO_MODEL, ModelHolder, ServingModel
 from service.schemas import BatchItemError, BatchItemOk, BatchResponse, Factor, Prediction
@@ -51,10 +52,7 @@ class PredictionService:
         self.holder = holder
         self.features = features
         self.metrics = metrics
-        self.risk_medium = float(settings.risk_medium)
-        self.risk_high = float(settings.risk_high)
-        actions = settings.intervention_map
-        self.actions = {tier: actions.get(tier, "none") for tier in ("low", "medium", "high")}
+        self.risk = RiskPolicy.from_settings(settings)
         self.score_in_thread = str(settings.score_in_thread)
 
     def _offload(self, sm: ServingModel) -> bool:
@@ -64,11 +62,7 @@ class PredictionService:
         return self.score_in_thread == "always"
 
     def tier(self, p: float) -> str:
-        if p >= self.risk_high:
-            return "high"
-        if p >= self.risk_medium:
-            return "medium"
-        return "low"
+        return self.risk.tier(p)
 
     def _model(self) -> ServingModel:
         current = self.holder.current  # grabbed once per request
@@ -122,7 +116,7 @@ class PredictionService:
             user_id=uf.user_id,
             churn_probability=p,
             risk_tier=tier,  # type: ignore[arg-type]
-            recommended_action=self.actions[tier],
+            recommended_action=self.risk.action(tier),
             will_churn=p >= sm.threshold,
             top_factors=[Factor(f["feature"], f["value"], float(f["contribution"])) for f in factors[0]],
             model_version=sm.version,
@@ -176,7 +170,7 @@ class PredictionService:
                     user_id=uf.user_id,
                     churn_probability=p,
                     risk_tier=tier,  # type: ignore[arg-type]
-                    recommended_action=self.actions[tier],
+                    recommended_action=self.risk.action(tier),
                     will_churn=p >= sm.threshold,
                     top_factors=[Factor(f["feature"], f["value"], float(f["contribution"])) for f in factors[i]],
                     model_version=sm.version,

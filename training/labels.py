@@ -15,16 +15,46 @@ import datetime as dt
 
 import duckdb
 import pandas as pd
+import pyarrow as pa
 
-from churn.errors import NotEnoughDataError
+from churn.errors import DataError, NotEnoughDataError
+from churn.layout import partition_dates, partition_files
+from churn.policies import LabelPolicy
 from churn.schema import ENTITY_KEY
 from churn.settings import Settings
-from jobs.aggregate import partition_dates
 
 MIN_CUTOFFS = 3
 """Train needs at least one cutoff, plus one for validation and one for test."""
 
 
+def event_days(settings: Settings) -> list[dt.date]:
+    return partition_dates(settings.layout.raw_table("events"))
+
+
+def labels_mature(settings: Settings, date: dt.date) -> tuple[bool, str]:
+    """Whether raw events cover the whole label window of ``date`` (and why not)."""
+    days = event_days(settings)
+    if not days:
+        return False, f"no raw events under {settings.layout.raw_table('events')}"
+    return LabelPolicy.from_settings(settings).mature(date, days[-1])
+
+
+def active_users(settings: Settings, start: dt.date, end: dt.date) -> pa.Table:
+    """Distinct ``user_id`` with any event in ``[start, end)``: the users who did NOT churn."""
+    days = {d for d in event_days(settings) if start <= d < end}
+    files = [str(f) for f in partition_files(settings.layout.raw_table("events"), days)]
+    if not files:
+        return pa.table({ENTITY_KEY: pa.array([], pa.string())})
+    con = duckdb.connect()
+    try:
+        con.execute("SET enable_progress_bar = false")
+        return con.sql(
+            f"SELECT DISTINCT {ENTITY_KEY} FROM read_parquet($files, hive_partitioning=false)", params={"files": files}
+        ).to_arrow_table()
+    except duckdb.Error as exc:
+        raise DataError(f"cannot read raw events: {str(exc).splitlines()[0]}") from None
+    finally:
+        con.close()
 
 
 def choose_cutoffs(settings: Settings) -> list[dt.date]:
@@ -37,17 +67,17 @@ def choose_cutoffs(settings: Settings) -> list[dt.date]:
         raise NotEnoughDataError(
             f"n_cutoffs={settings.n_cutoffs}: need at least {MIN_CUTOFFS} (train, validation, test)"
         )
-    event_days = partition_dates(settings.raw_dir / "events")
-    if not event_days:
-        raise NotEnoughDataError(f"no events under {settings.raw_dir / 'events'}: run `churn data generate`")
-    latest = event_days[-1] + dt.timedelta(days=1 - settings.churn_horizon_days)
+    days = event_days(settings)
+    if not days:
+        raise NotEnoughDataError(f"no events under {settings.layout.raw_table('events')}: run `churn data generate`")
+    latest = LabelPolicy.from_settings(settings).latest_cutoff(days[-1])
     cutoffs = [latest - dt.timedelta(days=k * settings.cutoff_step_days) for k in range(settings.n_cutoffs)][
         ::-1
     ]
-    built = set(partition_dates(settings.features_dir / "profile"))
-    usable = [c for c in cutoffs if c in built and c > event_days[0]]
+    built = set(partition_dates(settings.layout.feature_view_dir("profile")))
+    usable = [c for c in cutoffs if c in built and c > days[0]]
     if len(usable) < MIN_CUTOFFS or usable[-1] != latest:
-        span = f"{event_days[0]}..{event_days[-1]}"
+        span = f"{days[0]}..{days[-1]}"
         raise NotEnoughDataError(
             f"not enough history for training: events {span} give cutoffs "
             f"{', '.join(map(str, cutoffs))} but only {len(usable)} have feature partitions "
@@ -59,22 +89,17 @@ def choose_cutoffs(settings: Settings) -> list[dt.date]:
 
 def build_labels(settings: Settings, cutoffs: list[dt.date]) -> pd.DataFrame:
     """One row per (in-scope user, cutoff): ``user_id``, ``cutoff`` (date), ``churned`` (0/1)."""
-    horizon = dt.timedelta(days=settings.churn_horizon_days)
-    event_root = settings.raw_dir / "events"
-    event_days = set(partition_dates(event_root))
+    policy = LabelPolicy.from_settings(settings)
+    horizon = dt.timedelta(days=policy.horizon_days)
+    event_root = settings.layout.raw_table("events")
+    available = set(event_days(settings))
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
     frames = []
     try:
         for cutoff in cutoffs:
-            scope = settings.features_dir / "recency" / f"date={cutoff.isoformat()}"
-            days = [cutoff + dt.timedelta(days=i) for i in range(horizon.days)]
-            files = [
-                str(p)
-                for d in days
-                if d in event_days
-                for p in sorted((event_root / f"date={d}").glob("*.parquet"))
-            ]
+            scope = settings.layout.feature_partition("recency", cutoff)
+            files = [str(p) for p in partition_files(event_root, set(policy.window_days(cutoff)) & available)]
             start = dt.datetime(cutoff.year, cutoff.month, cutoff.day, tzinfo=dt.UTC)
             active_sql = (
                 f"SELECT DISTINCT {ENTITY_KEY} FROM read_parquet($files) "
@@ -86,14 +111,13 @@ def build_labels(settings: Settings, cutoffs: list[dt.date]) -> pd.DataFrame:
                 "scope": f"{scope}/*.parquet",
                 "start": start,
                 "end": start + horizon,
-                "active_days": float(settings.active_days),
             }
             if files:
                 params["files"] = files
             df = con.execute(
                 f"""
                 WITH scope AS (SELECT DISTINCT {ENTITY_KEY} FROM read_parquet($scope)
-                               WHERE days_since_last_activity <= $active_days),
+                               WHERE {policy.eligible_sql()}),
                      active AS ({active_sql})
                 SELECT s.{ENTITY_KEY}, CAST(a.{ENTITY_KEY} IS NULL AS INTEGER) AS churned
                 FROM scope s LEFT JOIN active a USING ({ENTITY_KEY})

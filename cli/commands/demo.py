@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from churn.console import console, step
+from churn.layout import DRIFT_REPORT_HTML, PREDICTIONS_CSV, PREDICTIONS_PARQUET
 from churn.settings import Settings, get_settings
 from cli.options import ChurnError, user_errors
 
@@ -47,7 +48,7 @@ def _sample_user(settings: Settings, date: dt.date) -> str | None:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    path = settings.predictions_dir / f"date={date.isoformat()}" / "predictions.parquet"
+    path = settings.layout.predictions(date) / PREDICTIONS_PARQUET
     if not path.exists():
         return None
     table = pq.read_table(path, columns=["user_id", "churn_probability"])
@@ -87,6 +88,6 @@ def demo_cmd(
         "then, from another shell:\n\n"
         f"    curl -s -X POST localhost:8000/predict -H 'content-type: application/json' "
         f"-d '{{\"user_id\": \"{user}\"}}'\n\n"
-        f"Predictions: {settings.predictions_dir}/date={today}/predictions.csv   "
-        f"Drift report: {settings.drift_dir}/date={today}/report.html\n"
+        f"Predictions: {settings.layout.predictions(today) / PREDICTIONS_CSV}   "
+        f"Drift report: {settings.layout.drift(today) / DRIFT_REPORT_HTML}\n"
     )

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from churn.console import console
 from churn.settings import get_settings
 from cli.options import ChurnError, user_errors
+
+if TYPE_CHECKING:
+    from jobs.compare import ComparisonReport
 
 app = typer.Typer(help="Inspect and promote model versions in the registry.", no_args_is_help=True)
 
@@ -27,13 +30,13 @@ def _fmt(v: object) -> str:
 @app.command("list")
 def list_cmd() -> None:
     """All versions, oldest first; `*` marks production, `S` the shadow, `C` the challenger."""
-    from training.rollout import read_state
+    from training.registry import RegistryError
 
     reg = _registry()
     prod = reg.production_version()
     try:
-        rollout = read_state(reg.settings)
-    except ValueError:
+        rollout = reg.stages()
+    except RegistryError:  # a hand-broken stage file must not hide the version list
         rollout = None
     versions = reg.list_versions()
     if not versions:
@@ -139,36 +142,24 @@ def stage_cmd(
         typer.Option("--challenger", metavar="SHARE", help="Serve VERSION to this share (0-1] of users (A/B)."),
     ] = None,
     clear: Annotated[bool, typer.Option("--clear", help="Remove VERSION from the shadow/challenger stage.")] = False,
-    stage: Annotated[
-        str, typer.Option(help="Legacy named slot (pointer file stage-<name>) when no rollout option is given.")
-    ] = "staging",
     reason: Annotated[str, typer.Option(help="Recorded in the audit log.")] = "",
 ) -> None:
     """Stage VERSION as --shadow, --challenger SHARE, or --clear it (gated: it must load, pass the
     smoke test and use this deployment's feature service; audited). The API picks it up within
     CHURN_RELOAD_INTERVAL_S."""
-    from training.registry import RegistryError
-
     with user_errors():
+        if sum([shadow, challenger is not None, clear]) != 1:
+            raise ChurnError("choose exactly one of --shadow, --challenger SHARE, --clear")
         reg = _registry()
-        try:
-            if shadow or challenger is not None or clear:
-                from training.rollout import set_stage
-
-                state = set_stage(
-                    reg, version, shadow=shadow, challenger=challenger, clear=clear, reason=reason or "manual"
-                )
-                sh = (state.get("shadow") or {}).get("version")
-                ch = state.get("challenger") or {}
-                print(
-                    f"shadow -> {sh or 'none'}; challenger -> "
-                    + (f"{ch['version']} ({ch['share']:.0%} of users)" if ch else "none")
-                )
-                return
-            reg.stage(version, stage=stage, reason=reason)
-        except RegistryError as exc:
-            raise ChurnError(str(exc)) from exc
-        print(f"{stage} -> {version}")
+        reason = reason or "manual"
+        if clear:
+            state = reg.clear_stage(version, reason=reason)
+        elif shadow:
+            state = reg.set_stage(version, "shadow", reason=reason)
+        else:
+            state = reg.set_stage(version, "challenger", share=challenger, reason=reason)
+        ch = f"{state.challenger} ({state.share:.0%} of users)" if state.challenger else "none"
+        print(f"shadow -> {state.shadow or 'none'}; challenger -> {ch}")
 
 
 @app.command("compare")
@@ -180,31 +171,34 @@ def compare_cmd(
     """Production vs shadow/challenger from the prediction log: agreement (Spearman, risk-tier
     changes), ROC-AUC and precision once labels mature, and a recommendation."""
     from cli.options import parse_date
-    from training.rollout import compare
+    from jobs.compare import compare
 
     with user_errors():
         report = compare(get_settings(), parse_date(since), parse_date(until) if until else None)
         if json_out:
-            print(json.dumps(report, indent=2, default=str))
+            print(json.dumps(report.to_dict(), indent=2, default=str))
             return
-        print(f"prediction log since {report['since']}: {report['records']:,} records; "
-              f"served by arm: {report.get('served_by_arm', {})}")  # fmt: skip
-        labels = report.get("labels") or {}
-        if labels:
-            print(f"labels mature for {len(labels['mature_dates'])} day(s), not yet for "
-                  f"{len(labels['immature_dates'])}")  # fmt: skip
-        for name, c in report["candidates"].items():
-            a = c["agreement"]
-            print(f"\n{name}: {c['records']:,} predictions; vs production on {a['users']:,} users: "
-                  f"spearman {_fmt(a['spearman'])}, risk tier differs {_fmt(a['tier_differs_share'])}, "
-                  f"mean |diff| {_fmt(a['mean_abs_diff'])}")  # fmt: skip
-            for label, perf in (("candidate", c.get("performance")), ("production", c.get("production_performance"))):
-                if perf:
-                    print(f"  {label:10} labelled users {perf['users']:,}: roc_auc {_fmt(perf['roc_auc'])}, "
-                          f"precision@threshold {_fmt(perf['precision'])}")  # fmt: skip
-            r = c["recommendation"]
-            print(f"  → {r['action']}: {r['reason']}")
-        r = report["recommendation"]
-        print(f"\nrecommendation: {r['action']} — {r['reason']}")
-        if r.get("command"):
-            print(f"run: {r['command']}")
+        _print_report(report)
+
+
+def _print_report(report: ComparisonReport) -> None:
+    print(f"prediction log since {report.since}: {report.records:,} records; "
+          f"served by arm: {dict(report.served_by_arm)}")  # fmt: skip
+    labels = report.labels
+    if report.records:
+        print(f"labels mature for {len(labels.mature_dates)} day(s), not yet for "
+              f"{len(labels.immature_dates)}")  # fmt: skip
+    for c in report.candidates:
+        a = c.agreement
+        print(f"\n{c.key}: {c.records:,} predictions; vs production on {a.users:,} users: "
+              f"spearman {_fmt(a.spearman)}, risk tier differs {_fmt(a.tier_differs_share)}, "
+              f"mean |diff| {_fmt(a.mean_abs_diff)}")  # fmt: skip
+        for label, perf in (("candidate", c.performance), ("production", c.production_performance)):
+            if perf:
+                print(f"  {label:10} labelled users {perf.users:,}: roc_auc {_fmt(perf.roc_auc)}, "
+                      f"precision@threshold {_fmt(perf.precision)}")  # fmt: skip
+        print(f"  → {c.recommendation.action}: {c.recommendation.reason}")
+    r = report.recommendation
+    print(f"\nrecommendation: {r.action} — {r.reason}")
+    if r.command:
+        print(f"run: {r.command}")

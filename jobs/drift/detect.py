@@ -42,6 +42,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from churn.errors import DataError
+from churn.layout import SCORED_FEATURES
 from churn.settings import Settings
 from jobs.drift.psi import (
     DEFAULT_BINS,
@@ -75,11 +76,11 @@ class DriftInputs:
 
 
 def current_path(settings: Settings, date: dt.date) -> Path:
-    return settings.predictions_dir / f"date={date.isoformat()}" / "scored_features.parquet"
+    return settings.layout.predictions(date) / SCORED_FEATURES
 
 
 def production_version(settings: Settings) -> str:
-    pointer = settings.registry_root / "production"
+    pointer = settings.layout.production_pointer
     try:
         version = pointer.read_text().strip()
     except FileNotFoundError:

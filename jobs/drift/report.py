@@ -28,7 +28,6 @@ from jobs.drift.psi import PsiResult
 REPORT_JSON = "report.json"
 REPORT_HTML = "report.html"
 METRICS_PROM = "metrics.prom"
-LATEST_JSON = "latest.json"
 
 RULE = (
     "feature drifted: psi >= psi_alert OR p_value < corrected_p_value (KS for numeric, chi-squared "
@@ -39,7 +38,7 @@ RULE = (
 
 
 def date_dir(settings: Settings, date: dt.date) -> Path:
-    return settings.drift_dir / f"date={date.isoformat()}"
+    return settings.layout.drift(date)
 
 
 def _f(x: float) -> float | None:
@@ -266,7 +265,7 @@ def write_outputs(settings: Settings, result: DriftResult) -> tuple[Path, dict[s
         (tmp / REPORT_HTML).write_text(page)
         write_metrics(tmp / METRICS_PROM, report, now)
 
-    latest_path = settings.drift_dir / LATEST_JSON
+    latest_path = settings.layout.drift_latest
     previous = _latest_date(latest_path)
     updated = previous is None or previous <= report["date"]
     if updated:
