@@ -450,17 +450,16 @@ def serve_kind(settings, kind: str) -> str | None:
 def stage_shadow(settings, on: bool) -> str | None:
     """Stage (or clear) a shadow: a clone of the production version under a new version name."""
     from training.registry import ModelRegistry
-    from training.rollout import read_state, set_stage
 
     reg = ModelRegistry(settings)
-    state = read_state(settings)
+    state = reg.stages()
     if not on:
         if state.shadow:
-            set_stage(reg, state.shadow, clear=True, reason="bench")
+            reg.clear_stage(state.shadow, reason="bench")
         return None
     name = clone_version(settings, "5ad0e5")
     if state.shadow != name:
-        set_stage(reg, name, shadow=True, reason="bench")
+        reg.set_stage(name, "shadow", reason="bench")
     return name
 
 

@@ -94,9 +94,9 @@ class Settings:
     reload_interval_s: float = 5.0
     score_in_thread: Literal["auto", "always", "never"] = "auto"
     """Where /predict runs the model after its (asynchronous) online read: ``auto`` scores the
-    linear baseline on the event loop (tens of µs) and tree models in a worker thread (SHAP costs
-    ~0.4 ms per 100 trees; LightGBM releases the GIL); ``always`` / ``never`` force one or the
-    other. Batches always score in a thread."""
+    linear baseline on the event loop (it is cheap) and tree models in a worker thread (SHAP grows
+    with the trees; LightGBM releases the GIL); ``always`` / ``never`` force one or the other
+    (README has the measured costs). Batches always score in a thread."""
     risk_medium: float = 0.3
     risk_high: float = 0.6
     interventions: str = "high:support_outreach,medium:discount_offer,low:none"

@@ -1,40 +1,129 @@
-"""Synthetic TechITFactory data: users, learning events and payments with a learnable churn signal.
+"""Synthetic TechITFactory data: users, learning events and payments, with a known true churn risk.
 
-Every user gets a latent daily activity rate and a churn day drawn from a hazard that depends on
-plan, acquisition channel, device, engagement and payment trouble. Engagement ramps down over the
-weeks before the churn day, payments fail more often just before it, and nothing happens after it,
-so "no activity in the next 30 days" is predictable from the recent past, as on a real site.
-Generation is vectorised over users and streamed day by day, so memory stays flat at 1M users and
-the output is identical for a given seed.
+A churn model is only worth comparing against a world it cannot trivially solve, so churn here comes
+from per-user, non-linear mechanisms rather than one log-linear hazard:
+
+* every user has their own rhythm (a typical gap between active days: daily versus weekly learners);
+  the chance of coming back rises with the time since the last visit, relative to that rhythm;
+* a latent phase per user: ``NORMAL`` → ``FADING`` (visits thin out, sessions get shorter, renewals
+  fail more) → ``GONE``. Entering ``FADING`` depends on plan × engagement (paying users who barely
+  use the product leave; free users barely care) and tenure × completions (completions make
+  long-standing users loyal, but not newcomers), and ``FADING`` users may still recover;
+* finishing a course often starts a ``BREAK`` (quiet for weeks, then back), or ends the user's
+  journey (a "graduation"), so few recent completions is not simply bad news;
+* weekly seasonality and fixed holiday periods lower everybody's activity without meaning churn;
+* a renewal that fails right after another failed one often pushes a user into ``FADING``; a single
+  failure barely matters;
+* a small daily hazard of leaving for good, which nothing observable predicts.
+
+Alongside the raw tables the generator writes the oracle: for every day T, each recently active
+user's true probability of no event in ``[T, T + 30 days)`` given the latent state at the start of T.
+It is computed in closed form (a forward pass over the latent phases along the "no event" path), so
+it uses no random numbers and only information from before T. Random draws come from one stream
+for the static user parameters and one stream per day, so a day's draws never depend on other days'
+output. Generation is vectorised over users and streamed day by day, so memory stays flat at 1M
+users and the output is identical for a given seed.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from churn.schema import EVENTS_SCHEMA, PAYMENTS_SCHEMA, PLANS, USERS_SCHEMA
+from churn.schema import EVENT_TYPES, EVENTS_SCHEMA, PAYMENTS_SCHEMA, PLANS, USERS_SCHEMA
 
 DAY_US = 86_400_000_000
+HOUR_US = 3_600_000_000
+
+ORACLE_DIR = "oracle"
+"""Folder under the output directory holding ``date=YYYY-MM-DD/part-0.parquet`` (user_id, p_churn)."""
+ORACLE_HORIZON_DAYS = 30
+"""The label horizon the oracle answers for: no event in ``[T, T + horizon)``."""
+ORACLE_SCOPE_DAYS = 60
+"""Oracle rows cover users active within this many days before T (wider than eligibility)."""
+ORACLE_SCHEMA = pa.schema([("user_id", pa.string()), ("p_churn", pa.float32())])
+
+BURN_IN_DAYS = 120
+"""Days simulated before the window without writing output, so early users have a real past."""
+
+# --- static user attributes ------------------------------------------------------------------
 PLAN_P = (0.5, 0.35, 0.15)
-PLAN_PRICE = {"free": 0.0, "basic": 19.0, "premium": 49.0}
-PLAN_HAZARD = np.array([1.35, 1.0, 0.7])
+PLAN_PRICE = np.array([0.0, 19.0, 49.0])
 COUNTRIES = ("IN", "US", "GB", "DE", "BR", "NG", "CA", "AU")
 COUNTRY_P = (0.35, 0.2, 0.1, 0.08, 0.08, 0.07, 0.06, 0.06)
 CHANNELS = ("organic", "paid_ads", "referral", "social", "email")
 CHANNEL_P = (0.35, 0.25, 0.15, 0.15, 0.10)
-CHANNEL_HAZARD = np.array([0.9, 1.35, 0.75, 1.15, 1.0])
+CHANNEL_HAZARD = np.array([0.9, 1.3, 0.75, 1.15, 1.0])
 DEVICES = ("desktop", "mobile", "tablet")
 DEVICE_P = (0.45, 0.45, 0.10)
-DEVICE_HAZARD = np.array([0.9, 1.1, 1.0])
+DEVICE_HAZARD = np.array([0.95, 1.1, 1.0])
 N_COURSES = 250
-# Base daily hazard, tuned so that about 25% of the users active at a cutoff go quiet for 30 days.
-BASE_HAZARD = 0.0065
+
+# --- rhythm: the gap between active days follows a discrete Weibull with a per-user scale ----------
+RHYTHM_MEDIAN_DAYS = 2.6
+RHYTHM_SIGMA = 0.7
+RHYTHM_MIN_DAYS, RHYTHM_MAX_DAYS = 1.1, 12.0
+RHYTHM_SHAPE = 2.2
+"""Shape above 1: the return hazard rises with the gap, so regular users are overdue, not random."""
+MAX_DAILY_ACTIVITY = 0.95
+
+# --- calendar: weekly seasonality and fixed holiday periods (month, day) ranges -----------------
+WEEKDAY_FACTOR = (1.0, 1.0, 0.97, 0.95, 0.85, 0.62, 0.72)
+HOLIDAYS = (
+    ((12, 21), (12, 31), 0.35),
+    ((1, 1), (1, 3), 0.35),
+    ((7, 27), (8, 9), 0.7),
+    ((11, 26), (11, 29), 0.6),
+)
+
+# --- latent phases ----------------------------------------------------------------------------------
+NORMAL, FADING, BREAK, GONE = 0, 1, 2, 3
+FADE_BASE_HAZARD = 0.0042
+"""Daily NORMAL → FADING hazard for a reference user; sets the overall churn rate."""
+PLAN_ENGAGEMENT_SLOPE = np.array([0.1, 1.2, 1.5])
+"""How strongly low engagement raises the fade hazard, per plan: paying without using hurts."""
+PLAN_HAZARD = np.array([1.25, 0.8, 0.65])
+NEWCOMER_BOOST, NEWCOMER_DAYS = 2.0, 20.0
+COMPLETION_LOYALTY = 0.7
+"""Per completion (up to LOYALTY_CAP), scaled by tenure: completions bind established users only."""
+LOYALTY_CAP, LOYALTY_TENURE_DAYS = 3, 90.0
+FADE_ACTIVITY = 0.3
+"""FADING users visit this fraction as often as their rhythm says: they drift from it..."""
+FADE_MAX_VISIT = 0.06
+"""...and at most this often, so a FADING daily learner looks as absent as a FADING weekly one."""
+FADE_MINUTES = 0.6
+FADE_EXIT = 1.0 / 30.0
+FADE_RECOVERY = 0.03
+SUDDEN_EXIT = 0.001
+"""Daily chance that a user leaves for good without any warning."""
+BREAK_ACTIVITY = 0.02
+BREAK_PROB = 0.45
+BREAK_END = 1.0 / 21.0
+"""Daily chance that a break ends; memoryless, so nobody knows when a user will be back."""
+GRADUATE_PROB = 0.5
+"""Chance that a newcomer's first completion ends their journey; falls with tenure and completions."""
+GRADUATE_TENURE_DAYS = 60.0
+
+# --- payments ---------------------------------------------------------------------------------------
+BILLING_DAYS = 30
+FADE_FAIL_FLOOR = 0.4
+STREAK_SHOCK = np.array([0.0, 0.03, 0.55, 0.85])
+"""Chance that a NORMAL user starts FADING after the n-th consecutive failed renewal (capped)."""
+REFUND_P = 0.015
+
+# --- session content ----------------------------------------------------------------------------------
+EXTRA_SESSIONS = 0.35
+VIEWS_PER_SESSION = 0.9
+VIDEOS_PER_SESSION = 1.2
+QUIZ_P = 0.3
+COMPLETE_P = 0.02
 
 
 @dataclass(frozen=True)
@@ -46,6 +135,38 @@ class GenerateResult:
     end: dt.date
 
 
+@dataclass(frozen=True)
+class Population:
+    """Static per-user parameters (arrays indexed by user), drawn once from the seed stream."""
+
+    user_ids: pa.Array
+    signup_day: np.ndarray
+    signup_us: np.ndarray
+    plan: np.ndarray
+    country: np.ndarray
+    channel: np.ndarray
+    device: np.ndarray
+    rhythm: np.ndarray
+    engagement: np.ndarray
+    fail_propensity: np.ndarray
+    billing_offset: np.ndarray
+    fade_static: np.ndarray
+
+    @property
+    def paid(self) -> np.ndarray:
+        return self.plan > 0
+
+
+@dataclass
+class LatentState:
+    """What the generator knows about each user at the start of a day (before its draws)."""
+
+    phase: np.ndarray
+    gap: np.ndarray
+    streak: np.ndarray
+    completions: np.ndarray
+
+
 def _utc_us(day: dt.date) -> int:
     return int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp()) * 1_000_000
 
@@ -54,141 +175,339 @@ def _ts_array(us: np.ndarray) -> pa.Array:
     return pa.array(us.astype("int64"), type=pa.int64()).cast(pa.timestamp("us", tz="UTC"))
 
 
-def generate(
-    out_dir: Path, *, users: int, days: int, seed: int, end_date: dt.date, on_day=None
-) -> GenerateResult:
-    """Write ``users/``, ``events/date=*/`` and ``payments/date=*/`` Parquet under ``out_dir``.
+def _daily_rng(seed: int, day_index: int) -> np.random.Generator:
+    """An independent stream per simulated day: a day's draws never depend on other days."""
+    return np.random.default_rng([seed, 1, day_index + BURN_IN_DAYS])
 
-    Events cover the ``days`` days before ``end_date`` (exclusive), so features as of
-    ``end_date`` see the whole history.
-    """
-    rng = np.random.default_rng(seed)
-    start = end_date - dt.timedelta(days=days)
-    start_us = _utc_us(start)
 
-    # --- users ------------------------------------------------------------------------------
+def _draw_population(rng: np.random.Generator, users: int, days: int, start_us: int) -> Population:
+    """Signups spread over burn-in and window, so every daily population mixes tenures."""
     ids = np.char.add("u", np.char.zfill(np.arange(users).astype(str), 7))
-    user_ids = pa.array(ids, type=pa.string())
-    # A quarter of the users predate the window (a living site), the rest sign up during it,
-    # up to its last day, so every daily population has its share of newcomers.
-    signup_day = rng.integers(-60, days, size=users)
-    signup_us = start_us + signup_day * DAY_US + rng.integers(0, 18 * 3_600_000_000, size=users)
+    signup_day = rng.integers(-BURN_IN_DAYS, days, size=users)
+    signup_us = start_us + signup_day * DAY_US + rng.integers(0, 18 * HOUR_US, size=users)
     plan = rng.choice(3, size=users, p=PLAN_P)
     country = rng.choice(len(COUNTRIES), size=users, p=COUNTRY_P)
     channel = rng.choice(len(CHANNELS), size=users, p=CHANNEL_P)
     device = rng.choice(len(DEVICES), size=users, p=DEVICE_P)
-
-    # Latent engagement: sessions per day (lognormal, premium learners more active).
-    rate = rng.lognormal(mean=-1.0, sigma=0.6, size=users) * np.array([0.85, 1.05, 1.25])[plan]
-    fail_propensity = rng.beta(1.2, 14.0, size=users)  # chance a renewal fails
-    hazard = (
-        BASE_HAZARD
+    rhythm = np.clip(
+        RHYTHM_MEDIAN_DAYS * rng.lognormal(0.0, RHYTHM_SIGMA, size=users), RHYTHM_MIN_DAYS, RHYTHM_MAX_DAYS
+    )
+    engagement = rng.standard_normal(users)
+    fail_propensity = rng.beta(1.2, 12.0, size=users)
+    billing_offset = rng.integers(1, BILLING_DAYS + 1, size=users)
+    fade_static = (
+        FADE_BASE_HAZARD
         * PLAN_HAZARD[plan]
+        * np.exp(-PLAN_ENGAGEMENT_SLOPE[plan] * engagement)
         * CHANNEL_HAZARD[channel]
         * DEVICE_HAZARD[device]
-        * np.clip((0.45 / rate) ** 0.5, 0.5, 2.5)
-        * (1.0 + 4.0 * fail_propensity)
     )
-    churn_day = signup_day + rng.exponential(1.0 / hazard)  # may lie beyond the window
-    decay_len = rng.uniform(7, 28, size=users)
-    billing_offset = rng.integers(0, 30, size=users)
+    return Population(
+        user_ids=pa.array(ids, type=pa.string()),
+        signup_day=signup_day,
+        signup_us=signup_us,
+        plan=plan,
+        country=country,
+        channel=channel,
+        device=device,
+        rhythm=rhythm,
+        engagement=engagement,
+        fail_propensity=fail_propensity,
+        billing_offset=billing_offset,
+        fade_static=fade_static,
+    )
 
+
+def _initial_state(users: int) -> LatentState:
+    return LatentState(
+        phase=np.full(users, NORMAL, dtype=np.int8),
+        gap=np.zeros(users, dtype=np.int32),
+        streak=np.zeros(users, dtype=np.int8),
+        completions=np.zeros(users, dtype=np.int16),
+    )
+
+
+def calendar_factor(day: dt.date) -> float:
+    """Everyone's activity multiplier on ``day``: weekly seasonality times any holiday dip."""
+    factor = WEEKDAY_FACTOR[day.weekday()]
+    md = (day.month, day.day)
+    for first, last, dip in HOLIDAYS:
+        if first <= md <= last:
+            factor *= dip
+    return factor
+
+
+def _return_prob(rhythm: np.ndarray, gap: np.ndarray) -> np.ndarray:
+    """P(active today | last active ``gap`` days ago), a discrete Weibull hazard in gap / rhythm."""
+    g = np.maximum(gap, 1).astype(np.float64)
+    cum = (g / rhythm) ** RHYTHM_SHAPE - ((g - 1.0) / rhythm) ** RHYTHM_SHAPE
+    return np.minimum(-np.expm1(-cum), MAX_DAILY_ACTIVITY)
+
+
+def _phase_activity(rhythm: np.ndarray, gap: np.ndarray, calendar: float) -> tuple[np.ndarray, ...]:
+    """Daily activity probability in NORMAL, FADING and BREAK: the latter two ignore the rhythm."""
+    back = _return_prob(rhythm, gap)
+    fading = np.minimum(back * FADE_ACTIVITY, FADE_MAX_VISIT)
+    return back * calendar, fading * calendar, np.full_like(back, BREAK_ACTIVITY * calendar)
+
+
+def _activity_prob(phase: np.ndarray, rhythm: np.ndarray, gap: np.ndarray, calendar: float) -> np.ndarray:
+    p_normal, p_fading, p_break = _phase_activity(rhythm, gap, calendar)
+    return np.select([phase == NORMAL, phase == FADING, phase == BREAK], [p_normal, p_fading, p_break], 0.0)
+
+
+def _fade_hazard(fade_static: np.ndarray, tenure: np.ndarray, completions: np.ndarray) -> np.ndarray:
+    """NORMAL → FADING hazard: newcomers are fragile, completions bind only established users."""
+    newcomer = 1.0 + NEWCOMER_BOOST * np.exp(-tenure / NEWCOMER_DAYS)
+    loyalty = np.exp(
+        -COMPLETION_LOYALTY * np.minimum(completions, LOYALTY_CAP) * np.minimum(tenure / LOYALTY_TENURE_DAYS, 1.0)
+    )
+    return np.minimum(fade_static * newcomer * loyalty, 0.5)
+
+
+def _graduate_prob(tenure: np.ndarray, prior_completions: np.ndarray) -> np.ndarray:
+    """A completion ends the journey mostly for newcomers who came for one course."""
+    return GRADUATE_PROB * np.exp(-tenure / GRADUATE_TENURE_DAYS) * 0.5 ** prior_completions
+
+
+def _billing_due(pop: Population, idx: np.ndarray, d: int | np.ndarray) -> np.ndarray:
+    return pop.paid[idx] & (d > pop.signup_day[idx]) & ((d - pop.signup_day[idx] - pop.billing_offset[idx]) % BILLING_DAYS == 0)
+
+
+def _fail_prob(pop: Population, idx: np.ndarray, phase: np.ndarray) -> np.ndarray:
+    return np.where(phase == FADING, np.maximum(pop.fail_propensity[idx], FADE_FAIL_FLOOR), pop.fail_propensity[idx])
+
+
+def _transition(pop: Population, state: LatentState, d: int, rng: np.random.Generator) -> None:
+    """Start-of-day phase moves for users who signed up before day ``d`` (mirrored in ``_oracle``)."""
+    u = rng.random(state.phase.size)
+    before = pop.signup_day < d
+    tenure = (d - pop.signup_day).astype(np.float64)
+    phase = state.phase
+    normal = before & (phase == NORMAL)
+    fading = before & (phase == FADING)
+    brk = before & (phase == BREAK)
+    h_fade = _fade_hazard(pop.fade_static, tenure, state.completions)
+    new = phase.copy()
+    new[normal & (u < SUDDEN_EXIT + (1 - SUDDEN_EXIT) * h_fade)] = FADING
+    new[brk & (u < SUDDEN_EXIT + (1 - SUDDEN_EXIT) * BREAK_END)] = NORMAL
+    new[(normal | brk) & (u < SUDDEN_EXIT)] = GONE
+    new[fading & (u < FADE_EXIT + FADE_RECOVERY)] = NORMAL
+    new[fading & (u < FADE_EXIT)] = GONE
+    state.phase = new
+
+
+def _oracle(pop: Population, state: LatentState, d: int, start: dt.date) -> tuple[np.ndarray, np.ndarray]:
+    """P(no event in the next horizon days | latent state at the start of day ``d``), in closed form.
+
+    Given no event, the only randomness left is in the phase moves and in the outcome of at most
+    one renewal, so a forward pass over phase probabilities, multiplied by each day's chance of
+    staying quiet, is exact. It reads the state only; it draws no random numbers.
+    """
+    idx = np.flatnonzero((pop.signup_day < d) & (state.gap >= 1) & (state.gap <= ORACLE_SCOPE_DAYS))
+    phase, gap0 = state.phase[idx], state.gap[idx]
+    m_normal = (phase == NORMAL).astype(np.float64)
+    m_fading = (phase == FADING).astype(np.float64)
+    m_break = (phase == BREAK).astype(np.float64)
+    m_gone = (phase == GONE).astype(np.float64)
+    rhythm, fade_static, completions = pop.rhythm[idx], pop.fade_static[idx], state.completions[idx]
+    tenure0 = (d - pop.signup_day[idx]).astype(np.float64)
+    shock = STREAK_SHOCK[np.minimum(state.streak[idx] + 1, STREAK_SHOCK.size - 1)]
+    fail_normal = pop.fail_propensity[idx]
+    for k in range(ORACLE_HORIZON_DAYS):
+        h_fade = _fade_hazard(fade_static, tenure0 + k, completions)
+        stay_normal = m_normal * (1 - SUDDEN_EXIT)
+        stay_break = m_break * (1 - SUDDEN_EXIT)
+        m_gone = m_gone + (m_normal + m_break) * SUDDEN_EXIT + m_fading * FADE_EXIT
+        m_normal, m_fading, m_break = (
+            stay_normal * (1 - h_fade) + m_fading * FADE_RECOVERY + stay_break * BREAK_END,
+            stay_normal * h_fade + m_fading * (1 - FADE_EXIT - FADE_RECOVERY),
+            stay_break * (1 - BREAK_END),
+        )
+        p_normal, p_fading, p_break = _phase_activity(rhythm, gap0 + k, calendar_factor(start + dt.timedelta(days=d + k)))
+        m_normal = m_normal * (1 - p_normal)
+        m_fading = m_fading * (1 - p_fading)
+        m_break = m_break * (1 - p_break)
+        moved = np.where(_billing_due(pop, idx, d + k), m_normal * fail_normal * shock, 0.0)
+        m_normal, m_fading = m_normal - moved, m_fading + moved
+    p = np.clip(m_normal + m_fading + m_break + m_gone, 0.0, 1.0)
+    return idx, p
+
+
+def generate(
+    out_dir: Path, *, users: int, days: int, seed: int, end_date: dt.date, on_day: Callable[[int], None] | None = None
+) -> GenerateResult:
+    """Write ``users/``, ``events/date=*/``, ``payments/date=*/`` and ``oracle/date=*/`` under ``out_dir``.
+
+    Events cover the ``days`` days before ``end_date`` (exclusive), so features as of
+    ``end_date`` see the whole history. ``on_day(n)`` is called after each of the ``days`` days.
+    """
+    start = end_date - dt.timedelta(days=days)
+    start_us = _utc_us(start)
+    pop = _draw_population(np.random.default_rng(seed), users, days, start_us)
+    _write_users(out_dir, pop)
+    state = _initial_state(users)
+    n_events = n_payments = 0
+    for d in range(-BURN_IN_DAYS, days):
+        day = start + dt.timedelta(days=d)
+        rng = _daily_rng(seed, d)
+        if d >= 0:
+            idx, p = _oracle(pop, state, d, start)
+            _write_partition(
+                out_dir / ORACLE_DIR,
+                day,
+                pa.table({"user_id": pop.user_ids.take(pa.array(idx)), "p_churn": pa.array(p.astype(np.float32))}, schema=ORACLE_SCHEMA),
+            )
+        _transition(pop, state, d, rng)
+        active = _draw_activity(pop, state, d, calendar_factor(day), rng)
+        events = _sessions(pop, state, active, d, start_us + d * DAY_US, rng)
+        if d >= 0 and events is not None:
+            _write_partition(out_dir / "events", day, events)
+            n_events += events.num_rows
+        payments = _renewals(pop, state, d, start_us + d * DAY_US, rng)
+        if d >= 0 and payments is not None:
+            _write_partition(out_dir / "payments", day, payments)
+            n_payments += payments.num_rows
+        state.gap = np.where(active, 1, np.where(state.gap > 0, state.gap + 1, 0)).astype(np.int32)
+        if d >= 0 and on_day is not None:
+            on_day(d + 1)
+    return GenerateResult(users, n_events, n_payments, start, end_date)
+
+
+def _draw_activity(
+    pop: Population, state: LatentState, d: int, calendar: float, rng: np.random.Generator
+) -> np.ndarray:
+    """Who shows up on day ``d``: everyone on their signup day, others by phase, rhythm and calendar."""
+    p = _activity_prob(state.phase, pop.rhythm, state.gap, calendar)
+    p = np.where(pop.signup_day < d, p, 0.0)
+    active = rng.random(p.size) < p
+    return active | (pop.signup_day == d)
+
+
+def _sessions(
+    pop: Population, state: LatentState, active: np.ndarray, d: int, day_us: int, rng: np.random.Generator
+) -> pa.Table | None:
+    """Events of the active users, and the phase moves that completing a course triggers."""
+    act = np.flatnonzero(active)
+    if act.size == 0:
+        return None
+    eng = pop.engagement[act]
+    sessions = 1 + rng.poisson(EXTRA_SESSIONS * np.exp(0.4 * eng))
+    sess_user = np.repeat(act, sessions)
+    n_s = sess_user.size
+    # Sessions start by 20:00 so that even long ones end the same day, after signup.
+    sess_start = np.maximum(
+        day_us + rng.integers(0, 20 * HOUR_US, size=n_s),
+        pop.signup_us[sess_user] + rng.integers(1_000_000, HOUR_US, size=n_s),
+    )
+    eng_s = pop.engagement[sess_user]
+    k_view = 1 + rng.poisson(VIEWS_PER_SESSION, size=n_s)
+    k_video = rng.poisson(VIDEOS_PER_SESSION * np.exp(0.3 * eng_s))
+    k_quiz = rng.binomial(1, QUIZ_P, size=n_s)
+    k_done = (rng.random(n_s) < COMPLETE_P * np.exp(0.4 * eng_s)).astype(np.int64)
+    ones = np.ones(n_s, dtype=np.int64)
+    counts = np.stack([ones, k_view, k_video, k_quiz, k_done, ones], axis=1)
+    per_sess = counts.sum(axis=1)
+    ev_sess = np.repeat(np.arange(n_s), per_sess)
+    # Event types in session order: login, views, videos, quizzes, completions, logout.
+    ev_type = np.repeat(np.tile(np.arange(6), n_s), counts.ravel())
+    pos = np.arange(ev_sess.size) - np.repeat(np.cumsum(per_sess) - per_sess, per_sess)
+    ev_ts = sess_start[ev_sess] + pos * rng.integers(30_000_000, 480_000_000, size=ev_sess.size)
+    ev_user = sess_user[ev_sess]
+    course = rng.integers(0, N_COURSES, size=ev_sess.size)
+    has_course = (ev_type >= 1) & (ev_type <= 4)
+    minute_scale = np.exp(0.3 * pop.engagement[ev_user]) * np.where(state.phase[ev_user] == FADING, FADE_MINUTES, 1.0)
+    minutes = np.where(ev_type == 2, np.round(rng.gamma(2.0, 6.0, size=ev_sess.size) * minute_scale, 1), np.nan)
+    _after_completion(pop, state, np.unique(sess_user[k_done > 0]), d, rng)
+    course_ids = np.char.add("c", np.char.zfill(course.astype(str), 4))
+    return pa.table(
+        {
+            "user_id": pop.user_ids.take(pa.array(ev_user)),
+            "event_ts": _ts_array(ev_ts),
+            "event_type": pa.array(np.array(EVENT_TYPES)[ev_type]),
+            "course_id": pa.array(np.where(has_course, course_ids, None)),
+            "minutes": pa.array(minutes, from_pandas=True),
+        },
+        schema=EVENTS_SCHEMA,
+    )
+
+
+def _after_completion(pop: Population, state: LatentState, done: np.ndarray, d: int, rng: np.random.Generator) -> None:
+    """Finishing a course: some users graduate (leave), many take a break, the rest carry on."""
+    u = rng.random(done.size)
+    if done.size == 0:
+        return
+    tenure = (d - pop.signup_day[done]).astype(np.float64)
+    p_grad = _graduate_prob(tenure, state.completions[done])
+    graduate = u < p_grad
+    rest = ~graduate & (u < p_grad + (1 - p_grad) * BREAK_PROB)
+    state.phase[done[graduate]] = GONE
+    state.phase[done[rest]] = BREAK
+    state.completions[done] += 1
+
+
+def _renewals(pop: Population, state: LatentState, d: int, day_us: int, rng: np.random.Generator) -> pa.Table | None:
+    """Monthly renewals of paying users still around; consecutive failures can start FADING."""
+    everyone = np.arange(pop.plan.size)
+    due = np.flatnonzero(_billing_due(pop, everyone, d) & (state.phase != GONE))
+    u = rng.random(due.size)
+    shock_u = rng.random(due.size)
+    pay_ts = day_us + rng.integers(0, DAY_US, size=due.size)
+    if due.size == 0:
+        return None
+    phase = state.phase[due]
+    failed = u < _fail_prob(pop, due, phase)
+    refunded = ~failed & (u > 1 - REFUND_P)
+    streak = np.where(failed, state.streak[due] + 1, 0).astype(np.int8)
+    state.streak[due] = streak
+    shock = failed & (phase == NORMAL) & (shock_u < STREAK_SHOCK[np.minimum(streak, STREAK_SHOCK.size - 1)])
+    state.phase[due[shock]] = FADING
+    if d < 0:
+        return None
+    status = np.where(failed, "failed", np.where(refunded, "refunded", "succeeded"))
+    return pa.table(
+        {
+            "user_id": pop.user_ids.take(pa.array(due)),
+            "payment_ts": _ts_array(np.maximum(pay_ts, pop.signup_us[due] + 1_000_000)),
+            "amount": pa.array(PLAN_PRICE[pop.plan[due]]),
+            "status": pa.array(status),
+            "plan": pa.array(np.array(PLANS)[pop.plan[due]]),
+        },
+        schema=PAYMENTS_SCHEMA,
+    )
+
+
+def _write_users(out_dir: Path, pop: Population) -> None:
     users_tbl = pa.table(
         {
-            "user_id": user_ids,
-            "signup_ts": _ts_array(signup_us),
-            "plan": pa.array(np.array(PLANS)[plan]),
-            "country": pa.array(np.array(COUNTRIES)[country]),
-            "acquisition_channel": pa.array(np.array(CHANNELS)[channel]),
-            "device": pa.array(np.array(DEVICES)[device]),
+            "user_id": pop.user_ids,
+            "signup_ts": _ts_array(pop.signup_us),
+            "plan": pa.array(np.array(PLANS)[pop.plan]),
+            "country": pa.array(np.array(COUNTRIES)[pop.country]),
+            "acquisition_channel": pa.array(np.array(CHANNELS)[pop.channel]),
+            "device": pa.array(np.array(DEVICES)[pop.device]),
         },
         schema=USERS_SCHEMA,
     )
     (out_dir / "users").mkdir(parents=True, exist_ok=True)
     pq.write_table(users_tbl, out_dir / "users" / "users.parquet", compression="zstd")
 
-    n_events = n_payments = 0
-    types = np.array(["login", "course_view", "video_watch", "quiz_attempt", "course_complete", "logout"])
-    paid = plan > 0
-    price = np.array([PLAN_PRICE[p] for p in PLANS])[plan]
-    for d in range(days):
-        day = start + dt.timedelta(days=d)
-        day_us = start_us + d * DAY_US
-        alive = (signup_day <= d) & (d < churn_day)
-        # Engagement ramps down to 15% over the weeks before a user's churn day.
-        to_churn = churn_day - d
-        decay = np.where(to_churn < decay_len, 0.15 + 0.85 * np.clip(to_churn / decay_len, 0, 1), 1.0)
-        season = (0.8 if day.weekday() >= 5 else 1.0) * (1.0 + 0.1 * np.sin(2 * np.pi * d / 91.0))
-        lam = np.where(alive, rate * decay * season * rng.gamma(4.0, 0.25, size=users), 0.0)
-        sessions = rng.poisson(lam)
-        sessions[(signup_day == d) & (sessions == 0)] = 1  # everyone logs in on signup day
-        sess_user = np.repeat(np.arange(users), sessions)
-        n_s = sess_user.size
-        if n_s:
-            # Sessions start by 20:00 so that even long ones end the same day, after signup.
-            sess_start = np.maximum(
-                day_us + rng.integers(0, 20 * 3_600_000_000, size=n_s),
-                signup_us[sess_user] + rng.integers(1_000_000, 3_600_000_000, size=n_s),
-            )
-            k_view = 1 + rng.poisson(1.0, size=n_s)
-            k_video = rng.poisson(1.4, size=n_s)
-            k_quiz = rng.binomial(1, 0.3, size=n_s)
-            k_done = rng.binomial(1, 0.04, size=n_s)
-            counts = np.stack([np.ones(n_s, int), k_view, k_video, k_quiz, k_done, np.ones(n_s, int)], axis=1)
-            per_sess = counts.sum(axis=1)
-            ev_sess = np.repeat(np.arange(n_s), per_sess)
-            # Event types in session order: login, views, videos, quizzes, completions, logout.
-            ev_type = np.repeat(np.tile(np.arange(6), n_s), counts.ravel())
-            pos = np.arange(ev_sess.size) - np.repeat(np.cumsum(per_sess) - per_sess, per_sess)
-            ev_ts = sess_start[ev_sess] + pos * rng.integers(30_000_000, 480_000_000, size=ev_sess.size)
-            ev_user = sess_user[ev_sess]
-            course = rng.integers(0, N_COURSES, size=ev_sess.size)
-            has_course = (ev_type >= 1) & (ev_type <= 4)
-            minutes = np.where(ev_type == 2, np.round(rng.gamma(2.0, 6.0, size=ev_sess.size), 1), np.nan)
-            course_ids = np.char.add("c", np.char.zfill(course.astype(str), 4))
-            events = pa.table(
-                {
-                    "user_id": user_ids.take(pa.array(ev_user)),
-                    "event_ts": _ts_array(ev_ts),
-                    "event_type": pa.array(types[ev_type]),
-                    "course_id": pa.array(np.where(has_course, course_ids, None)),
-                    "minutes": pa.array(minutes, from_pandas=True),
-                },
-                schema=EVENTS_SCHEMA,
-            )
-            _write_partition(out_dir / "events", day, events)
-            n_events += events.num_rows
-
-        # Monthly renewals for paid users still subscribed; failures cluster before churn.
-        due = paid & (signup_day <= d) & (d < churn_day + 3) & ((d - signup_day - billing_offset) % 30 == 0)
-        due &= d > signup_day
-        pay_user = np.flatnonzero(due)
-        if pay_user.size:
-            near_churn = (churn_day[pay_user] - d) < 30
-            p_fail = np.where(
-                near_churn, np.maximum(fail_propensity[pay_user], 0.45), fail_propensity[pay_user]
-            )
-            u = rng.random(pay_user.size)
-            status = np.where(u < p_fail, "failed", np.where(u > 0.985, "refunded", "succeeded"))
-            pay_ts = day_us + rng.integers(0, DAY_US, size=pay_user.size)
-            payments = pa.table(
-                {
-                    "user_id": user_ids.take(pa.array(pay_user)),
-                    "payment_ts": _ts_array(np.maximum(pay_ts, signup_us[pay_user] + 1_000_000)),
-                    "amount": pa.array(price[pay_user]),
-                    "status": pa.array(status),
-                    "plan": pa.array(np.array(PLANS)[plan[pay_user]]),
-                },
-                schema=PAYMENTS_SCHEMA,
-            )
-            _write_partition(out_dir / "payments", day, payments)
-            n_payments += payments.num_rows
-        if on_day is not None:
-            on_day(d + 1)
-    return GenerateResult(users, n_events, n_payments, start, end_date)
-
 
 def _write_partition(root: Path, day: dt.date, table: pa.Table) -> None:
     path = root / f"date={day.isoformat()}"
     path.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, path / "part-0.parquet", compression="zstd")
+
+
+def oracle_probabilities(raw_dir: Path, cutoff: dt.date) -> pd.DataFrame:
+    """The generator's true churn probabilities at ``cutoff``: columns user_id, p_churn (float64).
+
+    Covers users active within ``ORACLE_SCOPE_DAYS`` days before the cutoff; raises
+    ``FileNotFoundError`` when the store has no oracle for that date (imported data, say).
+    """
+    path = Path(raw_dir) / ORACLE_DIR / f"date={cutoff.isoformat()}" / "part-0.parquet"
+    if not path.exists():
+        raise FileNotFoundError(f"no oracle for {cutoff} under {Path(raw_dir) / ORACLE_DIR}")
+    df = pq.read_table(path).to_pandas()
+    df["p_churn"] = df["p_churn"].astype("float64")
+    return df[["user_id", "p_churn"]]

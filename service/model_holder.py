@@ -99,7 +99,7 @@ class ModelHolder:
         self._registry: Any = None
         self._required_features = required_features
         self.current: ServingModel | None = None
-        self.pointer_path: Path = settings.registry_root / "production"
+        self.pointer_path: Path = settings.layout.production_pointer
         self._pointer_sig: tuple[int, int, int] | None = None
         self._load_lock = threading.Lock()
         self.last_reload: ReloadOutcome | None = None
@@ -124,8 +124,13 @@ class ModelHolder:
         return self.registry.production_version()
 
     # --- loading (worker thread) ---------------------------------------------------------------
-    def _load_candidate(self, version: str) -> ServingModel:
-        from training.model import ModelLoadError
+    def load_candidate(self, version: str) -> ServingModel:
+        """Load ``version`` and prove it can serve here, or raise :class:`ModelRefused`.
+
+        The one gate for everything the API serves (production, shadow, challenger), so a staged
+        model is held to exactly the checks production is. Blocking: call it from a worker thread.
+        """
+        from training.model import ModelLoadError, feature_service_mismatch
 
         try:
             model = self.registry.load(version)
@@ -133,12 +138,9 @@ class ModelHolder:
             raise ModelRefused(f"model {version} failed to load: {exc}") from exc
         except Exception as exc:  # corrupt metadata, missing folder, registry errors...
             raise ModelRefused(f"model {version} failed to load: {type(exc).__name__}: {exc}") from exc
-        feature_service = getattr(model, "feature_service", None)
-        if feature_service != self.settings.feature_service:
-            raise ModelRefused(
-                f"model {version} uses feature service {feature_service!r}, "
-                f"this API serves {self.settings.feature_service!r}"
-            )
+        mismatch = feature_service_mismatch(model, self.settings.feature_service)
+        if mismatch is not None:
+            raise ModelRefused(mismatch)
         features = tuple(model.features)
         required = self._required_features() if self._required_features else None
         if required is not None:
@@ -193,7 +195,7 @@ class ModelHolder:
                 return ReloadOutcome("unchanged", version, previous)
             t0 = time.perf_counter()
             try:
-                candidate = self._load_candidate(version)
+                candidate = self.load_candidate(version)
             except ModelRefused as exc:
                 return self._record(ReloadOutcome("failed", version, previous, str(exc)), sig, trigger)
             self._swap(candidate)

@@ -6,9 +6,9 @@ Structs out. The model reference is taken once at the start of each call (see
 :mod:`service.model_holder`).
 
 The API's path is asynchronous: the online read awaits the store (the event loop serves other
-requests meanwhile), then the scoring runs on the loop when it is cheap (a linear model: tens of
-microseconds) or in a worker thread when it is not (SHAP over a tree ensemble: ~0.4 ms per
-100 trees, with the GIL released inside LightGBM; every batch), per ``settings.score_in_thread``.
+requests meanwhile), then the scoring runs on the loop when it is cheap (a linear model) or in a
+worker thread when it is not (SHAP over a tree ensemble, with the GIL released inside LightGBM;
+every batch), per ``settings.score_in_thread``.
 """
 
 from __future__ import annotations

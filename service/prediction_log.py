@@ -2,7 +2,8 @@
 
 Layout: ``<data_dir>/prediction_log/date=YYYY-MM-DD/part-<HHMMSS>-<pid>-<seq>.parquet``.
 
-The request path only appends a tuple to an in-memory buffer (``deque.append``, atomic under the
+The request path only appends a :class:`LogRecord` (a ``NamedTuple``: a tuple's cost, named
+fields) to an in-memory buffer (``deque.append``, atomic under the
 GIL, no lock, no I/O). A daemon writer thread drains the buffer every
 ``prediction_log_flush_s`` seconds, or as soon as ``prediction_log_max_records`` are waiting, hashes
 the feature vectors (off the hot path), and writes one file per day present in the batch: to a
@@ -26,12 +27,13 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from churn.layout import partition_dir
 from service.logs import log
 
 SCHEMA = pa.schema(
@@ -53,8 +55,23 @@ TMP_PREFIX = ".tmp-"
 _msgpack = msgspec.msgpack.Encoder().encode
 YIELD_EVERY = 200  # records converted between voluntary GIL releases
 
-# (ts, request_id, user_id, version, arm, kind, probability, tier, will_churn, features, feature_names, endpoint)
-Record = tuple[Any, ...]
+
+
+class LogRecord(NamedTuple):
+    """One scoring as the request path hands it over; the writer thread turns it into a row."""
+
+    ts: dt.datetime
+    request_id: str | None
+    user_id: str
+    model_version: str
+    arm: str
+    kind: str
+    probability: float
+    risk_tier: str
+    will_churn: bool | None
+    features: dict[str, Any] | None
+    feature_names: Sequence[str] | None
+    endpoint: str
 
 
 def feature_hash(features: dict[str, Any] | None, names: Sequence[str]) -> str | None:
@@ -82,7 +99,7 @@ class PredictionLog:
         self.flush_interval_s = max(float(flush_interval_s), 0.01)
         self.max_records = max(int(max_records), 1)
         self.max_pending = 10 * self.max_records
-        self._buffer: deque[Record] = deque()  # append / popleft are atomic: no lock on the hot path
+        self._buffer: deque[LogRecord] = deque()  # append / popleft are atomic: no lock on the hot path
         self._seq = itertools.count()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -96,7 +113,7 @@ class PredictionLog:
         self.files: list[Path] = []
 
     # --- hot path ------------------------------------------------------------------------------
-    def append(self, record: Record) -> None:
+    def append(self, record: LogRecord) -> None:
         buf = self._buffer
         if len(buf) >= self.max_pending:
             self.dropped += 1
@@ -159,25 +176,25 @@ class PredictionLog:
         """The first timestamp conversion / Parquet write of a process costs ~1 s (time zone and
         codec set-up): pay it at startup, not in the first flush under traffic."""
         now = dt.datetime.now(dt.UTC)
-        table = self._to_table([(now, "", "", "", "", "", 0.0, "", False, {}, (), "")])
+        table = self._to_table([LogRecord(now, "", "", "", "", "", 0.0, "", False, {}, (), "")])
         pq.write_table(table, pa.BufferOutputStream(), compression="zstd")
 
-    def _to_table(self, batch: list[Record]) -> pa.Table:
+    def _to_table(self, batch: list[LogRecord]) -> pa.Table:
         cols: dict[str, list[Any]] = {name: [] for name in SCHEMA.names}
-        for i, (ts, rid, uid, version, arm, kind, p, tier, will, feats, names, endpoint) in enumerate(batch):
+        for i, r in enumerate(batch):
             if i and not i % YIELD_EVERY:
                 time.sleep(0)  # let request threads take the GIL (this is background work)
-            cols["ts"].append(ts)
-            cols["request_id"].append(rid)
-            cols["user_id"].append(uid)
-            cols["model_version"].append(version)
-            cols["arm"].append(arm)
-            cols["kind"].append(kind)
-            cols["probability"].append(float(p))
-            cols["risk_tier"].append(tier)
-            cols["will_churn"].append(bool(will) if will is not None else None)
-            cols["feature_hash"].append(feature_hash(feats, names or ()))
-            cols["endpoint"].append(endpoint)
+            cols["ts"].append(r.ts)
+            cols["request_id"].append(r.request_id)
+            cols["user_id"].append(r.user_id)
+            cols["model_version"].append(r.model_version)
+            cols["arm"].append(r.arm)
+            cols["kind"].append(r.kind)
+            cols["probability"].append(float(r.probability))
+            cols["risk_tier"].append(r.risk_tier)
+            cols["will_churn"].append(bool(r.will_churn) if r.will_churn is not None else None)
+            cols["feature_hash"].append(feature_hash(r.features, r.feature_names or ()))
+            cols["endpoint"].append(r.endpoint)
         return pa.table(cols, schema=SCHEMA)
 
     def _write(self, table: pa.Table) -> list[Path]:
@@ -191,7 +208,7 @@ class PredictionLog:
         return out
 
     def _write_file(self, day: str, table: pa.Table) -> Path:
-        folder = self.root / f"date={day}"
+        folder = partition_dir(self.root, dt.date.fromisoformat(day))
         folder.mkdir(parents=True, exist_ok=True)
         now = dt.datetime.now(dt.UTC)
         name = f"part-{now:%H%M%S}-{os.getpid()}-{next(self._seq):06d}.parquet"

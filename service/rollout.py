@@ -2,12 +2,13 @@
 
 :class:`RolloutManager` holds one immutable :class:`RolloutServing` (shadow model, challenger model,
 share, salt), swapped atomically like the production model (see :mod:`service.model_holder`). It
-polls ``<registry_root>/stages.json`` (written by ``churn models stage``) every
-``reload_interval_s`` and loads staged versions in a worker thread through the same checks as
-production (load, smoke test, feature service, features the store serves); a refused version is
-not served and the reason shows in the logs and ``churn_rollout_reload_total{result="failed"}``.
+polls the registry's stage file (``DataLayout.stages_file``, written by ``churn models stage``)
+every ``reload_interval_s``, reads it through ``ModelRegistry.stages()`` and loads staged versions
+in a worker thread through the same checks as production (:meth:`ModelHolder.load_candidate`:
+load, smoke test, feature service, features the store serves); a refused version is not served
+and the reason shows in the logs and ``churn_rollout_reload_total{result="failed"}``.
 
-Hot path, per scored user: :meth:`route` (one blake2b hash when a challenger is staged),
+Hot path, per scored user: :meth:`route` (one hash when a challenger is staged, :mod:`service.routing`),
 :meth:`record` (a counter, a ``deque.append`` into the prediction log, and — only when a shadow is
 staged or the user is in the challenger arm — a non-blocking ``put`` on a bounded queue). Shadow
 scoring runs on a single daemon thread draining that queue in micro-batches, after the response
@@ -28,13 +29,15 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from prometheus_client import Counter, Gauge, Histogram, Info
 
+from churn.policies import RiskPolicy
 from service.logs import log
-from service.prediction_log import PredictionLog
-from training.rollout import RolloutState, assign_arm, read_state, stages_path
+from service.prediction_log import LogRecord, PredictionLog
+from service.routing import CHALLENGER, PRODUCTION, SHADOW, assign_arm
+from training.stages import RolloutState
 
 if TYPE_CHECKING:
     from churn.settings import Settings
@@ -100,6 +103,17 @@ class RolloutServing:
 EMPTY = RolloutServing()
 
 
+class ShadowJob(NamedTuple):
+    """A served request queued for off-path scoring by ``targets`` (model, arm it is logged as)."""
+
+    request_id: str | None
+    user_id: str
+    features: dict[str, Any]
+    targets: list[tuple[ServingModel, str]]
+    endpoint: str
+    ts: dt.datetime
+
+
 class RolloutManager:
     def __init__(self, settings: Settings, holder: ModelHolder, metrics: ApiMetrics) -> None:
         self.settings = settings
@@ -108,16 +122,17 @@ class RolloutManager:
         self.current: RolloutServing = EMPTY
         self.state = RolloutState()
         self.last_error: str | None = None
-        self.path = stages_path(settings)
+        self.path = settings.layout.stages_file
+        self.risk = RiskPolicy.from_settings(settings)
         self._sig: tuple[int, int, int] | None = None
         self._load_lock = threading.Lock()
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=max(int(settings.shadow_queue_size), 1))
+        self._queue: queue.Queue[ShadowJob | None] = queue.Queue(maxsize=max(int(settings.shadow_queue_size), 1))
         self._worker: threading.Thread | None = None
         self._error_logged: set[str] = set()
         m = self.metrics
         self.log: PredictionLog | None = (
             PredictionLog(
-                settings.prediction_log_dir,
+                settings.layout.prediction_log_dir,
                 flush_interval_s=settings.prediction_log_flush_s,
                 max_records=settings.prediction_log_max_records,
                 on_written=lambda n: m.log_records.labels(result="written").inc(n),
@@ -144,7 +159,7 @@ class RolloutManager:
         if loaded is not None and loaded.version == version:
             return loaded
         try:
-            sm = self.holder._load_candidate(version)
+            sm = self.holder.load_candidate(version)
         except ModelRefused as exc:
             self.last_error = f"{slot}: {exc}"
             self.metrics.reload.labels(result="failed").inc()
@@ -155,14 +170,14 @@ class RolloutManager:
         return sm
 
     def load_stages(self, *, force: bool = False) -> RolloutServing:
-        """Blocking: read ``stages.json`` and load what it names (unchanged models are kept)."""
+        """Blocking: read the stage state and load what it names (unchanged models are kept)."""
         with self._load_lock:
             sig = self._stat()
             if not force and sig == self._sig:
                 return self.current
             self._sig = sig
             try:
-                state = read_state(self.settings)
+                state = self.holder.registry.stages()
             except Exception as exc:  # keep serving what we have
                 self.last_error = f"cannot read {self.path}: {exc}"
                 self.metrics.reload.labels(result="failed").inc()
@@ -191,7 +206,7 @@ class RolloutManager:
         await asyncio.to_thread(self.load_stages, force=True)
 
     async def reload(self) -> RolloutServing:
-        """Admin reload: read ``stages.json`` now, not at the watcher's next tick."""
+        """Admin reload: read the stage state now, not at the watcher's next tick."""
         return await asyncio.to_thread(self.load_stages, force=True)
 
     async def watch(self) -> None:
@@ -220,9 +235,9 @@ class RolloutManager:
     def route(self, user_id: str, production: ServingModel) -> tuple[ServingModel, str]:
         cur = self.current
         ch = cur.challenger
-        if ch is not None and cur.share > 0.0 and assign_arm(user_id, cur.share, cur.salt) == "challenger":
-            return ch, "challenger"
-        return production, "production"
+        if ch is not None and cur.share > 0.0 and assign_arm(user_id, cur.share, cur.salt) == CHALLENGER:
+            return ch, CHALLENGER
+        return production, PRODUCTION
 
     def record(
         self,
@@ -244,18 +259,18 @@ class RolloutManager:
             self.metrics.count(served.version, arm)
             if self.log is not None:
                 self.log.append(
-                    (ts, request_id, user_id, served.version, arm, "served", probability, tier, will_churn,
-                     features, served.features, endpoint)
+                    LogRecord(ts, request_id, user_id, served.version, arm, "served", probability, tier, will_churn,
+                              features, served.features, endpoint)
                 )  # fmt: skip
             cur = self.current
             targets: list[tuple[ServingModel, str]] = []
-            if arm == "challenger":
-                targets.append((production, "production"))
+            if arm == CHALLENGER:
+                targets.append((production, PRODUCTION))
             if cur.shadow is not None:
-                targets.append((cur.shadow, "shadow"))
+                targets.append((cur.shadow, SHADOW))
             if targets:
                 try:
-                    self._queue.put_nowait((request_id, user_id, features, targets, endpoint, ts))
+                    self._queue.put_nowait(ShadowJob(request_id, user_id, features, targets, endpoint, ts))
                 except queue.Full:
                     self.metrics.shadow_dropped.inc()
         except Exception:  # logging/shadow must never fail a served prediction
@@ -297,16 +312,16 @@ class RolloutManager:
             if stop:
                 return
 
-    def _score(self, jobs: list[Any]) -> None:
-        groups: dict[int, tuple[ServingModel, str, list[Any]]] = {}
+    def _score(self, jobs: list[ShadowJob]) -> None:
+        """One model call per target model over the micro-batch, then one log record per scoring."""
+        groups: dict[int, tuple[ServingModel, str, list[ShadowJob]]] = {}
         for job in jobs:
-            for sm, arm in job[3]:
+            for sm, arm in job.targets:
                 groups.setdefault(id(sm), (sm, arm, []))[2].append(job)
-        medium, high = float(self.settings.risk_medium), float(self.settings.risk_high)
         for sm, arm, group in groups.values():
             t0 = time.perf_counter()
             try:
-                probas = sm.model.predict_proba_rows([j[2] for j in group])
+                probas = sm.model.predict_proba_rows([j.features for j in group])
             except Exception as exc:
                 self.metrics.shadow_errors.labels(version=sm.version).inc(len(group))
                 if sm.version not in self._error_logged:
@@ -319,13 +334,11 @@ class RolloutManager:
             self.metrics.shadow_latency.observe(time.perf_counter() - t0)
             for job, p in zip(group, probas, strict=True):
                 p = float(p)
-                tier = "high" if p >= high else "medium" if p >= medium else "low"
                 self.metrics.count(sm.version, arm)
                 if self.log is not None:
-                    rid, uid, feats, _, endpoint, ts = job
                     self.log.append(
-                        (ts, rid, uid, sm.version, arm, "shadow", p, tier, p >= sm.threshold, feats, sm.features,
-                         endpoint)
+                        LogRecord(job.ts, job.request_id, job.user_id, sm.version, arm, "shadow", p,
+                                  self.risk.tier(p), p >= sm.threshold, job.features, sm.features, job.endpoint)
                     )  # fmt: skip
 
     def drain(self, timeout: float = 10.0) -> bool:

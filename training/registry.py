@@ -5,14 +5,19 @@ Layout under ``settings.registry_root`` (a shared volume in production)::
     models/<YYYYmmddTHHMMSSZ>-<6 hex>/   one immutable folder per training run (atomic_dir)
     production                           the served version's name, replaced with os.replace
     history.json                         production versions in promotion order (for rollback)
-    audit.log                            one JSON line per promotion / rollback / stage
+    stages.json                          the rollout's shadow / challenger (training.stages)
+    audit.log                            one JSON line per promotion / rollback / stage change
+
+Every path comes from ``settings.layout`` (:class:`churn.layout.DataLayout`).
 
 A version holds BOTH models of a training run (LightGBM ``model.txt`` and the logistic baseline
 ``baseline.joblib``); ``metadata.json["kind"]`` says which one is served. Readers never lock: the
 pointer is swapped atomically and a version folder never changes after it appears, so a reader
-sees the old or the new production model, never a mix. Writers (promote/rollback/stage) take an
-``flock`` so concurrent promotions serialise. A model that fails to load or to reproduce its
-smoke predictions can't be promoted (and ``load`` raises ``ModelLoadError``).
+sees the old or the new production model, never a mix. Writers (promote/rollback/set_stage/
+clear_stage) take an ``flock`` so concurrent changes serialise. A model that fails to load or to
+reproduce its smoke predictions can't be promoted or staged (and ``load`` raises ``ModelLoadError``);
+a staged model must also read this deployment's feature service, since the API scores it on the
+same online features as production.
 """
 
 from __future__ import annotations
@@ -35,17 +40,13 @@ import pandas as pd
 from churn.errors import NoProductionModel, PromotionRefused, RegistryError
 from churn.io import atomic_dir, write_json_atomic, write_text_atomic
 from churn.settings import Settings
-from training.model import METADATA, ChurnModel, ModelLoadError
+from training.model import METADATA, ChurnModel, ModelLoadError, feature_service_mismatch
+from training.stages import RolloutState, Stage, read_state, write_state
 
 VERSION_RE = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{6}$")
 TEST_SET = "test.parquet"
 LABEL = "churned"
-
-
-
-
-
-
+LOCK_FILE = ".lock"
 
 
 @dataclass(frozen=True)
@@ -76,11 +77,13 @@ def _read_json(path: Path) -> dict[str, Any]:
 class ModelRegistry:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.root = Path(settings.registry_root)
-        self.models_dir = Path(settings.models_dir)
-        self.pointer = self.root / "production"
-        self.history_path = self.root / "history.json"
-        self.audit_path = self.root / "audit.log"
+        self.layout = settings.layout
+        self.root = self.layout.registry_root
+        self.models_dir = self.layout.models_dir
+        self.pointer = self.layout.production_pointer
+        self.history_path = self.layout.production_history
+        self.audit_path = self.layout.audit_log
+        self.stages_path = self.layout.stages_file
 
     # --- reading --------------------------------------------------------------------------------
     def list_versions(self) -> list[VersionInfo]:
@@ -91,7 +94,7 @@ class ModelRegistry:
         return [self.get(n) for n in names]
 
     def get(self, version: str) -> VersionInfo:
-        path = self.models_dir / version
+        path = self.layout.model_dir(version)
         if not VERSION_RE.match(version) or not path.is_dir():
             raise RegistryError(f"unknown model version {version!r} (see `churn models list`)")
         return VersionInfo(version, path, _read_json(path / METADATA), _read_json(path / "metrics.json"))
@@ -104,15 +107,13 @@ class ModelRegistry:
             return None
         return name or None
 
-    def staged_version(self, stage: str = "staging") -> str | None:
-        try:
-            return (self.root / _stage_file(stage)).read_text().strip() or None
-        except FileNotFoundError:
-            return None
+    def stages(self) -> RolloutState:
+        """The staged shadow / challenger; ``StagesFileError`` (a ``RegistryError``) if corrupt."""
+        return read_state(self.stages_path)
 
     def load(self, version: str) -> ChurnModel:
         """Load and smoke-test a version; ``ModelLoadError`` if it is missing or corrupt."""
-        path = self.models_dir / version
+        path = self.layout.model_dir(version)
         if not VERSION_RE.match(version) or not path.is_dir():
             raise ModelLoadError(f"model version {version!r} not found in {self.models_dir}")
         return ChurnModel.load(path)
@@ -138,21 +139,21 @@ class ModelRegistry:
         now = now or dt.datetime.now(dt.UTC)
         while True:
             name = f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
-            if not (self.models_dir / name).exists():
+            if not self.layout.model_dir(name).exists():
                 return name
 
     def register(self, write: Callable[[Path, str], None]) -> VersionInfo:
         """Create a version: ``write(tmp_dir, version)`` fills a temp folder, which must load and
         pass its smoke test before it is renamed into place (a failed run leaves nothing)."""
         version = self.new_version_name()
-        with atomic_dir(self.models_dir / version, validate=_validate_version) as tmp:
+        with atomic_dir(self.layout.model_dir(version), validate=_validate_version) as tmp:
             write(tmp, version)
         return self.get(version)
 
     @contextmanager
     def _lock(self) -> Iterator[None]:
         self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / ".lock", "a+") as fh:
+        with open(self.root / LOCK_FILE, "a+") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
             try:
                 yield
@@ -171,7 +172,7 @@ class ModelRegistry:
         candidate = self._load_for_promotion(version)
         current = self.production_version()
         out: dict[str, Any] = {"metric": metric, "candidate": version, "production": current, "passed": True}
-        test_path = self.models_dir / version / TEST_SET
+        test_path = self.layout.model_dir(version) / TEST_SET
         if not test_path.exists():
             raise PromotionRefused(f"{version} has no {TEST_SET}: cannot compare it with production")
         test = pd.read_parquet(test_path)
@@ -247,15 +248,70 @@ class ModelRegistry:
             self._audit("rollback", current, previous, reason or "rollback", {}, actor)
             return previous
 
-    def stage(self, version: str, stage: str = "staging", reason: str = "", actor: str | None = None) -> None:
-        """Point a named non-production slot (e.g. ``staging`` / ``shadow``) at a loadable version."""
-        if stage == "production":
-            raise RegistryError("use `churn models promote` for production")
+    # --- rollout stages ----------------------------------------------------------------------------
+    def set_stage(
+        self,
+        version: str,
+        stage: Stage,
+        *,
+        share: float | None = None,
+        reason: str = "",
+        actor: str | None = None,
+    ) -> RolloutState:
+        """Run ``version`` as the shadow, or as the challenger serving ``share`` of the users.
+
+        Gated like promotion minus the metric (the API would refuse a model that cannot serve, so
+        refusing it here keeps the stage file honest) and audited as ``stage:<stage>``.
+        Raises ``RegistryError`` for a bad request, ``PromotionRefused`` for an unservable model.
+        """
+        _check_stage_request(stage, share)
         with self._lock():
-            self._load_for_promotion(version)
-            before = self.staged_version(stage)
-            write_text_atomic(self.root / _stage_file(stage), version + "\n")
-            self._audit(f"stage:{stage}", before, version, reason or "staged", {}, actor)
+            before = self.stages()
+            self.get(version)
+            if version == self.production_version():
+                raise RegistryError(f"{version} is the production model; stage another version")
+            self._gate_stage(version)
+            now = _now()
+            detail: dict[str, Any] = {}
+            if stage == "challenger" and share is not None:
+                after, detail = before.with_challenger(version, share, now), {"share": float(share)}
+            else:
+                after = before.with_shadow(version, now)
+            self._write_stages(f"stage:{stage}", before, after, version, reason, detail, actor)
+            return after
+
+    def clear_stage(self, version: str, reason: str = "", actor: str | None = None) -> RolloutState:
+        """Take ``version`` out of the rollout (whichever stage it holds); audited as ``stage:clear``."""
+        with self._lock():
+            before = self.stages()
+            cleared = before.stage_of(version)
+            if not cleared:
+                raise RegistryError(f"{version} is neither the shadow nor the challenger model")
+            after = before.without(version, now=_now())
+            self._write_stages("stage:clear", before, after, version, reason, {"cleared": cleared}, actor)
+            return after
+
+    def _gate_stage(self, version: str) -> None:
+        """The staged model loads, passes its smoke test and reads this deployment's features."""
+        model = self._load_for_promotion(version)
+        mismatch = feature_service_mismatch(model, self.settings.feature_service)
+        if mismatch is not None:
+            raise PromotionRefused(f"refusing {version}: {mismatch}")
+
+    def _write_stages(
+        self,
+        action: str,
+        before: RolloutState,
+        after: RolloutState,
+        version: str,
+        reason: str,
+        detail: dict[str, Any],
+        actor: str | None,
+    ) -> None:
+        """Persist, then audit: an audit line always describes a state that was written."""
+        write_state(self.stages_path, after)
+        previous = json.dumps(before.versions(), sort_keys=True)
+        self._audit(action, previous, version, reason or action, {**detail, "stages": after.to_dict()}, actor)
 
     def _switch(self, version: str, history: list[str]) -> None:
         # History first, pointer last: the pointer is the only thing readers look at.
@@ -272,7 +328,7 @@ class ModelRegistry:
         actor: str | None,
     ) -> None:
         entry = {
-            "ts": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "ts": _now(),
             "action": action,
             "who": actor or _whoami(),
             "from": before,
@@ -296,10 +352,20 @@ def _validate_version(path: Path) -> None:
         ChurnModel.load(path, kind=kind)
 
 
-def _stage_file(stage: str) -> str:
-    if not re.fullmatch(r"[a-z][a-z0-9_-]{0,31}", stage):
-        raise RegistryError(f"invalid stage name {stage!r}")
-    return f"stage-{stage}"
+def _check_stage_request(stage: str, share: float | None) -> None:
+    """A shadow takes no share; a challenger's share is a fraction of the users in (0, 1]."""
+    if stage == "shadow":
+        if share is not None:
+            raise RegistryError("a shadow serves nobody: it takes no share")
+    elif stage == "challenger":
+        if share is None or not (0.0 < share <= 1.0):
+            raise RegistryError(f"challenger share must be in (0, 1], got {share}")
+    else:
+        raise RegistryError(f"unknown stage {stage!r}: shadow or challenger")
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 def _whoami() -> str:

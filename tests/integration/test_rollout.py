@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import shutil
 import time
 from collections.abc import Iterator
@@ -43,7 +44,7 @@ def site(small_store: Settings, tmp_path_factory: pytest.TempPathFactory) -> Sit
 @pytest.fixture
 def clean_rollout(site: Site) -> Iterator[None]:
     """Each test starts with no stages and an empty prediction log."""
-    for path in (site.settings.registry_root / "stages.json", site.settings.prediction_log_dir):
+    for path in (site.settings.layout.stages_file, site.settings.prediction_log_dir):
         if path.is_dir():
             shutil.rmtree(path)
         elif path.exists():
@@ -83,8 +84,8 @@ def read_log(settings: Settings) -> pd.DataFrame:
 
 
 def test_shadow_never_changes_responses_and_is_logged(site: Site, clean_rollout: None) -> None:
+    from jobs.compare import compare
     from training.registry import ModelRegistry
-    from training.rollout import compare, set_stage
 
     settings = site.settings
     shadow_version = logreg_clone(site, "5ad0e1")
@@ -103,7 +104,7 @@ def test_shadow_never_changes_responses_and_is_logged(site: Site, clean_rollout:
 
     with live_server(app) as base, httpx.Client(base_url=base, timeout=10) as http:
         without = predict_all(http, "plain")
-        set_stage(ModelRegistry(settings), shadow_version, shadow=True, reason="test")
+        ModelRegistry(settings).set_stage(shadow_version, "shadow", reason="test")
         wait_for(lambda: rollout.current.shadow is not None)  # the watcher picked stages.json up
         with_shadow = predict_all(http, "shadow")
         assert rollout.drain()
@@ -140,20 +141,20 @@ def test_shadow_never_changes_responses_and_is_logged(site: Site, clean_rollout:
     assert all(abs(got[r] - p) < 1e-12 for r, p in zip(pairs["request_id"], pairs["probability_prod"], strict=True))
 
     report = compare(settings, dt.datetime.now(dt.UTC).date())
-    cand = report["candidates"][f"shadow:{shadow_version}"]
-    assert cand["agreement"]["users"] == len(users) and cand["agreement"]["spearman"] is not None
-    assert report["recommendation"]["action"] == "keep"  # labels of today's predictions are not mature
+    cand = report.candidate("shadow", shadow_version)
+    assert cand.agreement.users == len(users) and cand.agreement.spearman is not None
+    assert report.recommendation.action == "keep"  # labels of today's predictions are not mature
 
 
 def test_challenger_gets_its_share_of_users_stably(site: Site, clean_rollout: None) -> None:
     from litestar.testing import TestClient
 
+    from service.routing import assign_arm
     from training.registry import ModelRegistry
-    from training.rollout import assign_arm, set_stage
 
     settings = site.settings
     challenger = logreg_clone(site, "c4a11e")
-    set_stage(ModelRegistry(settings), challenger, challenger=0.5)
+    ModelRegistry(settings).set_stage(challenger, "challenger", share=0.5)
     users = site.users[:60]
     expected = {u: assign_arm(u, 0.5, challenger) for u in users}
     assert 10 < list(expected.values()).count("challenger") < 50
@@ -203,7 +204,6 @@ def test_admin_reload_applies_staged_rollout_at_once(site: Site, clean_rollout: 
     from litestar.testing import TestClient
 
     from training.registry import ModelRegistry
-    from training.rollout import set_stage
 
     settings = dataclasses.replace(site.settings, admin_token="rollout-admin", reload_interval_s=3600.0)
     app = create(settings, watch=False)  # no watcher: only the admin call can apply the stage
@@ -211,7 +211,7 @@ def test_admin_reload_applies_staged_rollout_at_once(site: Site, clean_rollout: 
         rollout = app.state.services.rollout
         assert rollout.current.challenger is None
         challenger = logreg_clone(site, "ad1e0d")
-        set_stage(ModelRegistry(settings), challenger, challenger=0.25)
+        ModelRegistry(settings).set_stage(challenger, "challenger", share=0.25)
         assert rollout.current.challenger is None
         r = client.post("/admin/reload", headers={"Authorization": "Bearer rollout-admin"})
         assert r.status_code == 200, r.text
@@ -248,12 +248,18 @@ def test_stage_and_compare_commands(site: Site, clean_rollout: None) -> None:
     assert res.exit_code != 0 and "refusing" in res.output, res.output
     res = run("models", "stage", site.version, "--challenger", "0.5")
     assert res.exit_code != 0 and "production" in res.output
+    res = run("models", "stage", shadow)  # no rollout option: the legacy named slot is gone
+    assert res.exit_code != 0 and "exactly one" in res.output, res.output
+    res = run("models", "stage", shadow, "--stage", "staging")
+    assert res.exit_code != 0, res.output
     res = run("models", "list")
     assert res.exit_code == 0 and f"C {shadow}" in res.output and f"* {site.version}" in res.output
     res = run("models", "stage", shadow, "--clear")
     assert res.exit_code == 0 and "shadow -> none; challenger -> none" in res.output, res.output
     res = run("models", "compare", "--since", "2026-01-01")
     assert res.exit_code == 0 and "recommendation: keep" in res.output, res.output
+    res = run("models", "compare", "--since", "2026-01-01", "--json")
+    assert res.exit_code == 0 and json.loads(res.output)["recommendation"]["action"] == "keep", res.output
     from training.registry import ModelRegistry
 
     audit = [e for e in ModelRegistry(site.settings).audit_entries() if e["action"].startswith("stage:")]

@@ -272,3 +272,31 @@ def test_readers_never_see_a_half_state_during_promotions(registry) -> None:  # 
     assert seen == {a, b}
     assert len(reg.audit_entries()) == 41
     assert all(json.loads(line) for line in reg.audit_path.read_text().splitlines())
+
+
+def test_registry_files_live_where_the_layout_says(registry, tmp_path: Path) -> None:  # noqa: ANN001
+    """A registry on its own volume (``CHURN_REGISTRY_DIR``): pointer, history, audit and stages follow."""
+    import shutil
+
+    reg, v = registry
+    elsewhere = tmp_path / "shared-volume"
+    shutil.copytree(reg.root, elsewhere)
+    moved = ModelRegistry(make_settings(tmp_path / "data", registry_dir=elsewhere))
+    layout = moved.settings.layout
+    assert layout.registry_root == elsewhere
+    moved.promote(v["good"])
+    moved.set_stage(v["good2"], "shadow")
+    assert layout.production_pointer.read_text().strip() == v["good"]
+    assert json.loads(layout.production_history.read_text()) == {"production": [v["good"]]}
+    assert json.loads(layout.stages_file.read_text())["shadow"]["version"] == v["good2"]
+    assert [e["action"] for e in moved.audit_entries()] == ["promote", "stage:shadow"]
+    assert layout.audit_log.exists() and reg.production_version() is None  # the original is untouched
+
+
+def test_the_legacy_named_stage_slot_is_gone(registry) -> None:  # noqa: ANN001
+    """Stages are shadow / challenger only (``stages.json``); no ``stage-<name>`` pointer files."""
+    reg, v = registry
+    assert not hasattr(reg, "stage") and not hasattr(reg, "staged_version")
+    reg.promote(v["good"])
+    reg.set_stage(v["good2"], "challenger", share=0.5)
+    assert not list(reg.root.glob("stage-*"))

@@ -1,4 +1,4 @@
-"""Model rollout: arm assignment, staging gate + audit, crash-safe prediction log, compare report.
+"""Model rollout: arm assignment, stage gate + audit, crash-safe prediction log, compare report.
 
 Versions are trained for real on the synthetic training set of ``test_registry`` (no Feast).
 """
@@ -22,9 +22,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from service.prediction_log import SCHEMA, PredictionLog, feature_hash
+from jobs.compare import compare, read_prediction_log
+from service.prediction_log import SCHEMA, LogRecord, PredictionLog, feature_hash
+from service.routing import assign_arm, bucket
 from tests.conftest import make_settings
-from training.rollout import assign_arm, bucket, compare, read_state, set_stage
+from training.stages import RolloutState
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -48,13 +50,13 @@ def test_arm_assignment_is_stable_and_matches_the_share(share: float) -> None:
 
 def test_bucket_is_process_independent() -> None:
     # not Python's randomised hash(): a fresh interpreter computes the same value
-    code = "from training.rollout import bucket; print(repr(bucket('u0000042', 'salt')))"
+    code = "from service.routing import bucket; print(repr(bucket('u0000042', 'salt')))"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert float(out.stdout) == bucket("u0000042", "salt")
     assert assign_arm("anyone", 0.0, "s") == "production" and assign_arm("anyone", 1.0, "s") == "challenger"
 
 
-# --- staging: gate + audit ----------------------------------------------------------------------------
+# --- stages: gate + audit -----------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
     from tests.unit.test_registry import synthetic_set
@@ -84,33 +86,60 @@ def test_stage_shadow_challenger_clear_are_gated_and_audited(registry) -> None: 
     from training.registry import RegistryError
 
     reg, (prod, v1, v2) = registry
-    set_stage(reg, v1, shadow=True, reason="try it")
-    set_stage(reg, v2, challenger=0.1)
-    state = read_state(reg.settings)
+    assert reg.stages() == RolloutState()  # no file: nothing staged
+    reg.set_stage(v1, "shadow", reason="try it")
+    state = reg.set_stage(v2, "challenger", share=0.1)
+    assert state == reg.stages()
     assert (state.shadow, state.challenger, state.share, state.salt) == (v1, v2, 0.1, v2)
-    set_stage(reg, v2, challenger=0.3)  # ramp up: same experiment, same salt
-    assert read_state(reg.settings).share == 0.3 and read_state(reg.settings).salt == v2
-    raw = json.loads((reg.root / "stages.json").read_text())
+    reg.set_stage(v2, "challenger", share=0.3)  # ramp up: same experiment, same salt, same start
+    assert reg.stages().share == 0.3 and reg.stages().salt == v2
+    assert reg.stages().challenger_since == state.challenger_since
+    raw = json.loads(reg.settings.layout.stages_file.read_text())
     assert raw["challenger"]["version"] == v2 and raw["shadow"]["version"] == v1
     assert not list(reg.root.glob(".tmp-*"))  # written to a temp file and renamed
 
     with pytest.raises(RegistryError, match="production"):
-        set_stage(reg, prod, shadow=True)
+        reg.set_stage(prod, "shadow")
     with pytest.raises(RegistryError, match="share"):
-        set_stage(reg, v1, challenger=1.5)
-    with pytest.raises(RegistryError, match="exactly one"):
-        set_stage(reg, v1, shadow=True, clear=True)
+        reg.set_stage(v1, "challenger", share=1.5)
+    with pytest.raises(RegistryError, match="share"):
+        reg.set_stage(v1, "challenger")
+    with pytest.raises(RegistryError, match="no share"):
+        reg.set_stage(v1, "shadow", share=0.5)
+    with pytest.raises(RegistryError, match="unknown stage"):
+        reg.set_stage(v1, "staging")  # type: ignore[arg-type]
     with pytest.raises(RegistryError, match="unknown"):
-        set_stage(reg, "20990101T000000Z-abcdef", shadow=True)
+        reg.set_stage("20990101T000000Z-abcdef", "shadow")
 
-    set_stage(reg, v1, clear=True)
-    assert read_state(reg.settings).shadow is None and read_state(reg.settings).challenger == v2
+    reg.clear_stage(v1)
+    assert reg.stages().shadow is None and reg.stages().challenger == v2
     with pytest.raises(RegistryError, match="neither"):
-        set_stage(reg, v1, clear=True)
+        reg.clear_stage(v1)
 
     actions = [e["action"] for e in reg.audit_entries()]
     assert actions[-4:] == ["stage:shadow", "stage:challenger", "stage:challenger", "stage:clear"]
     assert reg.audit_entries()[-4]["reason"] == "try it" and reg.audit_entries()[-4]["to"] == v1
+    cleared = reg.audit_entries()[-1]
+    assert json.loads(cleared["from"]) == {"shadow": v1, "challenger": v2}
+    assert cleared["metrics"]["cleared"] == ["shadow"] and cleared["metrics"]["stages"]["shadow"] is None
+
+
+def test_staging_a_version_in_the_other_slot_moves_it(registry) -> None:  # noqa: ANN001
+    reg, (_, v1, _) = registry
+    reg.set_stage(v1, "shadow")
+    state = reg.set_stage(v1, "challenger", share=0.2)
+    assert (state.shadow, state.challenger) == (None, v1)
+    state = reg.set_stage(v1, "shadow")
+    assert (state.shadow, state.challenger, state.share) == (v1, None, 0.0)
+
+
+def test_a_hand_broken_stage_file_is_a_registry_error(registry) -> None:  # noqa: ANN001
+    from training.registry import RegistryError
+
+    reg, _ = registry
+    reg.settings.layout.stages_file.write_text("{not json")
+    with pytest.raises(RegistryError, match="not valid JSON"):
+        reg.stages()
 
 
 def test_stage_refuses_broken_models_and_foreign_feature_services(registry) -> None:  # noqa: ANN001
@@ -122,26 +151,26 @@ def test_stage_refuses_broken_models_and_foreign_feature_services(registry) -> N
     meta["feature_service"] = "churn_v2"
     meta_path.write_text(json.dumps(meta))
     with pytest.raises(PromotionRefused, match="feature service"):
-        set_stage(reg, v1, shadow=True)
+        reg.set_stage(v1, "shadow")
     model_file = json.loads((reg.models_dir / v2 / "metadata.json").read_text())
     kind = model_file["kind"]
     (reg.models_dir / v2 / model_file["models"][kind]["model_file"]).write_bytes(b"garbage")
     with pytest.raises(PromotionRefused):
-        set_stage(reg, v2, challenger=0.5)
-    assert not (reg.root / "stages.json").exists()
+        reg.set_stage(v2, "challenger", share=0.5)
+    assert not reg.settings.layout.stages_file.exists()
     assert not [e for e in reg.audit_entries() if e["action"].startswith("stage:")]
 
 
 # --- prediction log --------------------------------------------------------------------------------------
-def _records(n: int, day: dt.date, arm: str = "production", kind: str = "served", seed: int = 0) -> list[tuple]:
+def _records(n: int, day: dt.date, arm: str = "production", kind: str = "served", seed: int = 0) -> list[LogRecord]:
     rng = np.random.default_rng(seed)
     t0 = dt.datetime.combine(day, dt.time(12), tzinfo=dt.UTC)
     out = []
     for i in range(n):
         p = float(rng.random())
         feats = {"a": float(i), "b": None, "plan": "free"}
-        out.append((t0 + dt.timedelta(seconds=i), f"r{i}", f"u{i:05d}", "v1", arm, kind, p, "low", p > 0.5, feats,
-                    ("a", "b", "plan"), "predict"))  # fmt: skip
+        out.append(LogRecord(t0 + dt.timedelta(seconds=i), f"r{i}", f"u{i:05d}", "v1", arm, kind, p, "low", p > 0.5,
+                             feats, ("a", "b", "plan"), "predict"))  # fmt: skip
     return out
 
 
@@ -197,7 +226,7 @@ WRITER = textwrap.dedent(
     """
     import datetime as dt, sys
     from pathlib import Path
-    from service.prediction_log import PredictionLog
+    from service.prediction_log import LogRecord, PredictionLog
     log = PredictionLog(Path(sys.argv[1]), flush_interval_s=3600, max_records=10**9)
     feats = {f"f{i}": float(i) for i in range(10)}
     names = tuple(feats)
@@ -205,7 +234,8 @@ WRITER = textwrap.dedent(
     print("ready", flush=True)
     while True:
         for i in range(5000):
-            rec = (now, f"r{i}", f"u{i}", "v1", "production", "served", 0.5, "medium", True, feats, names, "predict")
+            rec = LogRecord(now, f"r{i}", f"u{i}", "v1", "production", "served", 0.5, "medium", True, feats, names,
+                            "predict")
             log.append(rec)
         log.flush()
     """
@@ -240,9 +270,7 @@ def test_prediction_log_survives_a_writer_killed_mid_flush(tmp_path: Path) -> No
         assert f.is_dir() or f.name.startswith(("part-", ".tmp-part-")), f
     # the compare reader only ever globs final names
     settings = make_settings(tmp_path)
-    from training.rollout import read_log
-
-    assert len(read_log(settings, dt.date(2026, 3, 1))) == 5000 * len(finals)
+    assert len(read_prediction_log(settings, dt.date(2026, 3, 1))) == 5000 * len(finals)
 
 
 # --- compare -------------------------------------------------------------------------------------------
@@ -271,36 +299,49 @@ def test_compare_reports_agreement_performance_and_a_recommendation(tmp_path: Pa
     good_p = np.clip(0.2 + 0.6 * churned + rng.normal(0, 0.1, len(users)), 0, 1)
     salt = "ch-v"
     (settings.registry_root).mkdir(parents=True)
-    (settings.registry_root / "stages.json").write_text(json.dumps(
+    settings.layout.stages_file.write_text(json.dumps(
         {"shadow": {"version": "sh-v"}, "challenger": {"version": "ch-v", "share": 0.5, "salt": salt}}))  # fmt: skip
     log = PredictionLog(settings.prediction_log_dir, flush_interval_s=3600, max_records=10**6)
     ts = dt.datetime.combine(day, dt.time(9), tzinfo=dt.UTC)
     for i, u in enumerate(users):
         rid = f"r{i}"
         arm = assign_arm(u, 0.5, salt)
-        served = ("ch-v", "challenger", good_p[i]) if arm == "challenger" else ("prod-v", "production", prod_p[i])
-        log.append(
-            (ts, rid, u, served[0], served[1], "served", served[2], "x", served[2] >= 0.5, None, None, "predict")
-        )
+        version, p = ("ch-v", good_p[i]) if arm == "challenger" else ("prod-v", prod_p[i])
+        log.append(LogRecord(ts, rid, u, version, arm, "served", p, "x", p >= 0.5, None, None, "predict"))
         if arm == "challenger":
-            log.append((ts, rid, u, "prod-v", "production", "shadow", prod_p[i], "x", prod_p[i] >= 0.5, None, None,
-                        "predict"))  # fmt: skip
-        log.append((ts, rid, u, "sh-v", "shadow", "shadow", good_p[i], "x", good_p[i] >= 0.5, None, None, "predict"))
+            log.append(LogRecord(ts, rid, u, "prod-v", "production", "shadow", prod_p[i], "x", prod_p[i] >= 0.5, None,
+                                 None, "predict"))  # fmt: skip
+        log.append(
+            LogRecord(ts, rid, u, "sh-v", "shadow", "shadow", good_p[i], "x", good_p[i] >= 0.5, None, None, "predict")
+        )
     log.close()
 
     report = compare(settings, day)
-    assert report["served_by_arm"]["challenger"] + report["served_by_arm"]["production"] == len(users)
-    assert report["labels"]["mature_dates"] == [day.isoformat()]
-    sh, ch = report["candidates"]["shadow:sh-v"], report["candidates"]["challenger:ch-v"]
-    assert sh["agreement"]["users"] == len(users)
-    assert 0.0 < sh["agreement"]["spearman"] < 0.9 and 0.0 < sh["agreement"]["tier_differs_share"] < 1.0
-    assert ch["agreement"]["users"] == report["served_by_arm"]["challenger"]
+    assert report.stages.shadow == "sh-v" and report.stages.challenger == "ch-v" and report.stages.share == 0.5
+    assert report.served_by_arm["challenger"] + report.served_by_arm["production"] == len(users)
+    assert report.labels.mature_dates == (day.isoformat(),)
+    sh, ch = report.candidate("shadow", "sh-v"), report.candidate("challenger", "ch-v")
+    assert sh.agreement.users == len(users)
+    assert 0.0 < sh.agreement.spearman < 0.9 and 0.0 < sh.agreement.tier_differs_share < 1.0
+    assert ch.agreement.users == report.served_by_arm["challenger"]
     for c in (sh, ch):
-        assert c["performance"]["roc_auc"] > c["production_performance"]["roc_auc"] + 0.1
-        assert c["recommendation"]["action"] == "promote"
-        assert c["recommendation"]["command"].startswith(f"churn models promote {c['version']}")
-    assert report["recommendation"]["action"] == "promote"
+        assert c.performance.roc_auc > c.production_performance.roc_auc + 0.1
+        assert c.recommendation.action == "promote"
+        assert c.recommendation.command.startswith(f"churn models promote {c.version}")
+    assert report.recommendation.action == "promote"
+    # the JSON form keeps the CLI's --json shape
+    as_json = json.loads(json.dumps(report.to_dict()))
+    assert set(as_json["candidates"]) == {"shadow:sh-v", "challenger:ch-v"}
+    assert as_json["candidates"]["shadow:sh-v"]["agreement"]["users"] == len(users)
+    assert as_json["labels"]["mature_dates"] == [day.isoformat()] and as_json["recommendation"]["action"] == "promote"
 
     # before labels mature: keep collecting
     early = compare(make_settings(tmp_path, churn_horizon_days=60), day)
-    assert early["recommendation"]["action"] == "keep" and "mature" in early["recommendation"]["reason"]
+    assert early.recommendation.action == "keep" and "mature" in early.recommendation.reason
+
+
+def test_compare_of_an_empty_log_recommends_keep(tmp_path: Path) -> None:
+    report = compare(make_settings(tmp_path), dt.date(2026, 3, 1))
+    assert report.records == 0 and report.candidates == ()
+    assert report.recommendation.action == "keep" and "no predictions" in report.recommendation.reason
+    assert report.to_dict()["stages"] == {"shadow": None, "challenger": None, "share": 0.0}
