@@ -37,12 +37,12 @@ from churn.policies import RiskPolicy
 from service.logs import log
 from service.prediction_log import LogRecord, PredictionLog
 from service.routing import CHALLENGER, PRODUCTION, SHADOW, assign_arm
-from training.stages import RolloutState
 
 if TYPE_CHECKING:
     from churn.settings import Settings
     from service.metrics import ApiMetrics
     from service.model_holder import ModelHolder, ServingModel
+    from training.registry import RolloutState
 
 SHADOW_BATCH = 16
 SHADOW_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
@@ -120,7 +120,7 @@ class RolloutManager:
         self.holder = holder
         self.metrics = RolloutMetrics(metrics.registry)
         self.current: RolloutServing = EMPTY
-        self.state = RolloutState()
+        self.state: RolloutState | None = None  # the stage state last read (None: not read yet)
         self.last_error: str | None = None
         self.path = settings.layout.stages_file
         self.risk = RiskPolicy.from_settings(settings)
