@@ -1,9 +1,10 @@
 """Getting data into the raw store: synthetic generation or a site's own event log.
 
-Arrow: input files → staging batch (normalised to the raw schemas) → validation gates → raw store.
-Both paths stage first and only touch ``raw/`` after the batch passed, so a bad batch never
-overwrites or loses good data. Imports merge into the store partition by partition (each swap is
-atomic); generation replaces the whole store.
+Arrow: input files → staging batch (normalised to the raw schemas, event names mapped to the
+canonical types, unknown users inferred) → validation gates → raw store. Both paths stage first and
+only touch ``raw/`` after the batch passed, so a bad batch never overwrites or loses good data.
+Imports merge into the store partition by partition (each swap is atomic); generation replaces
+the whole store. Every step over rows is DuckDB SQL over the staged Parquet, never a Python loop.
 """
 
 from __future__ import annotations
@@ -16,13 +17,21 @@ from pathlib import Path
 
 import duckdb
 
-from churn.errors import DataError
+from churn import errors
 from churn.io import atomic_dir, replace_dir, write_json_atomic
 from churn.layout import partition_dates, partition_dir
-from churn.schema import RAW_SCHEMAS, RAW_TIME_COLUMN
+from churn.schema import GENERIC_EVENT_TYPE, RAW_SCHEMAS, RAW_TIME_COLUMN
 from churn.settings import Settings
+from jobs.event_map import EventMap, Resolution
 from jobs.generate import GenerateResult, generate
-from jobs.validation import BatchValidator, CheckResult, ValidationReport, parquet_glob
+from jobs.validation import (
+    PROFILE_COLUMNS,
+    UNKNOWN,
+    BatchValidator,
+    CheckResult,
+    ValidationReport,
+    parquet_glob,
+)
 
 # Common alternate column names in exported logs → our schema.
 COLUMN_ALIASES: dict[str, dict[str, tuple[str, ...]]] = {
@@ -47,10 +56,12 @@ COLUMN_ALIASES: dict[str, dict[str, tuple[str, ...]]] = {
     },
 }
 OPTIONAL_COLUMNS = {"course_id", "minutes", "country", "acquisition_channel", "device", "plan"}
+# Optional columns a file may lack that are stored as ``unknown`` rather than NULL.
+UNKNOWN_IF_ABSENT = {"users": set(PROFILE_COLUMNS), "payments": {"plan"}}
 PARTITIONED = ("events", "payments")
 
 
-class IngestError(DataError):
+class IngestError(errors.IngestError):
     """The batch was rejected; ``report`` says which gate failed and on which rows."""
 
     def __init__(self, message: str, report: ValidationReport | None = None) -> None:
@@ -64,6 +75,42 @@ class ImportResult:
     accepted: dict[str, int] = field(default_factory=dict)
     quarantined: dict[str, int] = field(default_factory=dict)
     quarantine_dir: Path | None = None
+    inferred_users: int = 0  # users created from their first event or payment
+    event_types: Resolution = field(default_factory=Resolution)
+
+    def render(self) -> str:
+        """The import report: rows accepted, what the event map did, how many users were inferred."""
+        lines = ["import: accepted " + ", ".join(f"{t}={n:,}" for t, n in self.accepted.items())]
+        if self.quarantined:
+            lines[0] += "; quarantined " + ", ".join(f"{t}={n:,}" for t, n in self.quarantined.items())
+        tr = self.event_types.translation
+        if self.event_types.mapped:
+            lines.append(
+                "  event types mapped: "
+                + ", ".join(
+                    f"{s!r} → {tr[s]} ({n:,})"
+                    for s, n in sorted(self.event_types.mapped.items(), key=lambda kv: (-kv[1], kv[0]))
+                )
+            )
+        kept = {s: n for s, n in self.event_types.unmapped.items() if tr.get(s) == GENERIC_EVENT_TYPE}
+        if kept:
+            lines.append(f"  unmapped event types kept as {GENERIC_EVENT_TYPE}: " + _counts(kept))
+        refused = {s: n for s, n in self.event_types.unmapped.items() if s not in tr}
+        if refused:
+            lines.append("  unmapped event types quarantined: " + _counts(refused))
+        lines.append(
+            f"  users inferred from activity: {self.inferred_users:,}"
+            + (
+                f" (signup = first event or payment; {', '.join(PROFILE_COLUMNS)} = {UNKNOWN})"
+                if self.inferred_users
+                else ""
+            )
+        )
+        return "\n".join(lines)
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return Resolution(unmapped=counts).unmapped_summary()
 
 
 def _connect() -> duckdb.DuckDBPyConnection:
@@ -82,13 +129,31 @@ def _reader(path: Path) -> str:
     raise IngestError(f"{path}: unsupported file type (use .csv or .parquet)")
 
 
-def _normalise(con: duckdb.DuckDBPyConnection, table: str, src: Path, out: Path) -> CheckResult:
-    """Rename alias columns, cast to the raw schema and write Parquet; report type errors."""
+_EVENT_TYPE_SLOT = "<event_type>"
+MAX_CASE_BRANCHES = 200  # event names rewritten by a CASE; more go through a join
+
+
+def _literal(value: str) -> str:
+    """A SQL string literal (event names come from the user's file)."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _normalise(
+    con: duckdb.DuckDBPyConnection, table: str, src: Path, out: Path, event_map: EventMap | None = None
+) -> tuple[CheckResult, Resolution]:
+    """Rename alias columns, cast to the raw schema, map event names, write Parquet; report type errors.
+
+    For events, the type check also counts the rows of each distinct event type (the same scan);
+    ``event_map`` decides those few names in Python, and the COPY rewrites the rows with a join
+    against the resulting translation table. Unmapped names are left as they are for the
+    ``event_type_values`` gate, or become ``activity`` under ``unmapped="activity"``.
+    """
     if not src.exists():
         raise IngestError(f"{src}: no such file")
     rel = con.sql(f"SELECT * FROM {_reader(src)}")
     have = {c.lower(): c for c in rel.columns}
     select, missing, casts = [], [], []
+    type_col = None
     for f in RAW_SCHEMAS[table]:
         col = have.get(f.name) or next(
             (have[a] for a in COLUMN_ALIASES[table].get(f.name, ()) if a in have), None
@@ -99,12 +164,18 @@ def _normalise(con: duckdb.DuckDBPyConnection, table: str, src: Path, out: Path)
             else {"string": "VARCHAR"}.get(str(f.type), "DOUBLE")
         )
         if col is None:
-            if f.name in OPTIONAL_COLUMNS:
+            if f.name in UNKNOWN_IF_ABSENT.get(table, ()):
+                select.append(f"'{UNKNOWN}'::VARCHAR AS {f.name}")
+            elif f.name in OPTIONAL_COLUMNS:
                 select.append(f"NULL::{duck} AS {f.name}")
-                continue
-            missing.append(f.name)
+            else:
+                missing.append(f.name)
             continue
-        select.append(f'TRY_CAST("{col}" AS {duck}) AS {f.name}')
+        if table == "events" and f.name == "event_type":
+            type_col = col
+            select.append(_EVENT_TYPE_SLOT)  # filled in once the batch's distinct types are known
+        else:
+            select.append(f'TRY_CAST(s."{col}" AS {duck}) AS {f.name}')
         casts.append((f.name, col, duck))
     if missing:
         return CheckResult(
@@ -113,9 +184,18 @@ def _normalise(con: duckdb.DuckDBPyConnection, table: str, src: Path, out: Path)
             len(missing),
             f"missing required columns {missing} in {src.name}",
             row_level=False,
-        )
+        ), Resolution()
     bad = " OR ".join(f'("{c}" IS NOT NULL AND TRY_CAST("{c}" AS {d}) IS NULL)' for _, c, d in casts)
-    n_bad = con.execute(f"SELECT count(*) FROM {_reader(src)} WHERE {bad}").fetchone()[0]
+    resolution = Resolution()
+    if type_col is not None:  # one scan: bad rows, and the rows of each distinct event type
+        by_type = con.execute(
+            f'SELECT TRY_CAST("{type_col}" AS VARCHAR), count(*), count(*) FILTER (WHERE {bad})'
+            f" FROM {_reader(src)} GROUP BY 1"
+        ).fetchall()
+        n_bad = sum(r[2] for r in by_type)
+        resolution = (event_map or EventMap()).resolve({r[0]: r[1] for r in by_type})
+    else:
+        n_bad = con.execute(f"SELECT count(*) FROM {_reader(src)} WHERE {bad}").fetchone()[0]
     if n_bad:
         ex = con.execute(f"SELECT * FROM {_reader(src)} WHERE {bad} LIMIT 3").fetchall()
         return CheckResult(
@@ -125,12 +205,64 @@ def _normalise(con: duckdb.DuckDBPyConnection, table: str, src: Path, out: Path)
             f"{n_bad:,} rows have values of the wrong type",
             [dict(zip(rel.columns, map(str, r), strict=True)) for r in ex],
             row_level=False,
-        )
+        ), resolution
+    source = f"{_reader(src)} AS s"
+    if type_col is not None:
+        raw_type = f'TRY_CAST(s."{type_col}" AS VARCHAR)'
+        translation = resolution.translation
+        if 0 < len(translation) <= MAX_CASE_BRANCHES:  # a CASE costs next to nothing per row
+            whens = " ".join(f"WHEN {_literal(k)} THEN {_literal(v)}" for k, v in translation.items())
+            raw_type = f"CASE {raw_type} {whens} ELSE {raw_type} END"
+        elif translation:  # many names: a hash join against the translation table
+            con.execute("CREATE OR REPLACE TEMP TABLE _churn_event_map (src VARCHAR, canonical VARCHAR)")
+            con.executemany("INSERT INTO _churn_event_map VALUES (?, ?)", list(translation.items()))
+            source += f" LEFT JOIN _churn_event_map m ON {raw_type} = m.src"
+            raw_type = f"coalesce(m.canonical, {raw_type})"
+        select[select.index(_EVENT_TYPE_SLOT)] = f"{raw_type} AS event_type"
     out.mkdir(parents=True, exist_ok=True)
+    con.execute(f"COPY (SELECT {', '.join(select)} FROM {source}) TO '{out / f'{table}.parquet'}' (FORMAT PARQUET)")
+    return CheckResult(table, "types", 0, "all values cast to the schema", row_level=False), resolution
+
+
+def _infer_users(con: duckdb.DuckDBPyConnection, staging: Path, raw: Path, as_of: dt.datetime) -> int:
+    """Users of this batch's events/payments known neither from its users file nor the store.
+
+    Each becomes a users row: signup = their first event or payment (at or before ``as_of``; rows in
+    the future are left to the future_timestamp gate), every profile column ``unknown``. Written into
+    the staged users file, so the users gates and the merge treat them like any other user.
+    """
+    activity = [f"SELECT user_id, event_ts AS ts FROM read_parquet('{staging / 'events' / 'events.parquet'}')"]
+    if (pay := staging / "payments" / "payments.parquet").exists():
+        activity.append(f"SELECT user_id, payment_ts AS ts FROM read_parquet('{pay}')")
+    users_file = staging / "users" / "users.parquet"
+    known = [f"SELECT user_id FROM read_parquet('{users_file}')"] if users_file.exists() else []
+    if stored := parquet_glob(raw, "users"):
+        known.append(f"SELECT user_id FROM read_parquet('{stored}')")
+    known_sql = " UNION ALL ".join(known) or "SELECT NULL::VARCHAR AS user_id WHERE false"
+    profile = ", ".join(f"'{UNKNOWN}'::VARCHAR AS {c}" for c in PROFILE_COLUMNS)
+    inferred = staging / "users" / "inferred.parquet"
+    inferred.parent.mkdir(parents=True, exist_ok=True)
     con.execute(
-        f"COPY (SELECT {', '.join(select)} FROM {_reader(src)}) TO '{out / f'{table}.parquet'}' (FORMAT PARQUET)"
+        f"COPY (SELECT a.user_id, min(a.ts) AS signup_ts, {profile}"
+        f" FROM ({' UNION ALL '.join(activity)}) a ANTI JOIN ({known_sql}) k ON a.user_id = k.user_id"
+        f" WHERE a.user_id IS NOT NULL AND a.ts <= $as_of::TIMESTAMPTZ GROUP BY a.user_id ORDER BY a.user_id)"
+        f" TO '{inferred}' (FORMAT PARQUET)",
+        {"as_of": as_of},
     )
-    return CheckResult(table, "types", 0, "all values cast to the schema", row_level=False)
+    n = con.execute(f"SELECT count(*) FROM read_parquet('{inferred}')").fetchone()[0]
+    if not n:
+        inferred.unlink()
+    elif users_file.exists():  # one users file for the validator: the batch's rows, then the inferred
+        both = staging / "users" / "users.all.parquet"
+        con.execute(
+            f"COPY (SELECT * FROM read_parquet('{users_file}') UNION ALL BY NAME"
+            f" SELECT * FROM read_parquet('{inferred}')) TO '{both}' (FORMAT PARQUET)"
+        )
+        inferred.unlink()
+        both.replace(users_file)
+    else:
+        inferred.replace(users_file)
+    return int(n)
 
 
 def import_batch(
@@ -141,24 +273,40 @@ def import_batch(
     payments: Path | None = None,
     quarantine: bool = False,
     as_of: dt.datetime | None = None,
+    event_map: EventMap | str | Path | None = None,
+    unmapped: str | None = None,
+    infer_users: bool = True,
 ) -> ImportResult:
-    """Validate a batch of files and merge what passes into the raw store."""
+    """Validate a batch of files and merge what passes into the raw store.
+
+    ``event_map``: an :class:`EventMap` or a spec (inline ``source=canonical,...`` or a YAML/CSV
+    file); ``unmapped``: ``refuse`` (default: such rows fail the ``event_type_values`` gate, so
+    the batch is rejected, or they are quarantined) or ``activity``. With ``infer_users``, users
+    known neither from ``users`` nor the store are created from their first event or payment.
+    """
+    if not isinstance(event_map, EventMap):
+        event_map = EventMap.from_spec(event_map, unmapped or "refuse")
+    elif unmapped is not None and unmapped != event_map.unmapped:
+        event_map = EventMap(event_map.mapping, unmapped)
     as_of = as_of or dt.datetime.now(dt.UTC)
     batch_id = f"{as_of:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
     staging = settings.data_dir / f".tmp-import-{batch_id}"
     con = _connect()
     try:
         try:
-            pre = [
-                _normalise(con, t, p, staging / t)
+            staged = {
+                t: _normalise(con, t, p, staging / t, event_map)
                 for t, p in (("users", users), ("events", events), ("payments", payments))
                 if p is not None
-            ]
+            }
         except duckdb.Error as exc:  # unreadable input (not UTF-8, not CSV/Parquet, truncated...)
             raise IngestError(f"batch rejected: cannot read the input: {str(exc).splitlines()[0]}") from None
+        pre = [check for check, _ in staged.values()]
+        resolution = staged["events"][1]
         if any(not c.passed for c in pre):
             report = ValidationReport(checks=pre)
             raise IngestError("batch rejected: input does not match the schema", report)
+        n_inferred = _infer_users(con, staging, settings.raw_dir, as_of) if infer_users else 0
         validator = BatchValidator(
             staging,
             as_of=as_of,
@@ -168,8 +316,8 @@ def import_batch(
         report = validator.run()
         report.checks = pre + report.checks
         if report.batch_level_failures or (report.failures and not quarantine):
-            raise IngestError("batch rejected by validation gates", report)
-        result = ImportResult(report)
+            raise IngestError(_rejection(report, resolution), report)
+        result = ImportResult(report, inferred_users=n_inferred, event_types=resolution)
         if report.failures:  # quarantine mode: keep good rows, set bad ones aside with their reason
             result.quarantine_dir = settings.quarantine_dir / batch_id
             for table in validator.tables:
@@ -183,6 +331,21 @@ def import_batch(
     finally:
         con.close()
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _rejection(report: ValidationReport, resolution: Resolution) -> str:
+    """One line: the unmapped event types with their counts when that is (part of) the reason."""
+    refused = {s: n for s, n in resolution.unmapped.items() if s not in resolution.translation}
+    if not refused or report.batch_level_failures:
+        return "batch rejected by validation gates"
+    others = [f"{c.table}.{c.check}" for c in report.failures if c.check != "event_type_values"]
+    rows, types = sum(refused.values()), len(refused)
+    return (
+        f"batch rejected: {rows:,} event{'s' if rows > 1 else ''} of {types:,} unmapped event "
+        f"type{'s' if types > 1 else ''}: {Resolution(unmapped=refused).unmapped_summary()}; "
+        f"map them with --event-map SOURCE=CANONICAL or keep them as generic activity with "
+        f"--unmapped {GENERIC_EVENT_TYPE}" + (f" (also failed: {', '.join(others)})" if others else "")
+    )
 
 
 def _split(con, validator: BatchValidator, table: str, folder: Path, qdir: Path) -> tuple[int, int]:

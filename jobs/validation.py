@@ -16,9 +16,23 @@ from pathlib import Path
 import duckdb
 
 from churn.layout import PARTITION_GLOB, partitions_glob
-from churn.schema import EVENT_TYPES, PAYMENT_STATUSES, PLANS, RAW_SCHEMAS
+from churn.schema import CANONICAL_EVENT_TYPES, PAYMENT_STATUSES, PLANS, RAW_SCHEMAS
 
 MAX_EXAMPLES = 3
+MAX_LISTED_VALUES = 20  # bad values named (with their counts) in a failed *_values check
+
+UNKNOWN = "unknown"
+"""The profile value of a user inferred from their first event or payment (no users row), and of
+a profile column or a payment's plan that the imported files do not have."""
+PROFILE_COLUMNS = ("plan", "country", "acquisition_channel", "device")
+
+# Allowed values, the one place they are decided: (table, column) → values. Other string columns
+# (country, acquisition_channel, device, payments.plan) are free-form and never gated.
+ALLOWED_VALUES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("users", "plan"): (*PLANS, UNKNOWN),
+    ("events", "event_type"): CANONICAL_EVENT_TYPES,
+    ("payments", "status"): PAYMENT_STATUSES,
+}
 
 
 @dataclass
@@ -86,13 +100,18 @@ def _sql_list(values: tuple[str, ...]) -> str:
     return "(" + ", ".join(f"'{v}'" for v in values) + ")"
 
 
+def _values_rule(table: str, column: str) -> tuple[str, str, str]:
+    allowed = ALLOWED_VALUES[(table, column)]
+    return (f"{column}_values", f"{column} NOT IN {_sql_list(allowed)}", f"{column} not in {allowed}")
+
+
 # Row-level rules per table: (check name, SQL predicate that is TRUE for a bad row, message).
 # They run over ``prep_<table>``: the batch plus ``_signup`` (the user's signup time, NULL for an
 # unknown user) and ``_dup`` (how many rows share the row's natural key).
 ROW_RULES: dict[str, list[tuple[str, str, str]]] = {
     "users": [
         ("required_nulls", "user_id IS NULL OR signup_ts IS NULL OR plan IS NULL", "required column is null"),
-        ("plan_values", f"plan NOT IN {_sql_list(PLANS)}", f"plan must be one of {PLANS}"),
+        _values_rule("users", "plan"),
         ("future_timestamp", "signup_ts > $as_of", "signup_ts is in the future"),
         ("duplicates", "_dup > 1", "user_id appears more than once"),
     ],
@@ -102,11 +121,7 @@ ROW_RULES: dict[str, list[tuple[str, str, str]]] = {
             "user_id IS NULL OR event_ts IS NULL OR event_type IS NULL",
             "required column is null",
         ),
-        (
-            "event_type_values",
-            f"event_type NOT IN {_sql_list(EVENT_TYPES)}",
-            f"event_type not in {EVENT_TYPES}",
-        ),
+        _values_rule("events", "event_type"),
         ("negative_minutes", "minutes < 0", "minutes is negative"),
         ("future_timestamp", "event_ts > $as_of", "event_ts is in the future"),
         ("unknown_user", "_signup IS NULL", "event of a user not in users"),
@@ -119,11 +134,7 @@ ROW_RULES: dict[str, list[tuple[str, str, str]]] = {
             "user_id IS NULL OR payment_ts IS NULL OR amount IS NULL OR status IS NULL",
             "required column is null",
         ),
-        (
-            "status_values",
-            f"status NOT IN {_sql_list(PAYMENT_STATUSES)}",
-            f"status not in {PAYMENT_STATUSES}",
-        ),
+        _values_rule("payments", "status"),
         ("negative_amount", "amount < 0", "amount is negative"),
         ("future_timestamp", "payment_ts > $as_of", "payment_ts is in the future"),
         ("unknown_user", "_signup IS NULL", "payment of a user not in users"),
@@ -267,10 +278,22 @@ class BatchValidator:
                 )
                 cols = [d[0] for d in cur.description]
                 examples = [{k: _plain(v) for k, v in zip(cols, row, strict=True)} for row in cur.fetchall()]
+                if (column := name.removesuffix("_values")) != name:
+                    message = f"{message}; found {self._bad_values(table, column, predicate)}"
             results.append(
                 CheckResult(table, name, int(n), f"{n:,} rows: {message}" if n else "ok", examples)
             )
         return results
+
+    def _bad_values(self, table: str, column: str, predicate: str) -> str:
+        """``'teleport' (2), 'jump' (1)``: each offending value with its row count, most frequent first."""
+        rows = self.con.execute(
+            f"SELECT {column}, count(*) AS n FROM prep_{table} WHERE {_pred(predicate)}"
+            f" GROUP BY 1 ORDER BY n DESC, 1 LIMIT {MAX_LISTED_VALUES + 1}"
+        ).fetchall()
+        more = len(rows) > MAX_LISTED_VALUES
+        text = ", ".join(f"{v!r} ({n:,})" for v, n in rows[:MAX_LISTED_VALUES])
+        return text + (" and more" if more else "")
 
     def _freshness(self) -> CheckResult:
         if not self.freshness_max_hours:

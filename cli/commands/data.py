@@ -16,8 +16,8 @@ app = typer.Typer(help="Generate, import and validate raw users/events/payments.
 
 
 def _reject(exc) -> ChurnError:
-    if exc.report is not None:
-        console.print(exc.report.render())
+    if getattr(exc, "report", None) is not None:
+        console.print(exc.report.render(), markup=False, soft_wrap=True)
     return ChurnError(str(exc))
 
 
@@ -60,7 +60,10 @@ def generate_cmd(
 @app.command("import")
 def import_cmd(
     events: Annotated[Path, typer.Option(help="Events file (CSV or Parquet).")],
-    users: Annotated[Path | None, typer.Option(help="Users file (CSV or Parquet).")] = None,
+    users: Annotated[
+        Path | None,
+        typer.Option(help="Users file (CSV or Parquet); optional: unknown users are inferred from their activity."),
+    ] = None,
     payments: Annotated[Path | None, typer.Option(help="Payments file (CSV or Parquet).")] = None,
     quarantine: Annotated[
         bool, typer.Option(help="Keep good rows, set bad rows aside with their reason.")
@@ -68,23 +71,58 @@ def import_cmd(
     as_of: Annotated[
         str | None, typer.Option(help="Reference time for future/freshness checks (ISO); default now.")
     ] = None,
+    event_map: Annotated[
+        str | None,
+        typer.Option(
+            "--event-map",
+            metavar="SPEC",
+            help="Your event names → canonical types: 'source=canonical[,source=canonical...]' or a "
+            ".yaml/.csv file. Canonical names need no entry.",
+        ),
+    ] = None,
+    unmapped: Annotated[
+        str,
+        typer.Option(
+            metavar="refuse|activity",
+            help="Event types neither mapped nor canonical: 'refuse' them (listed with their counts), "
+            "or keep them as generic 'activity' (counts as activity, in no typed count).",
+        ),
+    ] = "refuse",
+    infer_users: Annotated[
+        bool,
+        typer.Option(
+            help="Create users known neither from --users nor the store from their first event or "
+            "payment (profile 'unknown'); --no-infer-users rejects their rows (unknown_user).",
+        ),
+    ] = True,
 ) -> None:
     """Import your own event log (see README for the schema); rejected batches change nothing."""
-    from jobs.ingest import IngestError, import_batch
+    from churn.errors import IngestError
+    from jobs.ingest import import_batch
 
     settings = get_settings()
     ref = dt.datetime.fromisoformat(as_of).astimezone(dt.UTC) if as_of else None
     with user_errors(), step("data import") as r:
         try:
             res = import_batch(
-                settings, events=events, users=users, payments=payments, quarantine=quarantine, as_of=ref
+                settings,
+                events=events,
+                users=users,
+                payments=payments,
+                quarantine=quarantine,
+                as_of=ref,
+                event_map=event_map,
+                unmapped=unmapped,
+                infer_users=infer_users,
             )
         except IngestError as exc:
             raise _reject(exc) from exc
-        r.extra.update(accepted=res.accepted)
+        r.extra.update(accepted=res.accepted, inferred_users=res.inferred_users)
         if res.quarantine_dir:
-            console.print(res.report.render())
+            console.print(res.report.render(), markup=False, soft_wrap=True)
             r.extra.update(quarantined=res.quarantined)
+        console.print(res.render(), markup=False, soft_wrap=True)
+        if res.quarantine_dir:
             r.wrote.append(str(res.quarantine_dir))
         r.wrote.append(str(settings.raw_dir))
 

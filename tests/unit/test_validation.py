@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from jobs.ingest import IngestError, import_batch
-from tests.conftest import make_settings
+from tests.support.settings import make_settings
 
 AS_OF = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
 
@@ -106,7 +106,7 @@ def test_each_event_gate_rejects_and_keeps_the_store(store, tmp_path, check):
     before = _snapshot(store)
     bad = _write(tmp_path, f"bad_{check}", _events(**BAD_EVENT_CASES[check]))
     with pytest.raises(IngestError) as err:
-        import_batch(store, events=bad, as_of=AS_OF)
+        import_batch(store, events=bad, as_of=AS_OF, infer_users=False)  # unknown_user: strict mode
     failed = {c.check for c in err.value.report.failures if c.table == "events"}
     assert check in failed
     assert err.value.report.failures[0].examples or not err.value.report.failures[0].row_level
@@ -129,6 +129,7 @@ def test_payment_gates(store, tmp_path, check, frame):
             events=_write(tmp_path, "ev", _events()),
             payments=_write(tmp_path, "pay", frame),
             as_of=AS_OF,
+            infer_users=False,
         )
     assert check in {c.check for c in err.value.report.failures if c.table == "payments"}
     assert _snapshot(store) == before
@@ -181,7 +182,9 @@ def test_quarantine_keeps_good_rows_and_sets_bad_ones_aside(store, tmp_path):
     events = pd.concat(
         [_events(), _events(user_id=["ghost"] * 3, event_ts=_events().event_ts + pd.Timedelta(days=3))]
     )
-    res = import_batch(store, events=_write(tmp_path, "mixed", events), quarantine=True, as_of=AS_OF)
+    res = import_batch(
+        store, events=_write(tmp_path, "mixed", events), quarantine=True, as_of=AS_OF, infer_users=False
+    )
     assert res.accepted["events"] == 3 and res.quarantined["events"] == 3
     bad = pd.read_parquet(res.quarantine_dir / "events.parquet")
     assert set(bad.reason) == {"unknown_user"}
@@ -197,3 +200,112 @@ def test_import_merges_csv_with_alternate_column_names(store, tmp_path):
     # importing the same batch again adds nothing (idempotent merge)
     import_batch(store, events=_write(tmp_path, "alt2", new, "csv"), as_of=AS_OF)
     assert len(pd.read_parquet(store.raw_dir / "events")) == 6
+
+
+# --- event maps and allowed values --------------------------------------------------------------
+def test_allowed_values_live_in_one_place_and_accept_unknown_and_activity():
+    from churn.schema import CANONICAL_EVENT_TYPES, GENERIC_EVENT_TYPE, PLANS
+    from jobs.validation import ALLOWED_VALUES, ROW_RULES, UNKNOWN
+
+    assert ALLOWED_VALUES[("users", "plan")] == (*PLANS, UNKNOWN)
+    assert ALLOWED_VALUES[("events", "event_type")] == CANONICAL_EVENT_TYPES
+    assert GENERIC_EVENT_TYPE in CANONICAL_EVENT_TYPES
+    rules = {(t, name): pred for t, rs in ROW_RULES.items() for name, pred, _ in rs}
+    assert f"'{UNKNOWN}'" in rules[("users", "plan_values")]
+    assert f"'{GENERIC_EVENT_TYPE}'" in rules[("events", "event_type_values")]
+
+
+def test_unknown_plan_and_generic_activity_pass_the_gates(store, tmp_path):
+    res = import_batch(
+        store,
+        users=_write(tmp_path, "uk", _users(user_id=["c", "d"], plan=["unknown", "premium"])),
+        events=_write(tmp_path, "act", _events(user_id=["c", "c", "d"], event_type=["activity"] * 3)),
+        as_of=AS_OF,
+    )
+    assert res.report.passed and res.accepted == {"users": 2, "events": 3}
+
+
+def test_bad_value_check_names_each_value_with_its_count(store, tmp_path):
+    bad = _events(event_type=["teleport", "teleport", "jump"])
+    with pytest.raises(IngestError) as err:
+        import_batch(store, events=_write(tmp_path, "tp", bad), as_of=AS_OF)
+    check = next(c for c in err.value.report.failures if c.check == "event_type_values")
+    assert "'teleport' (2), 'jump' (1)" in check.message
+    assert "'teleport' (2), 'jump' (1)" in str(err.value) and "--unmapped activity" in str(err.value)
+
+
+def test_inline_event_map_and_canonical_names_map_to_themselves():
+    from jobs.event_map import EventMap
+
+    m = EventMap.from_spec(" sign_in=login, page_open = course_view,")
+    assert dict(m.mapping) == {"sign_in": "login", "page_open": "course_view"}
+    assert m.target("sign_in") == "login" and m.target("logout") == "logout"
+    assert m.target("clicked") is None  # refused by default
+    assert EventMap.from_spec(None, "activity").target("clicked") == "activity"
+    res = m.resolve({"sign_in": 5, "login": 2, "clicked": 3, None: 1})
+    assert res.translation == {"sign_in": "login"} and res.mapped == {"sign_in": 5}
+    assert res.unmapped == {"clicked": 3}
+    kept = EventMap(m.mapping, "activity").resolve({"clicked": 3, "activity": 4})
+    assert kept.translation == {"clicked": "activity"} and kept.unmapped == {"clicked": 3}
+
+
+@pytest.mark.parametrize(
+    "name,text",
+    [
+        ("flat.yaml", "sign_in: login\npage_open: course_view\n"),
+        ("nested.yml", "event_map:\n  sign_in: login\n  page_open: course_view\n"),
+        ("header.csv", "source,canonical\nsign_in,login\npage_open, course_view\n"),
+        ("bare.csv", "sign_in,login\n\npage_open,course_view\n"),
+    ],
+)
+def test_event_map_files(tmp_path, name, text):
+    from jobs.event_map import EventMap
+
+    (tmp_path / name).write_text(text)
+    assert dict(EventMap.from_spec(tmp_path / name).mapping) == {"sign_in": "login", "page_open": "course_view"}
+    assert dict(EventMap.from_spec(str(tmp_path / name)).mapping) == {"sign_in": "login", "page_open": "course_view"}
+
+
+@pytest.mark.parametrize(
+    "spec,needle",
+    [
+        ("sign_in=signin", "not canonical event types: sign_in=signin"),
+        ("sign_in=login,tap=click", "tap=click"),
+        ("sign_in", "is not source=canonical"),
+        ("=login", "empty source name"),
+        ("a=login,a=logout", "mapped twice"),
+        ("nowhere.yaml", "no such file"),
+    ],
+)
+def test_bad_event_maps_are_one_clear_error(tmp_path, spec, needle):
+    from churn.errors import DataError
+    from jobs.event_map import EventMap, EventMapError
+
+    with pytest.raises(EventMapError, match=needle) as err:
+        EventMap.from_spec(str(tmp_path / spec) if spec.endswith(".yaml") else spec)
+    assert isinstance(err.value, DataError) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "name,text,needle",
+    [
+        ("target.yaml", "sign_in: signin\n", "not canonical"),
+        ("list.yaml", "- sign_in\n- login\n", "expected a mapping"),
+        ("broken.yaml", "a: [b\n", "not valid YAML"),
+        ("wide.csv", "source,canonical\nsign_in,login,extra\n", "two columns"),
+        ("target.csv", "sign_in,signin\n", "not canonical"),
+    ],
+)
+def test_bad_event_map_files(tmp_path, name, text, needle):
+    from jobs.event_map import EventMap, EventMapError
+
+    (tmp_path / name).write_text(text)
+    with pytest.raises(EventMapError, match=needle):
+        EventMap.from_spec(tmp_path / name)
+
+
+def test_unmapped_policy_is_checked():
+    from jobs.event_map import EventMap, EventMapError
+
+    with pytest.raises(EventMapError, match="refuse, activity"):
+        EventMap({}, "drop")
