@@ -7,7 +7,9 @@ import re
 import pytest
 import yaml
 
-from .conftest import CHART, contract_metrics, require_tool, run
+from tests.support.contracts import contract_metrics
+from tests.support.env import require_tool
+from tests.support.tools import CHART, run
 
 pytestmark = pytest.mark.deploy
 

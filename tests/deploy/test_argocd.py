@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from .conftest import REPO, helm_template, parse_docs
+from tests.support.env import REPO
+from tests.support.tools import helm_template, parse_docs
 
 pytestmark = pytest.mark.deploy
 

@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 import yaml
 
-from .conftest import REPO, Rendered, require_tool, run
+from tests.support.env import REPO, require_tool
+from tests.support.tools import Rendered, containers, run
 
 pytestmark = pytest.mark.deploy
 
@@ -134,14 +135,12 @@ def test_checkov_skips_are_justified_and_still_needed(checkov: dict[tuple[str, b
 
 
 # ---- the properties behind the global skips ---------------------------------------------------
-def _containers(pod: dict[str, Any]) -> list[dict[str, Any]]:
-    return [*pod.get("initContainers", []), *pod["containers"]]
 
 
 def test_skip_k8s_40_only_redis_runs_below_uid_10000(rendered: dict[str, Rendered]) -> None:
     for case in SCANNED_CASES:
         for obj, pod in rendered[case].churn_workloads():
-            for c in _containers(pod):
+            for c in containers(pod):
                 uid = c.get("securityContext", {}).get("runAsUser", pod["securityContext"].get("runAsUser"))
                 assert uid is not None and uid >= 10000, f"[{case}] {obj['metadata']['name']}: uid {uid}"
 
@@ -150,7 +149,7 @@ def test_skip_k8s_43_15_images_are_tagged(rendered: dict[str, Rendered]) -> None
     version_tag = re.compile(r"\d+(\.\d+)+(-[a-z0-9.]+)?")
     for case in SCANNED_CASES:
         for obj, pod in rendered[case].workloads():
-            for c in _containers(pod):
+            for c in containers(pod):
                 where = f"[{case}] {obj['metadata']['name']}: {c['image']}"
                 repo, _, tag = c["image"].rpartition(":")
                 assert repo and "/" not in tag and tag not in {"", "latest"}, where

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .conftest import CHART, REPO, require_tool, run
+from tests.support.env import REPO, require_tool
+from tests.support.tools import CHART, run
 
 pytestmark = pytest.mark.deploy
 

@@ -13,21 +13,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .conftest import (
-    CASES,
-    CHART,
-    REPO,
-    VALUES_FILES,
-    Rendered,
-    contract_commands,
-    contract_drift_options,
-    contract_metrics,
-    contract_routes,
-    helm_template,
-    require_tool,
-    run,
-    values_for,
-)
+from churn.settings import Settings
+from tests.support.contracts import contract_commands, contract_drift_options, contract_metrics, contract_routes
+from tests.support.env import REPO, require_tool
+from tests.support.tools import CASES, CHART, CHURN, VALUES_FILES, Rendered, containers, helm_template, run, values_for
 
 pytestmark = pytest.mark.deploy
 
@@ -113,10 +102,6 @@ def _config(r: Rendered) -> dict[str, str]:
     return next(d for d in r.of_kind("ConfigMap") if d["metadata"]["name"].endswith("-config"))["data"]
 
 
-def _containers(pod: dict) -> list[dict]:
-    return [*pod.get("initContainers", []), *pod["containers"]]
-
-
 @pytest.mark.parametrize("case", list(CASES))
 def test_api_deployment_probes_service_hpa(rendered: dict[str, Rendered], case: str) -> None:
     r = rendered[case]
@@ -185,14 +170,14 @@ def test_security_contexts(rendered: dict[str, Rendered], case: str) -> None:
         assert psc.get("runAsUser", 1) != 0, where
         assert psc["seccompProfile"]["type"] == "RuntimeDefault", where
         tmp_volumes = {v["name"] for v in pod["volumes"] if "emptyDir" in v}
-        for c in _containers(pod):
+        for c in containers(pod):
             sc = c["securityContext"]
             assert sc["allowPrivilegeEscalation"] is False, where
             assert sc["readOnlyRootFilesystem"] is True, where
             assert sc["capabilities"]["drop"] == ["ALL"], where
             assert c["resources"]["requests"] and c["resources"]["limits"], where
         if obj["metadata"]["labels"].get("app.kubernetes.io/name") != "redis":
-            for c in _containers(pod):
+            for c in containers(pod):
                 tmp = [m for m in c["volumeMounts"] if m["mountPath"] == "/tmp"]
                 assert tmp and tmp[0]["name"] in tmp_volumes, f"{where}: /tmp must be an emptyDir"
 
@@ -220,7 +205,7 @@ def test_data_volume_is_mounted_where_churn_data_dir_points(rendered: dict[str, 
     seen = 0
     for obj, pod in r.churn_workloads():
         vols = {v["name"]: v for v in pod["volumes"]}
-        for c in _containers(pod):
+        for c in containers(pod):
             where = f"[{case}] {obj['metadata']['name']}/{c['name']}"
             mounts = [m for m in c["volumeMounts"] if m["mountPath"] == data_dir]
             assert len(mounts) == 1, f"{where}: nothing mounted at CHURN_DATA_DIR={data_dir}"
@@ -244,7 +229,7 @@ def test_config_and_secrets(rendered: dict[str, Rendered], case: str) -> None:
     for key in cfg:
         assert re.fullmatch(r"CHURN_[A-Z0-9_]+|HOME|MPLCONFIGDIR|NUMBA_CACHE_DIR", key), key
     for obj, pod in r.churn_workloads():
-        for c in _containers(pod):
+        for c in containers(pod):
             refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in c.get("env", []) if "valueFrom" in e}
             assert set(refs) == SECRET_KEYS, f"{obj['metadata']['name']}/{c['name']}"
             for key, ref in refs.items():
@@ -254,7 +239,7 @@ def test_config_and_secrets(rendered: dict[str, Rendered], case: str) -> None:
 
 
 def _steps(pod: dict) -> list[tuple[str, list[str], list[str]]]:
-    return [(c["image"], c["command"], c["args"]) for c in _containers(pod)]
+    return [(c["image"], c["command"], c["args"]) for c in containers(pod)]
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -323,7 +308,7 @@ def _invocations(rendered: dict[str, Rendered]) -> tuple[set[tuple[str, ...]], s
     churn, drift = set(), set()
     for r in rendered.values():
         for _obj, pod in r.churn_workloads():
-            for c in _containers(pod):
+            for c in containers(pod):
                 if c["command"] == ["churn"]:
                     churn.add(tuple(c["args"]))
                 elif c["command"] == ["python", "-m", "jobs.drift"]:
@@ -356,13 +341,10 @@ def test_commands_are_in_the_contract(rendered: dict[str, Rendered]) -> None:
 
 
 def test_commands_exist_in_the_cli(rendered: dict[str, Rendered]) -> None:
-    """`churn <cmd> --help` exits 0 and lists every option the chart passes, once the command exists.
-
-    Commands not implemented yet in this checkout are reported as pending (skip) instead of failing.
-    """
-    churn_bin = REPO / ".venv" / "bin" / "churn"
-    if not churn_bin.exists():
-        pytest.skip(".venv/bin/churn not installed (make setup)")
+    """`churn <cmd> --help` and `python -m jobs.drift --help` exit 0 and list every option the chart
+    passes. A missing command, entry point or environment is a failure, never a skip."""
+    assert CHURN.exists(), f"{CHURN} not installed (make setup): the chart's commands cannot be checked"
+    drift_python = Settings.from_env(env={}).drift_python_path
     commands = contract_commands()
     churn, drift = _invocations(rendered)
     by_path: dict[tuple[str, ...], set[str]] = {}
@@ -374,42 +356,37 @@ def test_commands_exist_in_the_cli(rendered: dict[str, Rendered]) -> None:
     env.pop("FORCE_COLOR", None)
 
     def check(path: tuple[str, ...]) -> tuple[tuple[str, ...], int, str]:
-        proc = run([str(churn_bin), *path, "--help"], env=env, cwd=tempfile.gettempdir(), timeout=120)
+        proc = run([str(CHURN), *path, "--help"], env=env, cwd=tempfile.gettempdir(), timeout=120)
         return path, proc.returncode, proc.stdout + proc.stderr
 
-    jobs = [(str(REPO / ".venv-drift" / "bin" / "python"), flags) for flags in drift]
     with ThreadPoolExecutor(max_workers=4) as pool:
         results = list(pool.map(check, sorted(by_path)))
-    pending, failures = [], []
-    missing_markers = ("No such command", "Could not get a command", "no such option: --help")
+    failures = []
     for path, rc, out in results:
         name = "churn " + " ".join(path)
-        if rc == 0:
-            missing = [f for f in by_path[path] if f not in out]
-            if missing:
-                failures.append(f"`{name} --help` does not list {missing}")
-        elif any(m in out for m in missing_markers):
-            pending.append(name)
-        else:
+        if rc != 0:
             failures.append(f"`{name} --help` exited {rc}:\n{out[-2000:]}")
+            continue
+        missing = [f for f in by_path[path] if f not in out]
+        if missing:
+            failures.append(f"`{name} --help` does not list {missing}")
 
-    drift_main = REPO / "jobs" / "drift" / "__main__.py"
-    drift_python = Path(jobs[0][0]) if jobs else None
-    if drift_main.exists() and drift_python and drift_python.exists():
-        proc = run([str(drift_python), "-m", "jobs.drift", "--help"], cwd=REPO, env=env)
-        if proc.returncode != 0:
-            failures.append(f"`python -m jobs.drift --help` exited {proc.returncode}:\n{proc.stderr[-2000:]}")
+    if drift:
+        if not (REPO / "jobs" / "drift" / "__main__.py").exists():
+            failures.append("jobs/drift/__main__.py missing: the chart runs `python -m jobs.drift`")
+        elif not drift_python.exists():
+            failures.append(f"drift env missing ({drift_python}): run `make setup-drift`")
         else:
-            for flags in drift:
-                missing = [f for f in flags if f.startswith("--") and f not in proc.stdout]
-                if missing:
-                    failures.append(f"`python -m jobs.drift --help` does not list {missing}")
-    else:
-        pending.append("python -m jobs.drift")
+            proc = run([str(drift_python), "-m", "jobs.drift", "--help"], cwd=REPO, env=env)
+            if proc.returncode != 0:
+                failures.append(f"`python -m jobs.drift --help` exited {proc.returncode}:\n{proc.stderr[-2000:]}")
+            else:
+                for flags in drift:
+                    missing = [f for f in flags if f.startswith("--") and f not in proc.stdout]
+                    if missing:
+                        failures.append(f"`python -m jobs.drift --help` does not list {missing}")
 
     assert not failures, "\n".join(failures)
-    if pending:
-        pytest.skip("commands not implemented yet in this checkout: " + ", ".join(sorted(pending)))
 
 
 @pytest.mark.parametrize("case", ["default", "all-features", "production"])
@@ -515,5 +492,5 @@ def test_images_match_dockerfiles(rendered: dict[str, Rendered]) -> None:
     prod = rendered["production"]
     tag = str(values_for("production")["image"]["tag"])
     for _obj, pod in prod.churn_workloads():
-        for c in _containers(pod):
+        for c in containers(pod):
             assert c["image"].endswith(f":{tag}"), c["image"]

@@ -21,7 +21,8 @@ from typing import Any, NoReturn
 
 import pytest
 
-from .conftest import REPO, require_tool, run
+from tests.support.env import REPO, require_tool
+from tests.support.tools import run
 
 pytestmark = pytest.mark.deploy
 

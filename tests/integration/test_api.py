@@ -3,17 +3,14 @@ model, real HTTP (uvicorn on a free loopback port) plus Litestar's TestClient fo
 
 One module-scoped site: a writable copy of ``small_store`` with the Feast objects applied,
 materialized into SQLite and into Redis (db ``REDIS_DB``), and a model trained with few boosting
-rounds and promoted. Redis comes from the ``redis_server`` fixture of ``tests/integration/conftest.py``
-(fails when ``CI`` is set and none is reachable, else skips with the reason).
+rounds and promoted (``tests.support.sites.build_served_site``). Redis comes from the ``redis_server``
+fixture of ``tests/integration/conftest.py`` (fails when ``CI`` is set and none is reachable, else skips
+with the reason).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import shutil
-import socket
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -27,8 +24,12 @@ import pytest
 
 from churn.schema import ALL_FEATURES, ENTITY_KEY, FEATURE_VIEWS
 from churn.settings import Settings
-from tests.conftest import in_ci, make_settings
-from tests.integration.servers import create, free_port, live_server, metric, metrics_of
+from tests.support import sites
+from tests.support.env import in_ci, require_tool
+from tests.support.metrics import metric, metrics_of
+from tests.support.servers import RedisProcess, create, free_port, live_server
+from tests.support.settings import make_settings, redis_settings
+from tests.support.sites import build_served_site, set_pointer
 
 REDIS_DB = 12
 ADMIN_TOKEN = "s3cret-admin-token"
@@ -48,36 +49,22 @@ class Site:
 
 @pytest.fixture(scope="module")
 def site(small_store: Settings, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Site:
-    from churn import feature_store as cfs
     from jobs.materialize import materialize
-    from training.train import run_training
 
     root = tmp_path_factory.mktemp("api") / "data"
-    shutil.copytree(small_store.data_dir, root)
     common = dict(reference_sample_rows=300, max_batch_size=MAX_BATCH, admin_token=ADMIN_TOKEN)
-    sqlite = make_settings(root, **common)
-    store = cfs.get_store(sqlite)
-    cfs.apply(sqlite, store)
-    materialize(sqlite, store=store)
-    result = run_training(sqlite, promote=True, max_rounds=30, early_stopping=10)
-    assert result.promotion is not None, result.promotion_error
+    served = build_served_site(small_store, root, **common)
 
-    redis_settings, reason = None, ""
+    on_redis, reason = None, ""
     try:
         server = request.getfixturevalue("redis_server")
     except pytest.skip.Exception as exc:  # no Redis: the Redis cases skip with this reason
         reason = str(exc)
     else:
-        import redis
+        on_redis = redis_settings(root, server, REDIS_DB, **common)
+        materialize(on_redis, full=True)
 
-        url = f"{server}/{REDIS_DB}"
-        redis.Redis.from_url(url).flushdb()
-        redis_settings = make_settings(root, online_store="redis", redis_url=url, **common)
-        materialize(redis_settings, full=True)
-
-    parts = sorted((root / "features" / "profile").glob("date=*"))
-    users = sorted(pd.read_parquet(parts[-1], columns=[ENTITY_KEY])[ENTITY_KEY])
-    return Site(sqlite, redis_settings, reason, result.version, users, parts[-1].name.split("=")[1])
+    return Site(served.settings, on_redis, reason, served.version, served.users, served.last_date)
 
 
 def store_settings(site: Site, kind: str) -> Settings:
@@ -111,29 +98,10 @@ def client(site: Site) -> Iterator[Any]:
         yield c
 
 
-def clone_version(site: Site, settings: Settings, suffix: str, edit=None, corrupt: bool = False) -> str:
-    """Copy the trained version folder under a new version name (optionally edited/corrupted)."""
-    src = settings.models_dir / site.version
-    name = site.version[:-6] + suffix
-    dst = settings.models_dir / name
-    if dst.exists():
-        shutil.rmtree(dst)
-    shutil.copytree(src, dst)
-    meta = json.loads((dst / "metadata.json").read_text())
-    meta["version"] = name
-    if edit:
-        edit(meta)
-    (dst / "metadata.json").write_text(json.dumps(meta))
-    if corrupt:
-        model_file = meta["models"][meta["kind"]]["model_file"]
-        (dst / model_file).write_bytes(b"not a model")
-    return name
-
-
-def set_pointer(settings: Settings, version: str) -> None:
-    from churn.io import write_text_atomic
-
-    write_text_atomic(settings.registry_root / "production", version + "\n")
+# TODO(test-helpers): remove once tests/integration/test_rollout.py imports tests.support
+# (it imports this old-signature wrapper of tests.support.sites.clone_version).
+def clone_version(site: Any, settings: Settings, suffix: str, edit: Any = None, corrupt: bool = False) -> str:
+    return sites.clone_version(settings, site.version, suffix, edit=edit, corrupt=corrupt)
 
 
 # --- happy path ------------------------------------------------------------------------------------
@@ -344,7 +312,7 @@ def test_hot_reload_swaps_under_concurrent_requests_without_failures(site: Site,
     def flip_kind(meta: dict) -> None:  # the other model of the version: different predictions
         meta["kind"] = "lightgbm" if meta["kind"] == "logreg" else "logreg"
 
-    v2 = clone_version(site, registry_settings, "a0a0a0", edit=flip_kind)
+    v2 = sites.clone_version(registry_settings, site.version, "a0a0a0", edit=flip_kind)
     seen: dict[str, int] = {}
     failures: list[str] = []
     stop = threading.Event()
@@ -391,12 +359,12 @@ def test_hot_reload_swaps_under_concurrent_requests_without_failures(site: Site,
 def test_refused_models_do_not_replace_the_serving_one(site: Site, registry_settings: Settings) -> None:
     from litestar.testing import TestClient
 
-    corrupt = clone_version(site, registry_settings, "bad000", corrupt=True)
+    corrupt = sites.clone_version(registry_settings, site.version, "bad000", corrupt=True)
 
     def other_service(meta: dict) -> None:
         meta["feature_service"] = "churn_v0"
 
-    wrong_fs = clone_version(site, registry_settings, "bad001", edit=other_service)
+    wrong_fs = sites.clone_version(registry_settings, site.version, "bad001", edit=other_service)
     auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     with TestClient(create(registry_settings)) as c:
         user = site.users[0]
@@ -452,44 +420,18 @@ def test_starts_without_a_production_model(site: Site, tmp_path: Path) -> None:
 
 
 # --- the online store going away ----------------------------------------------------------------------
-@contextlib.contextmanager
-def private_redis(port: int) -> Iterator[subprocess.Popen]:
-    exe = shutil.which("redis-server")
-    assert exe
-    proc = subprocess.Popen(
-        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            assert proc.poll() is None and time.monotonic() < deadline, "redis-server did not start"
-            time.sleep(0.05)
-        yield proc
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
 def test_ready_follows_the_online_store(site: Site) -> None:
-    if not shutil.which("redis-server"):
-        if in_ci():
-            pytest.fail("redis-server needed in CI")
-        pytest.skip("redis-server not on PATH: cannot stop/start a private Redis")
+    require_tool("redis-server", "cannot stop/start a private Redis")
     port = free_port()
+    private_redis = RedisProcess(port)
     settings = make_settings(
         site.sqlite.data_dir, online_store="redis", redis_url=f"redis://127.0.0.1:{port}/0", online_timeout_ms=300
     )
-    with private_redis(port) as _redis, live_server(create(settings, watch=False)) as base:
+    with private_redis, live_server(create(settings, watch=False)) as base:
         with httpx.Client(base_url=base, timeout=10) as http:
             assert http.get("/ready").status_code == 200
             assert http.post("/predict", json={"user_id": "anyone"}).status_code == 404  # empty store
-        _redis.terminate()
-        _redis.wait(10)
+        private_redis.stop()
         with httpx.Client(base_url=base, timeout=10) as http:
             r = http.post("/predict", json={"user_id": site.users[0]})
             assert r.status_code == 503 and "online store unavailable" in r.json()["detail"]
@@ -499,7 +441,7 @@ def test_ready_follows_the_online_store(site: Site) -> None:
             assert http.get("/live").status_code == 200
             errors = metric(metrics_of(http.get("/metrics").text), "churn_online_read_errors_total")
             assert errors >= 1
-        with private_redis(port), httpx.Client(base_url=base, timeout=10) as http:
+        with private_redis, httpx.Client(base_url=base, timeout=10) as http:
             deadline = time.monotonic() + 10
             while http.get("/ready").status_code != 200:
                 assert time.monotonic() < deadline, "/ready did not recover"

@@ -17,6 +17,8 @@ import pytest
 
 from churn.settings import Settings
 from jobs.drift.launch import DriftEnvMissing, run_drift
+from tests.support.env import REPO, require_drift_env
+from tests.support.settings import make_settings
 
 pytestmark = pytest.mark.drift
 
@@ -84,17 +86,9 @@ def current_shifted() -> pd.DataFrame:
     return df
 
 
-def require_drift_env(s: Settings) -> None:
-    if not s.drift_python_path.exists():
-        reason = f"drift env missing ({s.drift_python_path}); run `make setup-drift`"
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
-
-
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    s = Settings.from_env(env={"CHURN_DATA_DIR": str(tmp_path)})
+    s = make_settings(tmp_path)
     require_drift_env(s)
     make_registry(s)
     return s
@@ -241,7 +235,7 @@ def test_older_date_does_not_replace_latest(settings: Settings) -> None:
 
 
 def test_missing_drift_env_is_a_clear_error(tmp_path: Path) -> None:
-    s = Settings.from_env(env={"CHURN_DATA_DIR": str(tmp_path)}, drift_python=tmp_path / "nope" / "python")
+    s = make_settings(tmp_path, drift_python=tmp_path / "nope" / "python")
     with pytest.raises(DriftEnvMissing, match="make setup-drift"):
         run_drift(s, DAY)
 
@@ -267,8 +261,7 @@ for correction in ("bonferroni", "fdr"):
 
 
 def test_detector_matches_alibi_on_complete_data(tmp_path: Path) -> None:
-    s = Settings.from_env(env={"CHURN_DATA_DIR": str(tmp_path)})
+    s = make_settings(tmp_path)
     require_drift_env(s)
-    root = Path(__file__).resolve().parents[2]
-    env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(root), "TRANSFORMERS_VERBOSITY": "error"}
-    subprocess.run([str(s.drift_python_path), "-c", SAME_AS_ALIBI], env=env, cwd=root, check=True)
+    env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(REPO), "TRANSFORMERS_VERBOSITY": "error"}
+    subprocess.run([str(s.drift_python_path), "-c", SAME_AS_ALIBI], env=env, cwd=REPO, check=True)

@@ -8,7 +8,7 @@ this process may mount one; otherwise that case skips and the "file where a dire
 expected" case still runs). The shared Redis at 127.0.0.1:6379 is never touched.
 
 The site (a copy of ``small_store`` with Feast applied, materialized into SQLite, a model trained
-and promoted) is built once per session by :func:`shared_site` and also used by
+and promoted) is the session fixture ``shared_site`` of ``tests/integration/conftest.py``, also used by
 ``test_hostile_input.py``.
 """
 
@@ -20,7 +20,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -37,77 +36,38 @@ import pytest
 
 from churn.schema import ENTITY_KEY, FEATURE_VIEWS
 from churn.settings import Settings
-from tests.conftest import in_ci, make_settings
-from tests.integration.servers import build_served_site, create, free_port, live_server, metric, metrics_of
+from tests.support.env import REPO, require_tool
+from tests.support.metrics import metric, metrics_of
+from tests.support.servers import RedisProcess, create, live_server
+from tests.support.sites import (
+    SHARED_SITE_ADMIN_TOKEN,
+    SHARED_SITE_MAX_BATCH,
+    ServedSite,
+    clone_version,
+    copy_site,
+    set_pointer,
+    snapshot,
+    tmp_leftovers,
+)
+from tests.support.tools import CHURN, cli_env, run_cli
 
-ROOT = Path(__file__).resolve().parents[2]
-CHURN = ROOT / ".venv" / "bin" / "churn"
-ADMIN_TOKEN = "faults-admin-token"
-MAX_BATCH = 50
+Site = ServedSite
+ADMIN_TOKEN = SHARED_SITE_ADMIN_TOKEN
+MAX_BATCH = SHARED_SITE_MAX_BATCH
+
 LATENCY_BOUND_S = 1.5  # every request while the store is down (online_timeout_ms=300 or 800)
 
 
 # --- the shared site -------------------------------------------------------------------------------
-@dataclass
-class Site:
-    root: Path
-    settings: Settings  # SQLite online store
-    version: str  # production
-    users: list[str]  # users with a row in the newest feature partition (materialized)
-    last_date: str
-
-
-_SITE: dict[str, Site] = {}
-
-
-def shared_site(small_store: Settings, tmp_path_factory: pytest.TempPathFactory) -> Site:
-    """Built once per test session (both reliability modules use it); read-only for tests."""
-    if "site" in _SITE:
-        return _SITE["site"]
-    root = tmp_path_factory.mktemp("reliability") / "data"
-    settings, version, users, last_date = build_served_site(
-        small_store, root, max_batch_size=MAX_BATCH, admin_token=ADMIN_TOKEN
-    )
-    _SITE["site"] = Site(root, settings, version, users, last_date)
-    return _SITE["site"]
-
-
 @pytest.fixture(scope="module")
-def site(small_store: Settings, tmp_path_factory: pytest.TempPathFactory) -> Site:
-    return shared_site(small_store, tmp_path_factory)
+def site(shared_site: Site) -> Site:
+    return shared_site
 
 
 # --- helpers -----------------------------------------------------------------------------------------
-def set_pointer(settings: Settings, version: str) -> None:
-    from churn.io import write_text_atomic
-
-    write_text_atomic(settings.registry_root / "production", version + "\n")
-
-
 def private_copy(site: Site, dst: Path, **fields: Any) -> Settings:
     """A writable copy of the site's data dir (jobs write into it)."""
-    shutil.copytree(site.root, dst, symlinks=True)
-    return make_settings(dst, **fields)
-
-
-def cli_env(settings: Settings) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CHURN_")}
-    env.update(CHURN_DATA_DIR=str(settings.data_dir), CHURN_FRESHNESS_MAX_HOURS="0")
-    return env
-
-
-def run_cli(settings: Settings, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(CHURN), *args], env=cli_env(settings), capture_output=True, text=True, timeout=timeout, cwd=ROOT
-    )
-
-
-def snapshot(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-def tmp_leftovers(root: Path) -> list[Path]:
-    return sorted(root.rglob(".tmp-*"))
+    return copy_site(site.root, dst, symlinks=True, **fields)
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str) -> str:
@@ -125,43 +85,6 @@ def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str)
 # =====================================================================================================
 # 1. Redis hung (SIGSTOP) and dead (SIGKILL) under load, then back: 503 fast, /ready false, recovery.
 # =====================================================================================================
-class PrivateRedis:
-    """A redis-server on a free loopback port whose data survives restarts (RDB file in ``workdir``)."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.exe = shutil.which("redis-server")
-        self.port = free_port()
-        self.workdir = workdir
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        assert self.exe
-        self.proc = subprocess.Popen(
-            [self.exe, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.workdir),
-             "--dbfilename", "dump.rdb", "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        deadline = time.monotonic() + 10
-        while True:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return
-            assert self.proc.poll() is None and time.monotonic() < deadline, "redis-server did not start"
-            time.sleep(0.05)
-
-    def signal(self, sig: int) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(sig)
-        if sig == signal.SIGKILL:
-            self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)
-            self.proc.terminate()
-            self.proc.wait(10)
-
-
 @dataclass
 class Outcome:
     phase: str  # the phase the request started in
@@ -235,22 +158,19 @@ def _wait_predict_ok(http: httpx.Client, user: str, timeout: float = 10) -> None
 
 
 def test_redis_hung_or_dead_under_load_fails_fast_and_recovers_by_itself(site: Site, tmp_path: Path) -> None:
-    if not shutil.which("redis-server"):
-        if in_ci():
-            pytest.fail("redis-server needed in CI")
-        pytest.skip("redis-server not on PATH: cannot stop/start a private Redis")
+    require_tool("redis-server", "cannot stop/start a private Redis")
     import redis
 
     from jobs.materialize import materialize
 
-    rs = PrivateRedis(tmp_path)
+    rs = RedisProcess(workdir=tmp_path)
     rs.start()
     try:
         settings = private_copy(
             site,
             tmp_path / "data",
             online_store="redis",
-            redis_url=f"redis://127.0.0.1:{rs.port}/0",
+            redis_url=f"{rs.url}/0",
             # well under the latency bound, yet with room for a resumed Redis working off its backlog
             # on a loaded 2-core CI machine (300 ms made the "resumed" phase flaky there)
             online_timeout_ms=800,
@@ -319,18 +239,6 @@ def test_redis_hung_or_dead_under_load_fails_fast_and_recovers_by_itself(site: S
 # =====================================================================================================
 # 2. The registry pointer replaced by corrupt / missing models while requests are in flight.
 # =====================================================================================================
-def _clone_version(settings: Settings, source: str, suffix: str) -> tuple[str, Path]:
-    import json
-
-    name = source[:-6] + suffix
-    dst = settings.models_dir / name
-    shutil.copytree(settings.models_dir / source, dst)
-    meta = json.loads((dst / "metadata.json").read_text())
-    meta["version"] = name
-    (dst / "metadata.json").write_text(json.dumps(meta))
-    return name, dst
-
-
 class _Capture(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.ERROR)
@@ -351,12 +259,15 @@ def test_bad_registry_pointer_under_load_keeps_serving_the_previous_model(site: 
     good = site.version
     model_file = json.loads((settings.models_dir / good / "metadata.json").read_text())
     model_file = model_file["models"][model_file["kind"]]["model_file"]
-    truncated, d = _clone_version(settings, good, "bad001")
+    truncated = clone_version(settings, good, "bad001")
+    d = settings.models_dir / truncated
     data = (d / model_file).read_bytes()
     (d / model_file).write_bytes(data[: len(data) // 2])  # a half-copied model file
-    bad_meta, d = _clone_version(settings, good, "bad002")
+    bad_meta = clone_version(settings, good, "bad002")
+    d = settings.models_dir / bad_meta
     (d / "metadata.json").write_text('{"version": "trunc')  # corrupt metadata
-    empty_dir, d = _clone_version(settings, good, "bad003")
+    empty_dir = clone_version(settings, good, "bad003")
+    d = settings.models_dir / empty_dir
     for p in d.iterdir():
         p.unlink()  # an empty version folder
     bad_pointers: list[tuple[str, Any]] = [
@@ -436,7 +347,7 @@ app()
 def run_killed_at(settings: Settings, module: str, attr: str, nth: int, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-c", KILL_AT, module, attr, str(nth), *args],
-        env=cli_env(settings), capture_output=True, text=True, timeout=120, cwd=ROOT,
+        env=cli_env(settings), capture_output=True, text=True, timeout=120, cwd=REPO,
     )  # fmt: skip
 
 
@@ -480,7 +391,7 @@ def test_score_killed_half_way_leaves_previous_outputs_and_rerun_completes(site:
 
     # (c) the real CLI, SIGKILLed from outside as soon as its temp dir shows up
     proc2 = subprocess.Popen(
-        [str(CHURN), "score", "--date", str(day)], env=cli_env(settings), cwd=ROOT,
+        [str(CHURN), "score", "--date", str(day)], env=cli_env(settings), cwd=REPO,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     seen = set(map(str, tmp_leftovers(settings.predictions_dir)))

@@ -2,8 +2,9 @@
 non-UTF-8 / injection-looking requests, and the admin token check.
 
 Runs against the real app over real HTTP (uvicorn in a thread on 127.0.0.1, SQLite online store,
-a trained production model) from the session site of ``test_faults.py``. The server lives in this
-process, so its memory is this process's RSS: the hostile requests must leave it bounded.
+a trained production model) on the session fixture ``shared_site`` (also used by ``test_faults.py``).
+The server lives in this process, so its memory is this process's RSS: the hostile requests must leave
+it bounded.
 """
 
 from __future__ import annotations
@@ -20,17 +21,14 @@ import httpx
 import psutil
 import pytest
 
-from tests.conftest import make_settings
-from tests.integration.test_faults import (
-    ADMIN_TOKEN,
-    MAX_BATCH,
-    Site,
-    create,
-    live_server,
-    metric,
-    metrics_of,
-    shared_site,
-)
+from tests.support.metrics import metric, metrics_of
+from tests.support.servers import create, live_server
+from tests.support.settings import make_settings
+from tests.support.sites import SHARED_SITE_ADMIN_TOKEN, SHARED_SITE_MAX_BATCH, ServedSite
+
+Site = ServedSite
+ADMIN_TOKEN = SHARED_SITE_ADMIN_TOKEN
+MAX_BATCH = SHARED_SITE_MAX_BATCH
 
 MAX_EXAMPLES = 60  # per operation and generation mode (derandomized: the same cases every run)
 BODY_OPERATIONS = ("POST /predict", "POST /predict/batch")
@@ -38,8 +36,8 @@ RSS_BOUND = 150 * 1024 * 1024  # growth allowed over all hostile requests (~100 
 
 
 @pytest.fixture(scope="module")
-def site(small_store, tmp_path_factory) -> Site:  # noqa: ANN001
-    return shared_site(small_store, tmp_path_factory)
+def site(shared_site: Site) -> Site:
+    return shared_site
 
 
 @pytest.fixture(scope="module")

@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow.csv as pacsv
@@ -22,13 +19,14 @@ import pytest
 
 from churn.schema import ENTITY_KEY
 from churn.settings import Settings
-from tests.conftest import in_ci, make_settings
+from tests.support.env import require_drift_env
+from tests.support.sites import copy_site, snapshot
+from tests.support.tools import run_cli
 
 DAY = dt.date(2026, 10, 1)  # labels mature: events run to 2026-10-31
 YESTERDAY = DAY - dt.timedelta(days=1)
 LAST_DAY = dt.date(2026, 11, 1)  # newest feature partition (features as of the end of the data)
 TRAIN_KW = {"max_rounds": 30, "early_stopping": 10}
-CHURN = Path(sys.executable).with_name("churn")
 FACTORS = [f"factor_{i}{s}" for i in (1, 2, 3) for s in ("", "_value", "_contribution")]
 PREDICTION_COLUMNS = [
     "user_id",
@@ -45,12 +43,10 @@ PREDICTION_COLUMNS = [
 @pytest.fixture(scope="module")
 def trained(small_store: Settings, tmp_path_factory: pytest.TempPathFactory) -> Settings:
     """small_store + Feast apply + a promoted production model (few rounds)."""
-    from churn.feature_store import apply
+    from feature_repo.store import apply
     from training.train import train
 
-    root = tmp_path_factory.mktemp("jobs") / "data"
-    shutil.copytree(small_store.data_dir, root)
-    settings = make_settings(root)
+    settings = copy_site(small_store, tmp_path_factory.mktemp("jobs") / "data")
     apply(settings)
     result = train(settings, promote=True, **TRAIN_KW)
     assert result.promotion is not None, result.promotion_error
@@ -60,19 +56,7 @@ def trained(small_store: Settings, tmp_path_factory: pytest.TempPathFactory) -> 
 @pytest.fixture
 def store(trained: Settings, tmp_path: Path) -> Settings:
     """A private copy of the trained store (Feast re-applied lazily by the tests that need it)."""
-    root = tmp_path / "data"
-    shutil.copytree(trained.data_dir, root)
-    return make_settings(root)
-
-
-def run_cli(settings: Settings, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("CHURN_")}
-    full_env.update(CHURN_DATA_DIR=str(settings.data_dir), CHURN_FRESHNESS_MAX_HOURS="0", **env)
-    return subprocess.run([str(CHURN), *args], env=full_env, capture_output=True, text=True, timeout=300)
-
-
-def snapshot(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    return copy_site(trained, tmp_path / "data")
 
 
 # --- score ---------------------------------------------------------------------------------------
@@ -274,11 +258,7 @@ def test_retrain_cli_without_trigger(store: Settings) -> None:
 
 
 def test_daily_end_to_end(store: Settings) -> None:
-    if not store.drift_python_path.exists():
-        reason = f"drift env missing ({store.drift_python_path}): run `make setup-drift`"
-        if in_ci():
-            pytest.fail(reason)
-        pytest.skip(reason)
+    require_drift_env(store)
     proc = run_cli(store, "daily", "--date", LAST_DAY.isoformat())
     assert proc.returncode == 0, proc.stdout + proc.stderr
     for i, name in enumerate(["build", "apply", "materialize", "score", "drift", "retrain", "housekeeping"], 1):

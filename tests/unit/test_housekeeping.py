@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from jobs.housekeeping import housekeeping, prune_prediction_log
-from tests.conftest import make_settings
+from tests.support.settings import make_settings
 
 TODAY = dt.date(2026, 11, 29)
 

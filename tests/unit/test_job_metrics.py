@@ -6,7 +6,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from churn.io import write_json_atomic, write_text_atomic
 from service.job_metrics import JobMetricsCollector
-from tests.conftest import make_settings
+from tests.support.settings import make_settings
 
 
 def test_latest_drift_and_scoring_metrics_are_served(tmp_path):

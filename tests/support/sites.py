@@ -1,0 +1,168 @@
+"""Test data dirs: synthetic stores, copies of them, served sites (trained + promoted model), registry edits.
+
+Nothing here starts a server or a subprocess (unit tests may use it).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from churn.settings import Settings
+from tests.support.settings import make_settings
+
+# The session's small store (fixture ``small_store``): 400 users × 120 days ending 2026-11-01.
+SMALL_END = dt.date(2026, 11, 1)
+SMALL_USERS = 400
+SMALL_DAYS = 120
+
+# The feature-store tests' data (fixture ``feature_data``): raw data + daily feature tables.
+FEATURE_USERS = 300
+FEATURE_DAYS = 75
+FEATURE_SEED = 11
+FEATURE_END = dt.date(2024, 3, 1)
+
+# The session's served site shared by test_faults.py and test_hostile_input.py (fixture ``shared_site``).
+SHARED_SITE_ADMIN_TOKEN = "faults-admin-token"
+SHARED_SITE_MAX_BATCH = 50
+
+
+def build_small_store(data_dir: Path) -> Settings:
+    """Generate + validate the small synthetic store into ``data_dir`` and build its feature tables."""
+    from jobs.aggregate import build_features
+    from jobs.ingest import generate_store
+
+    settings = make_settings(data_dir)
+    generate_store(settings, users=SMALL_USERS, days=SMALL_DAYS, seed=7, end_date=SMALL_END)
+    build_features(settings)
+    return settings
+
+
+def build_feature_data(data_dir: Path) -> dt.date:
+    """Raw data + daily feature tables (``jobs.generate`` + ``jobs.aggregate``); the newest feature date."""
+    from jobs.aggregate import build_features, partition_dates
+    from jobs.generate import generate
+
+    settings = make_settings(data_dir)
+    generate(settings.raw_dir, users=FEATURE_USERS, days=FEATURE_DAYS, seed=FEATURE_SEED, end_date=FEATURE_END)
+    build_features(settings)
+    dates = partition_dates(settings.features_dir / "engagement")
+    assert dates, "aggregation produced no feature partitions"
+    return dates[-1]
+
+
+def clone_data_dir(src: Path, dst: Path) -> Path:
+    """A data dir sharing the feature tables of ``src`` (symlinked) but with its own Feast files."""
+    dst.mkdir(parents=True, exist_ok=True)
+    (dst / "features").symlink_to(src / "features", target_is_directory=True)
+    return dst
+
+
+def copy_site(src: Settings | Path, dst: Path, *, symlinks: bool = False, **fields: Any) -> Settings:
+    """A writable copy of a data dir (``shutil.copytree``) and its Settings (``make_settings`` fields)."""
+    shutil.copytree(src.data_dir if isinstance(src, Settings) else src, dst, symlinks=symlinks)
+    return make_settings(dst, **fields)
+
+
+@dataclass
+class StoreEnv:
+    """A data dir with the Feast objects applied and materialized through ``end``."""
+
+    settings: Settings
+    store: object
+    end: dt.date
+
+
+def build_store_env(settings: Settings, end: dt.date) -> StoreEnv:
+    """Apply the Feast objects and materialize the online store of ``settings`` through ``end``."""
+    from feature_repo import store as cfs
+    from jobs.materialize import materialize
+
+    store = cfs.get_store(settings)
+    cfs.apply(settings, store)
+    materialize(settings, end, store=store)
+    return StoreEnv(settings, store, end)
+
+
+class ServedSite(NamedTuple):
+    """A site ready to serve: SQLite online store materialized, a production model promoted."""
+
+    settings: Settings
+    version: str  # the production version
+    users: list[str]  # users with a row in the newest feature partition (materialized)
+    last_date: str  # the newest feature partition (YYYY-MM-DD)
+
+    @property
+    def root(self) -> Path:
+        return self.settings.data_dir
+
+
+def build_served_site(small_store: Settings, root: Path, **settings_fields: Any) -> ServedSite:
+    """Copy the session's small store to ``root``, apply, materialize, train + promote a quick model.
+
+    A NamedTuple: ``settings, version, users, last_date = build_served_site(...)`` also works.
+    """
+    import pandas as pd
+
+    from churn.schema import ENTITY_KEY
+    from feature_repo import store as cfs
+    from jobs.materialize import materialize
+    from training.train import run_training
+
+    settings = copy_site(small_store, root, **{"reference_sample_rows": 300, **settings_fields})
+    store = cfs.get_store(settings)
+    cfs.apply(settings, store)
+    materialize(settings, store=store)
+    result = run_training(settings, promote=True, max_rounds=30, early_stopping=10)
+    assert result.promotion is not None, result.promotion_error
+    newest = sorted((root / "features" / "profile").glob("date=*"))[-1]
+    users = sorted(pd.read_parquet(newest, columns=[ENTITY_KEY])[ENTITY_KEY])
+    return ServedSite(settings, result.version, users, newest.name.split("=")[1])
+
+
+def clone_version(
+    settings: Settings,
+    version: str,
+    suffix: str,
+    *,
+    edit: Callable[[dict[str, Any]], Any] | None = None,
+    corrupt: bool = False,
+) -> str:
+    """Copy a registered version folder under a new name (``version`` with its last 6 characters replaced
+    by ``suffix``), optionally editing its metadata or corrupting its model file; the new name."""
+    name = version[:-6] + suffix
+    dst = settings.models_dir / name
+    if dst.exists():
+        shutil.rmtree(dst)
+    shutil.copytree(settings.models_dir / version, dst)
+    meta = json.loads((dst / "metadata.json").read_text())
+    meta["version"] = name
+    if edit:
+        edit(meta)
+    (dst / "metadata.json").write_text(json.dumps(meta))
+    if corrupt:
+        model_file = meta["models"][meta["kind"]]["model_file"]
+        (dst / model_file).write_bytes(b"not a model")
+    return name
+
+
+def set_pointer(settings: Settings, version: str) -> None:
+    """Point the registry's production pointer at ``version`` (atomically, as the registry does)."""
+    from churn.io import write_text_atomic
+
+    write_text_atomic(settings.registry_root / "production", version + "\n")
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    """Every file under ``root``: relative path → bytes."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def tmp_leftovers(root: Path) -> list[Path]:
+    """Temporary files (``.tmp-*``) an interrupted atomic write left under ``root``."""
+    return sorted(root.rglob(".tmp-*"))
