@@ -75,8 +75,20 @@ class Settings:
 
     # --- training & registry -----------------------------------------------------------
     seed: int = 42
-    n_cutoffs: int = 4
-    cutoff_step_days: int = 14
+    cutoff_step_days: int = 7
+    """Training cutoffs lie this many days apart, back over the whole history the store holds."""
+    min_history_days: int = 30
+    """A cutoff needs this many days of events before it, so its rolling windows are filled: keep
+    it at least the longest feature window the feature service uses."""
+    max_training_rows: int = 2_000_000
+    """Row budget of the training split: whole cutoffs are kept newest first while they fit (the
+    newest alone is sampled down if it does not); 0 = no budget."""
+    n_cutoffs: int = 0
+    """Optional cap on the number of TRAINING cutoffs (newest kept); 0 = as many as the history
+    and the row budget allow. Validation and test are always one cutoff each."""
+    lgb_search_rows: int = 250_000
+    """The LightGBM configuration search fits on a seeded sample of at most this many training
+    rows; the winner is refitted on the whole training split (0 = search on all rows)."""
     promotion_metric: str = "roc_auc"
     promotion_min_gain: float = 0.0
     threshold_rule: Literal["best_f1", "capacity"] = "best_f1"

@@ -19,9 +19,7 @@ def _plt():  # noqa: ANN202 - matplotlib's pyplot module
     return plt
 
 
-def write_plots(
-    out: Path, curves: dict[str, tuple[np.ndarray, np.ndarray]], importance: dict[str, float]
-) -> list[str]:
+def write_plots(out: Path, curves: dict[str, tuple[np.ndarray, np.ndarray]], importance: dict[str, float]) -> list[str]:
     """ROC, precision-recall and reliability curves of every scored set, LightGBM importances."""
     from sklearn.calibration import calibration_curve
     from sklearn.metrics import precision_recall_curve, roc_curve
@@ -55,9 +53,7 @@ def write_plots(
         frac, mean = calibration_curve(y, p, n_bins=10, strategy="quantile")
         ax.plot(mean, frac, marker="o", ms=3, label=name)
     ax.plot([0, 1], [0, 1], "k:", lw=1)
-    ax.set(
-        xlabel="mean predicted probability", ylabel="observed churn rate", title="Reliability (test cutoff)"
-    )
+    ax.set(xlabel="mean predicted probability", ylabel="observed churn rate", title="Reliability (test cutoff)")
     ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout(), fig.savefig(out / PLOTS["calibration"], dpi=100), plt.close(fig)
 
@@ -99,6 +95,51 @@ def metrics_table(test: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+RANKING_COLUMNS = {"roc_auc": "ROC-AUC", "pr_auc": "PR-AUC", "lift_top10": "lift top 10%"}
+
+
+def ranking_table(ranking: dict[str, dict[str, Any]]) -> str:
+    """Markdown table: one row per scorer (served, both models, yardsticks), ranking metrics across."""
+    lines = ["| scorer | " + " | ".join(RANKING_COLUMNS.values()) + " |", "|---|" + "---|" * len(RANKING_COLUMNS)]
+    for name, row in ranking.items():
+        label = f"served ({row['model']})" if name == "served" else name
+        lines.append(f"| {label} | " + " | ".join(_fmt(row.get(m)) for m in RANKING_COLUMNS) + " |")
+    return "\n".join(lines)
+
+
+def yardstick_verdicts(served: str, test: dict[str, dict[str, Any]], yardsticks: dict[str, Any]) -> list[str]:
+    """Plain sentences: does the served model beat recency-only, and how far is it from the oracle."""
+    auc = test[served]["roc_auc"]
+    out = []
+    recency = yardsticks.get("recency", {})
+    if recency.get("available") and auc is not None and recency.get("roc_auc") is not None:
+        beats = auc > recency["roc_auc"]
+        out.append(
+            f"- **The served model ({served}) {'beats' if beats else 'does NOT beat'} recency-only** on test "
+            f"ROC-AUC ({_fmt(auc)} vs {_fmt(recency['roc_auc'])}, a difference of {auc - recency['roc_auc']:+.4f})"
+            + (
+                "."
+                if beats
+                else ": ranking users by days since their last activity does at least as well; it is not "
+                "earning its keep."
+            )
+        )
+    else:
+        out.append("- Recency-only could not be scored (the feature service has no days_since_last_activity).")
+    oracle = yardsticks.get("oracle")
+    if oracle and oracle.get("roc_auc") is not None:
+        same = oracle.get("served_roc_auc_same_rows")
+        gap = oracle["roc_auc"] - same if same is not None else None
+        out.append(
+            f"- **Gap to the oracle**: the generator's true churn probability reaches ROC-AUC "
+            f"{_fmt(oracle['roc_auc'])} on these rows (coverage {oracle['coverage']:.1%}); the served model "
+            f"{_fmt(same)}, a gap of {_fmt(gap)}. That gap is all that any model could still win."
+        )
+    else:
+        out.append("- No oracle in this store (real data has none): there is no known ceiling.")
+    return out
+
+
 def render_report(ctx: dict[str, Any]) -> str:
     """``report.md``: data, split, metrics, threshold rule, calibration, segments, verdicts."""
     test = ctx["test_metrics"]
@@ -119,15 +160,45 @@ def render_report(ctx: dict[str, Any]) -> str:
         f"Label: churned at cutoff T = no activity in [T, T+{ctx['horizon']}d). "
         "One row per cutoff for each user active within CHURN_ACTIVE_DAYS before T (the population "
         "batch scoring scores); features are Feast point-in-time values as of T. "
-        "Split by time, never by row:",
+        "Split by time, never by row: test = the newest fully observed cutoff; validation = the newest "
+        f"cutoff at least {ctx['horizon']} days before it (its labels end before the test window starts, "
+        "so nothing chosen on validation has seen the test period); training = every "
+        f"{ctx['step_days']} days back over the whole history from the "
+        f"newest cutoff at least {ctx['horizon']} days before validation (no training label window "
+        "overlaps the validation window).",
         "",
         "| split | cutoffs | rows | churn rate |",
         "|---|---|---|---|",
     ]
     for split, info in ctx["splits"].items():
-        lines.append(
-            f"| {split} | {', '.join(info['cutoffs'])} | {info['rows']:,} | {info['churn_rate']:.3f} |"
-        )
+        lines.append(f"| {split} | {', '.join(info['cutoffs'])} | {info['rows']:,} | {info['churn_rate']:.3f} |")
+    selection = ctx.get("selection", {})
+    if selection.get("dropped_train_cutoffs"):
+        lines += [
+            "",
+            f"Left out by the caps (CHURN_MAX_TRAINING_ROWS={selection.get('max_training_rows')}, "
+            f"CHURN_N_CUTOFFS={selection.get('n_cutoffs_cap')}): {len(selection['dropped_train_cutoffs'])} older "
+            "training cutoffs.",
+        ]
+    if selection.get("sampled_train_rows"):
+        lines += [
+            "",
+            "The newest training cutoff alone exceeded the row budget: sampled to "
+            f"{selection['sampled_train_rows']:,} rows.",
+        ]
+    ranking = ctx.get("ranking")
+    if ranking:
+        lines += [
+            "",
+            "## Against the yardsticks (test cutoff, same rows)",
+            "Recency-only ranks users by days since their last activity (longer idle = riskier): the floor "
+            "any model must clear. The oracle (synthetic data only) is the generator's true churn "
+            "probability: the ceiling.",
+            "",
+            ranking_table(ranking),
+            "",
+            *yardstick_verdicts(served, test, ctx.get("yardsticks", {})),
+        ]
     lines += [
         "",
         "## Test-cutoff metrics",
@@ -173,8 +244,34 @@ def render_report(ctx: dict[str, Any]) -> str:
         )
     lines += ["", "## Plots", ""]
     lines += [f"![{Path(v).stem}]({v})" for v in ctx.get("plots", PLOTS.values())] or ["(plots skipped)"]
-    lines += [
-        "",
-        f"LightGBM stopped at iteration {ctx['best_iteration']} (early stopping on validation AUC).",
-    ]
+    lines += ["", *lightgbm_section(ctx.get("lightgbm", {}), ctx.get("lightgbm_params", {}))]
     return "\n".join(lines) + "\n"
+
+
+def lightgbm_section(info: dict[str, Any], params: dict[str, Any]) -> list[str]:
+    """The LightGBM search (every configuration's validation AUC), the winner and the early-stop check."""
+    lines = ["## LightGBM", ""]
+    search = info.get("search") or {}
+    if search:
+        lines += [
+            f"Configuration search on the validation cutoff ({len(search['trials'])} configurations, "
+            f"{search['rows']:,} training rows{' sampled' if search.get('sampled') else ''}), picked by "
+            f"{search['by']}: **{search['chosen']}**.",
+            "",
+            "| configuration | validation ROC-AUC | best iteration |",
+            "|---|---|---|",
+        ]
+        lines += [f"| {t['name']} | {_fmt(t['valid_auc'])} | {t['best_iteration']} |" for t in search["trials"]]
+        lines.append("")
+    keys = ("num_leaves", "min_data_in_leaf", "learning_rate", "lambda_l2", "feature_fraction", "is_unbalance")
+    if params:
+        lines.append("Parameters: " + ", ".join(f"{k}={params[k]}" for k in keys if k in params) + ".")
+    best = info.get("best_iteration")
+    lines.append(f"LightGBM stopped at iteration {best} (early stopping on validation AUC).")
+    if info.get("suspicious_early_stop"):
+        lines.append(
+            f"- **Suspicious: the best iteration ({best}) is in the first rounds.** Validation AUC peaked "
+            "almost at once, so the trees learnt little that carries over to the validation period "
+            "(too little data, a shift between periods, or a leak): do not trust this LightGBM."
+        )
+    return lines

@@ -2,7 +2,9 @@
 
 ``run_training`` is what ``churn train`` and ``churn retrain`` call. The version folder holds
 both models; the served one (``metadata.kind``) is LightGBM if it beats the baseline on the
-VALIDATION cutoff's ROC-AUC (the test cutoff is only for reporting and the promotion gate).
+VALIDATION cutoff's ROC-AUC (the test cutoff is only for reporting and the promotion gate). Every
+report also scores the yardsticks of :mod:`training.yardsticks` (recency-only, and the oracle on
+synthetic data) on the same test rows, so a model's numbers always come with a floor and a ceiling.
 """
 
 from __future__ import annotations
@@ -23,11 +25,12 @@ from churn.schema import ENTITY_KEY
 from churn.settings import Settings
 from training.dataset import LABEL, TrainingSet, build_training_set
 from training.evaluate import choose_threshold, classification_metrics, segment_metrics
-from training.fit import Fitted, fit_baseline, fit_lightgbm, fit_platt, margins
+from training.fit import Fitted, fit_baseline, fit_platt, margins, search_lightgbm
 from training.labels import NotEnoughDataError
 from training.model import BASELINE_FILE, LIGHTGBM_FILE, METADATA, sha256_file
 from training.registry import TEST_SET, ModelRegistry, VersionInfo
-from training.report import metrics_table, render_report, write_plots
+from training.report import metrics_table, ranking_table, render_report, write_plots
+from training.yardsticks import RANKING_METRICS, compute_yardsticks
 
 
 @dataclass
@@ -39,13 +42,31 @@ class TrainResult:
     promotion: dict[str, Any] | None = None
     promotion_error: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    yardsticks: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def report_path(self) -> Path:
         return self.info.path / "report.md"
 
     def table(self) -> str:
-        return metrics_table(self.test_metrics)
+        ranking = side_by_side(self.served, self.test_metrics, self.yardsticks)
+        return metrics_table(self.test_metrics) + "\n\n" + ranking_table(ranking)
+
+
+def side_by_side(
+    served: str, test_metrics: dict[str, dict[str, Any]], yardsticks: dict[str, dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """Test ranking metrics of the served model, both models and the available yardsticks."""
+    rows = {"served": {"model": served, **{m: test_metrics[served].get(m) for m in RANKING_METRICS}}}
+    rows["baseline"] = {"model": "logreg", **{m: test_metrics["logreg"].get(m) for m in RANKING_METRICS}}
+    rows["lightgbm"] = {"model": "lightgbm", **{m: test_metrics["lightgbm"].get(m) for m in RANKING_METRICS}}
+    for name, y in yardsticks.items():
+        if y.get("available"):
+            rows[f"{name}-only" if name == "recency" else name] = {
+                "model": name,
+                **{m: y.get(m) for m in RANKING_METRICS},
+            }
+    return rows
 
 
 def _git_sha() -> str:
@@ -92,7 +113,7 @@ def run_training(
     store: Any = None,
     promote: bool = False,
     max_rounds: int = 2000,
-    early_stopping: int = 100,
+    early_stopping: int | None = None,
     log: Callable[[str], None] = lambda _m: None,
 ) -> TrainResult:
     """Build the training set, train and evaluate both models, register a version, maybe promote."""
@@ -100,10 +121,12 @@ def run_training(
 
     t0 = time.perf_counter()
     ts = build_training_set(settings, store)
-    log(f"training set: {len(ts.frame):,} rows over cutoffs {', '.join(map(str, ts.cutoffs))}")
-    result = train_from_set(
-        settings, ts, promote=promote, max_rounds=max_rounds, early_stopping=early_stopping
+    n_train = int(ts.frame["cutoff"].isin(ts.train_cutoffs).sum())
+    log(
+        f"training set: {len(ts.frame):,} rows; train {n_train:,} rows over {len(ts.train_cutoffs)} cutoffs "
+        f"{ts.train_cutoffs[0]}..{ts.train_cutoffs[-1]}, validation {ts.valid_cutoff}, test {ts.test_cutoff}"
     )
+    result = train_from_set(settings, ts, promote=promote, max_rounds=max_rounds, early_stopping=early_stopping)
     result.timings["total_s"] = time.perf_counter() - t0
     result.timings["dataset_s"] = result.timings["total_s"] - result.timings["train_s"]
     return result
@@ -115,7 +138,7 @@ def train_from_set(
     *,
     promote: bool = False,
     max_rounds: int = 2000,
-    early_stopping: int = 100,
+    early_stopping: int | None = None,
     plots: bool = True,
 ) -> TrainResult:
     """Everything after the training set: fit, calibrate, evaluate, register, maybe promote."""
@@ -127,8 +150,15 @@ def train_from_set(
     timings: dict[str, float] = {}
     t1 = time.perf_counter()
     fitted = {
-        "lightgbm": fit_lightgbm(
-            train, valid, ts.features, ts.categorical, settings.seed, max_rounds, early_stopping
+        "lightgbm": search_lightgbm(
+            train,
+            valid,
+            ts.features,
+            ts.categorical,
+            settings.seed,
+            max_rounds=max_rounds,
+            early_stopping=early_stopping,
+            search_rows=int(settings.lgb_search_rows),
         ),
         "logreg": fit_baseline(train, ts.features, ts.categorical, settings.seed),
     }
@@ -160,6 +190,7 @@ def train_from_set(
             curves["lightgbm (uncalibrated)"] = (y_test, raw_test)
     auc_l, auc_b = valid_metrics["lightgbm"]["roc_auc"], valid_metrics["logreg"]["roc_auc"]
     served = "lightgbm" if (auc_l or 0) > (auc_b or 0) else "logreg"
+    yardsticks = compute_yardsticks(settings, test, ts.test_cutoff, LABEL, curves[served][1])
 
     registry = ModelRegistry(settings)
     trained_at = dt.datetime.now(dt.UTC)
@@ -176,6 +207,7 @@ def train_from_set(
         brier=brier,
         curves=curves,
         served=served,
+        yardsticks=yardsticks,
         trained_at=trained_at,
         settings=settings,
         plots=plots,
@@ -183,7 +215,12 @@ def train_from_set(
     version = registry.register(lambda tmp, name: _write_version(tmp, name, context))
     timings["train_s"] = time.perf_counter() - t0
     result = TrainResult(
-        version=version.version, info=version, served=served, test_metrics=test_metrics, timings=timings
+        version=version.version,
+        info=version,
+        served=served,
+        test_metrics=test_metrics,
+        timings=timings,
+        yardsticks=yardsticks,
     )
     if promote:
         from training.registry import PromotionRefused
@@ -225,16 +262,25 @@ def _write_version(out: Path, version: str, c: dict[str, Any]) -> None:
         k: {"cutoffs": [str(x) for x in cs], "rows": int(len(df)), "churn_rate": float(df[LABEL].mean())}
         for k, (cs, df) in splits.items()
     }
+    lgb_fit = fitted["lightgbm"]
+    lgb_summary = {
+        "best_iteration": lgb_fit.info["best_iteration"],
+        "suspicious_early_stop": lgb_fit.info["suspicious_early_stop"],
+        "search": lgb_fit.info.get("search"),
+    }
+    ranking = side_by_side(served, c["test_metrics"], c["yardsticks"])
     metrics = {
         "validation": c["valid_metrics"],
         "test": c["test_metrics"],
         "served": served,
         "threshold_rule": settings.threshold_rule,
         "splits": split_info,
+        "yardsticks": c["yardsticks"],
+        "test_ranking": ranking,
+        "lightgbm": lgb_summary,
     }
     write_json_atomic(out / "metrics.json", metrics)
 
-    lgb_fit = fitted["lightgbm"]
     gains = lgb_fit.estimator.feature_importance(importance_type="gain")
     importance = {f: float(g) for f, g in zip(lgb_fit.estimator.feature_name(), gains, strict=True)}
     # PNGs are the slowest part of a small run; tests that only need models can skip them.
@@ -249,11 +295,16 @@ def _write_version(out: Path, version: str, c: dict[str, Any]) -> None:
             "served": served,
             "valid_auc": {k: v["roc_auc"] for k, v in c["valid_metrics"].items()},
             "horizon": settings.churn_horizon_days,
+            "step_days": settings.cutoff_step_days,
             "splits": split_info,
             "test_metrics": c["test_metrics"],
             "threshold_rules": c["rules"],
             "brier": c["brier"],
-            "best_iteration": lgb_fit.info["best_iteration"],
+            "lightgbm": lgb_summary,
+            "lightgbm_params": lgb_fit.info["params"],
+            "yardsticks": c["yardsticks"],
+            "ranking": ranking,
+            "selection": ts.selection,
             "plots": plots,
         }
     )
@@ -290,6 +341,7 @@ def _write_version(out: Path, version: str, c: dict[str, Any]) -> None:
             "test_cutoff": str(ts.test_cutoff),
             "horizon_days": settings.churn_horizon_days,
             "labels_observed_until": str(ts.test_cutoff + dt.timedelta(days=settings.churn_horizon_days)),
+            "selection": ts.selection,
         },
         "rows": {k: v["rows"] for k, v in split_info.items()},
         "data_hash": ts.data_hash(),
