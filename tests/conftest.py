@@ -5,11 +5,7 @@ from __future__ import annotations
 import pytest
 
 from churn.settings import Settings
-from tests.support.settings import make_settings  # noqa: F401  (re-export, see the TODO)
 from tests.support.sites import build_small_store
-
-# TODO(test-helpers): remove the make_settings re-export above once tests/unit/test_registry.py and
-# tests/unit/test_rollout.py import tests.support
 
 
 @pytest.fixture(scope="session")

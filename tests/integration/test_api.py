@@ -98,12 +98,6 @@ def client(site: Site) -> Iterator[Any]:
         yield c
 
 
-# TODO(test-helpers): remove once tests/integration/test_rollout.py imports tests.support
-# (it imports this old-signature wrapper of tests.support.sites.clone_version).
-def clone_version(site: Any, settings: Settings, suffix: str, edit: Any = None, corrupt: bool = False) -> str:
-    return sites.clone_version(settings, site.version, suffix, edit=edit, corrupt=corrupt)
-
-
 # --- happy path ------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("kind", "score_in_thread"), [("sqlite", "auto"), ("redis", "auto"), ("redis", "always"), ("redis", "never")]

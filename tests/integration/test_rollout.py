@@ -21,8 +21,9 @@ import pandas as pd
 import pytest
 
 from churn.settings import Settings
-from tests.integration.servers import build_served_site, create, live_server, metric, metrics_of
-from tests.integration.test_api import clone_version
+from tests.support.metrics import metric, metrics_of
+from tests.support.servers import create, live_server
+from tests.support.sites import build_served_site, clone_version
 
 
 @dataclasses.dataclass
@@ -53,8 +54,7 @@ def clean_rollout(site: Site) -> Iterator[None]:
 
 
 def logreg_clone(site: Site, suffix: str) -> str:
-    # clone_version expects test_api's Site; it only uses .version
-    return clone_version(site, site.settings, suffix, edit=lambda m: m.update(kind="logreg"))  # type: ignore[arg-type]
+    return clone_version(site.settings, site.version, suffix, edit=lambda m: m.update(kind="logreg"))
 
 
 def wait_for(cond: Any, timeout: float = 10.0) -> None:
@@ -228,7 +228,7 @@ def test_stage_and_compare_commands(site: Site, clean_rollout: None) -> None:
     from cli.main import app
 
     shadow = logreg_clone(site, "c0ffee")
-    broken = clone_version(site, site.settings, "dead00", corrupt=True)  # type: ignore[arg-type]
+    broken = clone_version(site.settings, site.version, "dead00", corrupt=True)
     env = {k: v for k, v in site.settings.as_env().items() if v != ""}
     runner = CliRunner()
 

@@ -41,15 +41,10 @@ CONFTEST_NAMES = {"__all__", "pytest_plugins", "pytestmark"}
 
 # TODO(test-helpers): drop each entry once its file imports tests.support (owners are changing them now).
 PENDING_IMPORTS: dict[str, set[str]] = {
-    "tests/integration/test_rollout.py": {"tests.integration.servers", "tests.integration.test_api"},
     "tests/integration/test_online.py": {"tests.integration.conftest"},
     "tests/integration/test_feature_store.py": {"tests.integration.conftest"},
-    "tests/unit/test_registry.py": {"tests.conftest"},
-    "tests/unit/test_rollout.py": {"tests.conftest", "tests.unit.test_registry"},
 }
-# TODO(test-helpers): tests/unit/test_rollout.py runs subprocesses (test_bucket_is_process_independent,
-# test_prediction_log_survives_a_writer_killed_mid_flush): move them to tests/integration.
-PENDING_UNIT: dict[str, set[str]] = {"tests/unit/test_rollout.py": {"subprocess"}}
+PENDING_UNIT: dict[str, set[str]] = {}
 
 
 def _modules() -> list[Path]:
