@@ -78,7 +78,7 @@ def _settings(data_dir: Path, store: str, redis_url: str):
 
 def run_one(args: argparse.Namespace) -> dict:
     """Child process: apply, then materialize with one path; report time and peak RSS."""
-    from churn import feature_store as cfs
+    from feature_repo import store as cfs
 
     s = _settings(Path(args.data_dir), args.store, args.redis_url)
     if args.store == "redis":

@@ -1,4 +1,4 @@
-"""Online read latency: churn's OnlineFeatureReader vs Feast's get_online_features.
+"""Online read latency: churn's online store (feature_repo.online) vs Feast's get_online_features.
 
 Builds a store with N synthetic users (benchmarks/materialize.py's generator + the fast path),
 then times single-user reads (p50/p99) and 100-user batches (p99) from SQLite and Redis.
@@ -29,8 +29,8 @@ def pct(xs: list[float], p: float) -> float:
 def main() -> None:
     from materialize import END, _settings, write_tables
 
-    from churn import feature_store as cfs
-    from churn.online import OnlineFeatureReader
+    from feature_repo import store as cfs
+    from feature_repo.online import online_store
     from jobs.materialize import materialize
 
     ap = argparse.ArgumentParser()
@@ -53,10 +53,10 @@ def main() -> None:
         store = cfs.get_store(s)
         cfs.apply(s, store)
         materialize(s, END, store=store, full=True)
-        reader = OnlineFeatureReader(s)
+        reader = online_store(s).connect()
         service = store.get_feature_service("churn_v1")
         paths = {
-            "churn OnlineFeatureReader": lambda us, reader=reader: reader.read(us),
+            "churn OnlineStore.read": lambda us, reader=reader: reader.read(us),
             "feast get_online_features": lambda us, store=store, service=service: store.get_online_features(
                 service, [{"user_id": u} for u in us]
             ).to_dict(),

@@ -75,7 +75,7 @@ def build_store(data_dir: Path, redis_db: int, users: int, days: int) -> None:
     if mark.exists() and json.loads(mark.read_text()).get("users") == users and client.dbsize() > 0:
         print(f"reusing store {data_dir} ({users:,} users, redis db {redis_db})", flush=True)
         return
-    from churn import feature_store as cfs
+    from feature_repo import store as cfs
     from jobs.aggregate import build_features
     from jobs.ingest import generate_store
     from jobs.materialize import materialize
@@ -148,7 +148,7 @@ def start_api(settings, port: int, log: Path, workers: int = 1, score_in_thread:
 
 
 def start_feast(settings, port: int, log: Path, workdir: Path) -> subprocess.Popen:
-    from churn.feature_store import write_feature_store_yaml
+    from feature_repo.store import write_feature_store_yaml
 
     yaml = write_feature_store_yaml(settings, workdir / "feature_store.yaml")
     env = {**child_env(settings), "FEAST_USAGE": "False"}
@@ -544,7 +544,7 @@ def run(args: argparse.Namespace, settings, concurrencies: list[int], modes: lis
     prof = in_process_profile(settings, users)
     print("  " + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in prof.items()))
 
-    from churn.feature_store import get_store
+    from feature_repo.store import get_store
 
     feature_refs = None
     targets = []

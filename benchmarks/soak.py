@@ -81,7 +81,7 @@ def build_site(data_dir: Path, users: int) -> tuple[str, str, list[str]]:
         info = json.loads(mark.read_text())
         print(f"reusing site {data_dir} ({users:,} users)", flush=True)
         return info["a"], info["b"], info["known"]
-    from churn import feature_store as cfs
+    from feature_repo import store as cfs
     from jobs.aggregate import build_features
     from jobs.ingest import generate_store
     from jobs.materialize import materialize

@@ -42,8 +42,8 @@ def _rss_mb() -> float:
 
 
 def bench_dataset(users: int, days: int, keep: Path | None) -> dict:
-    from churn.feature_store import apply
     from churn.settings import Settings
+    from feature_repo.store import apply
     from jobs.aggregate import build_features
     from jobs.ingest import generate_store
     from training.dataset import build_training_set

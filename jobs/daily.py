@@ -46,7 +46,7 @@ def build_step(settings: Settings, date: dt.date) -> str:
 
 
 def apply_step(settings: Settings, date: dt.date) -> str:
-    from churn.feature_store import apply
+    from feature_repo.store import apply
 
     counts = apply(settings)
     return "feast apply: " + ", ".join(f"{k}={v}" for k, v in counts.items())

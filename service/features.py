@@ -1,6 +1,6 @@
 """The API's view of the online store: one read per request, timed, with a circuit breaker.
 
-Wraps the shared :class:`churn.online.OnlineFeatureReader` (the same feature service the batch
+Wraps the configured :class:`feature_repo.online.OnlineStore` (the same feature service the batch
 jobs use). When the store is unreachable the read raises :class:`StoreUnavailable` (→ 503),
 ``churn_online_read_errors_total`` grows and the gateway marks the store down: ``/ready``
 answers 503 and further reads fail fast (no timeout per request stalling the server) except one
@@ -12,12 +12,14 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from churn.errors import OnlineStoreUnavailable
 from service.logs import log
 
 if TYPE_CHECKING:
     from churn.settings import Settings
+    from feature_repo.online import OnlineResult, OnlineStore, UserFeatures
     from service.metrics import ApiMetrics
 
 RETRY_INTERVAL_S = 1.0
@@ -27,14 +29,15 @@ class StoreUnavailable(Exception):
     """The online store cannot be reached (→ 503)."""
 
 
-def _default_reader(settings: Settings) -> Any:
-    from churn.online import OnlineFeatureReader
+def _default_reader(settings: Settings) -> OnlineStore:
+    """The configured online store, connected: an unreadable registry fails here, like a dead store."""
+    from feature_repo.online import online_store
 
-    return OnlineFeatureReader(settings)
+    return online_store(settings).connect()
 
 
 class FeatureGateway:
-    def __init__(self, settings: Settings, metrics: ApiMetrics, reader: Any = None) -> None:
+    def __init__(self, settings: Settings, metrics: ApiMetrics, reader: OnlineStore | None = None) -> None:
         self.settings = settings
         self.metrics = metrics
         self._reader = reader
@@ -48,7 +51,7 @@ class FeatureGateway:
         self.last_feature_age: float | None = None
 
     @property
-    def reader(self) -> Any:
+    def reader(self) -> OnlineStore:
         if self._reader is None:
             with self._lock:
                 if self._reader is None:
@@ -94,8 +97,8 @@ class FeatureGateway:
         return True
 
     # --- the read ----------------------------------------------------------------------------
-    async def read_async(self, user_ids: Sequence[str]) -> list[Any]:
-        """One online read for all ``user_ids``: ``churn.online.UserFeatures`` in the same order
+    async def read_async(self, user_ids: Sequence[str]) -> list[UserFeatures]:
+        """One online read for all ``user_ids``: ``feature_repo.online.UserFeatures`` in the same order
         (``.known``, ``.features`` by name, ``.feature_age_seconds``). Awaited: waiting on the
         store never blocks other requests."""
         self._fail_fast()
@@ -121,7 +124,7 @@ class FeatureGateway:
             self._mark_down(exc)
         return StoreUnavailable(f"online store unavailable: {self.last_error}")
 
-    def _succeeded(self, result: Any, t0: float) -> list[Any]:
+    def _succeeded(self, result: OnlineResult, t0: float) -> list[UserFeatures]:
         self.metrics.online_read.observe(time.perf_counter() - t0)
         if self.available is not True:
             self._mark_up()
@@ -130,6 +133,4 @@ class FeatureGateway:
 
 
 def _is_store_error(exc: BaseException) -> bool:
-    from churn.online import OnlineStoreUnavailable
-
     return isinstance(exc, OnlineStoreUnavailable)

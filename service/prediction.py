@@ -24,8 +24,8 @@ from service.model_holder import NO_MODEL, ModelHolder, ServingModel
 from service.schemas import BatchItemError, BatchItemOk, BatchResponse, Factor, Prediction
 
 if TYPE_CHECKING:
-    from churn.online import UserFeatures
     from churn.settings import Settings
+    from feature_repo.online import UserFeatures
     from service.metrics import ApiMetrics
     from service.rollout import RolloutManager
 

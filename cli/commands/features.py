@@ -37,9 +37,9 @@ def build(
 @app.command()
 def apply() -> None:
     """Register the feature definitions (like `feast apply`) and render feature_store.yaml for `feast -f`."""
-    from churn import feature_store
     from churn.console import step
     from churn.settings import get_settings
+    from feature_repo import store as feature_store
 
     settings = get_settings()
     with user_errors(), step("features apply") as r:
@@ -74,8 +74,8 @@ def config(
     ),
 ) -> None:
     """Render feature_store.yaml for the `feast` CLI from the CHURN_* settings."""
-    from churn import feature_store
     from churn.settings import get_settings
+    from feature_repo import store as feature_store
 
     settings = get_settings()
     if write:

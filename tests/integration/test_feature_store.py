@@ -11,8 +11,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from churn import feature_store as cfs
 from churn.schema import ALL_FEATURES, FEATURE_VIEWS
+from feature_repo import store as cfs
 from tests.integration.conftest import _clone_data_dir, make_settings, redis_settings
 
 
@@ -40,11 +40,11 @@ def _same(a, b) -> bool:
 
 
 def _online_equals_offline(env):
-    from churn.online import OnlineFeatureReader
+    from feature_repo.online import online_store
 
     latest = {view: _partition(env.settings, view, env.end) for view in FEATURE_VIEWS}
     users = sorted(latest["engagement"].index)
-    reader = OnlineFeatureReader(env.settings, store=env.store)
+    reader = online_store(env.settings, store=env.store)
     result = reader.read(users).by_user()
     assert len(result) == len(users) > 50
     for uid in users:
@@ -237,7 +237,7 @@ def _online_rows(settings) -> dict[str, list[tuple]]:
     """Every row of every view table of the SQLite online store, plus its schema text."""
     import sqlite3
 
-    from jobs.materialize import STATE_TABLE
+    from feature_repo.online.sqlite import STATE_TABLE
 
     path = settings.feast_dir / "online_store.db"
     with sqlite3.connect(path) as conn:
@@ -254,6 +254,7 @@ def _online_rows(settings) -> dict[str, list[tuple]]:
 def test_failed_full_reload_leaves_previous_data_intact(sqlite_env, tmp_path, monkeypatch):
     """A load that dies half-way (here: after its first chunk) rolls back to the previous tables."""
     import jobs.materialize as jm
+    from feature_repo.online.sqlite import SqliteOnlineStore
 
     s = make_settings(_clone_data_dir(sqlite_env.settings.data_dir / "features" / "..", tmp_path / "crash"))
     store = cfs.get_store(s)
@@ -264,7 +265,7 @@ def test_failed_full_reload_leaves_previous_data_intact(sqlite_env, tmp_path, mo
 
     monkeypatch.setattr(jm, "_PREPARE_ROWS", 7)  # many chunks per view
     sent = {"n": 0}
-    original = jm.SqliteWriter.send
+    original = SqliteOnlineStore.send
 
     def flaky_send(self, prepared):
         sent["n"] += 1
@@ -272,11 +273,11 @@ def test_failed_full_reload_leaves_previous_data_intact(sqlite_env, tmp_path, mo
             raise RuntimeError("simulated crash mid-load")
         original(self, prepared)
 
-    monkeypatch.setattr(jm.SqliteWriter, "send", flaky_send)
+    monkeypatch.setattr(SqliteOnlineStore, "send", flaky_send)
     with pytest.raises(RuntimeError, match="simulated crash"):
         jm.materialize(s, sqlite_env.end, store=store, full=True)
     assert _online_rows(s) == before  # same rows, same Feast DDL and indexes, nothing left over
-    monkeypatch.setattr(jm.SqliteWriter, "send", original)
+    monkeypatch.setattr(SqliteOnlineStore, "send", original)
     assert jm.materialize(s, sqlite_env.end, store=store, full=True).total_rows > 0
     assert _online_rows(s) == before  # a full reload is deterministic
 

@@ -1,4 +1,4 @@
-"""OnlineFeatureReader: by-name features, unknown vs missing, freshness, timeouts."""
+"""Online-store reads (both backends): by-name features, unknown vs missing, freshness, timeouts."""
 
 from __future__ import annotations
 
@@ -8,13 +8,15 @@ import time
 
 import pytest
 
-from churn.online import OnlineFeatureReader, OnlineStoreUnavailable
+from churn.errors import OnlineStoreUnavailable
 from churn.schema import ALL_FEATURES
+from feature_repo.online import OnlineStore, online_store
 from tests.integration.conftest import make_settings
 
 
 def _check_reader(env):
-    reader = OnlineFeatureReader(env.settings)
+    reader = online_store(env.settings)
+    assert reader.name == env.settings.online_store
     _check_async_equals_sync(reader, env)
     assert reader.ping()
     import pyarrow.parquet as pq
@@ -46,7 +48,7 @@ def _users(env, n: int) -> list[str]:
     return ids[:n]
 
 
-def _check_async_equals_sync(reader: OnlineFeatureReader, env) -> None:
+def _check_async_equals_sync(reader: OnlineStore, env) -> None:
     """The API's awaited read returns exactly what the blocking read does (one user and many)."""
 
     for ids in (_users(env, 1), [*_users(env, 25), "ghost-user"]):
@@ -73,9 +75,9 @@ def test_reader_redis(redis_env):
     _check_reader(redis_env)
 
 
-def _reader_at(env, port: int, timeout_ms: int) -> OnlineFeatureReader:
+def _reader_at(env, port: int, timeout_ms: int) -> OnlineStore:
     """A reader of ``env``'s feature registry whose Redis is whatever listens on ``port``."""
-    return OnlineFeatureReader(
+    return online_store(
         make_settings(
             env.settings.data_dir,
             online_store="redis",
@@ -107,7 +109,7 @@ def test_a_killed_pooled_connection_costs_one_reconnect_not_an_error(redis_env):
     next read retries once on a fresh connection instead of failing the request."""
     import redis
 
-    reader = OnlineFeatureReader(redis_env.settings)
+    reader = online_store(redis_env.settings)
     user = _users(redis_env, 1)
     assert reader.read(user).users[0].known  # the blocking client's pool holds a connection too
 
@@ -159,5 +161,8 @@ def test_hung_redis_async_read_times_out_without_blocking_the_loop(redis_env, tm
 
 
 def test_missing_registry_is_clear(tmp_path):
+    store = online_store(make_settings(tmp_path / "empty"))
+    with pytest.raises(OnlineStoreUnavailable, match="feature registry not readable"):
+        store.connect()
     with pytest.raises(OnlineStoreUnavailable):
-        OnlineFeatureReader(make_settings(tmp_path / "empty"))
+        store.read(["u0000001"])

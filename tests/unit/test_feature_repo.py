@@ -1,21 +1,15 @@
-"""Feature repo definitions, generated config and the fast path's Feast-exact serialization."""
+"""Feature repo definitions, generated config, and what `feast apply` parses (serialization: test_feast_adapter)."""
 
 from __future__ import annotations
 
 import ast
-import math
 from pathlib import Path
 
-import numpy as np
-import pyarrow as pa
 import pytest
-from feast.type_map import python_values_to_proto_values
-from feast.value_type import ValueType
 
-from churn import feature_store as cfs
 from churn.schema import ALL_FEATURES, FEATURE_VIEWS
 from churn.settings import Settings
-from jobs.materialize import check_entity_key, encode_column, entity_key_prefix, entity_keys
+from feature_repo import store as cfs
 
 REPO = Path(__file__).resolve().parents[2] / "feature_repo"
 
@@ -68,25 +62,11 @@ def test_rendered_yaml_loads_in_feast(tmp_path, store, registry):
     assert cfs.repo_config(s).online_store.type == store
 
 
-def test_encode_column_matches_feast():
-    rng = np.random.default_rng(0)
-    doubles = pa.array([0.0, -0.0, 1.5, math.inf, -math.inf, None, float("nan"), *rng.normal(size=50)])
-    ints = pa.array([0, 1, -1, 2**40, -(2**62), None, *rng.integers(-5, 500, 50).tolist()], pa.int64())
-    strings = pa.array(["", "free", "ünï", None, "free"], pa.string())
-    for arr, vt in ((doubles, ValueType.DOUBLE), (ints, ValueType.INT64), (strings, ValueType.STRING)):
-        values, texts = encode_column(arr, with_text=True)
-        protos = python_values_to_proto_values(arr.to_numpy(zero_copy_only=False), vt)
-        assert values == [p.SerializeToString() for p in protos]
-        from feast.infra.online_stores.helpers import extract_text_and_num
+def test_feast_apply_parses_only_the_definitions():
+    """`feast apply` in feature_repo/ imports every .py not in .feastignore: only definitions.py."""
+    from feast.repo_operations import get_repo_files
 
-        assert texts == [extract_text_and_num(p, False)[0] for p in protos]
-
-
-def test_entity_keys_match_feast():
-    prefix = entity_key_prefix()
-    ids = ["u0000001", "", "ünïcode", "x" * 300]
-    for uid, key in zip(ids, entity_keys(ids, prefix), strict=True):
-        check_entity_key(uid, key)
+    assert get_repo_files(REPO) == [(REPO / "definitions.py").resolve()]
 
 
 def test_committed_yaml_is_the_embedded_default():

@@ -1,5 +1,8 @@
 """The Feast feature store, configured from :class:`churn.settings.Settings`.
 
+Lives in the feature-repo layer, above the core: only this layer (and what sits above it) may
+import Feast. Feast *internals* are not used here; they live in :mod:`feature_repo.feast_adapter`.
+
 Everything Python-side builds its ``RepoConfig`` in code (:func:`repo_config`), so nothing
 depends on the working directory or on a YAML file. The committed
 ``feature_repo/feature_store.yaml`` is the embedded default (paths relative to the repo, i.e.
