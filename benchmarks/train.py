@@ -21,13 +21,11 @@ import argparse
 import datetime as dt
 import json
 import resource
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 LEVELS = {
     "plan": ["free", "basic", "premium"],

@@ -5,15 +5,17 @@ from per-user, non-linear mechanisms rather than one log-linear hazard:
 
 * every user has their own rhythm (a typical gap between active days: daily versus weekly learners);
   the chance of coming back rises with the time since the last visit, relative to that rhythm;
-* a latent phase per user: ``NORMAL`` → ``FADING`` (visits thin out, sessions get shorter, renewals
-  fail more) → ``GONE``. Entering ``FADING`` depends on plan × engagement (paying users who barely
-  use the product leave; free users barely care) and tenure × completions (completions make
-  long-standing users loyal, but not newcomers), and ``FADING`` users may still recover;
-* finishing a course often starts a ``BREAK`` (quiet for weeks, then back), or ends the user's
-  journey (a "graduation"), so few recent completions is not simply bad news;
+* a latent phase per user: ``NORMAL`` → ``DRIFTING`` (visits thin out relative to the user's own
+  rhythm, sessions get shorter) → ``FADING`` (rare visits; entered at a visible "last look", a single
+  short session) → ``GONE``, with recoveries along the way. Entering ``DRIFTING`` depends on
+  plan × engagement (paying users who barely use the product cancel; free users who use it a lot
+  hit the paywall and leave) and tenure × completions (completions bind established users, not
+  newcomers);
+* finishing a course usually starts a ``BREAK`` (quiet for weeks, then back), and sometimes ends a
+  newcomer's journey (a "graduation"), so few recent completions is not simply bad news;
 * weekly seasonality and fixed holiday periods lower everybody's activity without meaning churn;
-* a renewal that fails right after another failed one often pushes a user into ``FADING``; a single
-  failure barely matters;
+* a renewal that fails right after another failed one often ends the subscription (``GONE``); a
+  single failure barely matters;
 * a small daily hazard of leaving for good, which nothing observable predicts.
 
 Alongside the raw tables the generator writes the oracle: for every day T, each recently active
@@ -67,10 +69,10 @@ DEVICE_HAZARD = np.array([0.95, 1.1, 1.0])
 N_COURSES = 250
 
 # --- rhythm: the gap between active days follows a discrete Weibull with a per-user scale ----------
-RHYTHM_MEDIAN_DAYS = 2.6
-RHYTHM_SIGMA = 0.7
-RHYTHM_MIN_DAYS, RHYTHM_MAX_DAYS = 1.1, 12.0
-RHYTHM_SHAPE = 2.2
+RHYTHM_MEDIAN_DAYS = 3.0
+RHYTHM_SIGMA = 0.8
+RHYTHM_MIN_DAYS, RHYTHM_MAX_DAYS = 1.1, 20.0
+RHYTHM_SHAPE = 2.0
 """Shape above 1: the return hazard rises with the gap, so regular users are overdue, not random."""
 MAX_DAILY_ACTIVITY = 0.95
 
@@ -84,38 +86,50 @@ HOLIDAYS = (
 )
 
 # --- latent phases ----------------------------------------------------------------------------------
-NORMAL, FADING, BREAK, GONE = 0, 1, 2, 3
-FADE_BASE_HAZARD = 0.0042
-"""Daily NORMAL → FADING hazard for a reference user; sets the overall churn rate."""
-PLAN_ENGAGEMENT_SLOPE = np.array([0.1, 1.2, 1.5])
-"""How strongly low engagement raises the fade hazard, per plan: paying without using hurts."""
+NORMAL, DRIFTING, FADING, BREAK, GONE = 0, 1, 2, 3, 4
+FADE_BASE_HAZARD = 0.05
+"""Daily NORMAL → DRIFTING hazard for a reference user; sets the overall churn rate."""
+PLAN_ENGAGEMENT_SLOPE = np.array([-0.6, 1.2, 1.5])
+"""Engagement's pull on the drift hazard per plan: paying users who barely use the product cancel,
+while free users who use it a lot hit the paywall and leave."""
 PLAN_HAZARD = np.array([1.25, 0.8, 0.65])
 NEWCOMER_BOOST, NEWCOMER_DAYS = 2.0, 20.0
+MAX_FADE_HAZARD = 0.5
 COMPLETION_LOYALTY = 0.7
 """Per completion (up to LOYALTY_CAP), scaled by tenure: completions bind established users only."""
 LOYALTY_CAP, LOYALTY_TENURE_DAYS = 3, 90.0
+DRIFT_ACTIVITY = 0.4
+"""DRIFTING users visit this fraction as often as their rhythm says: the visible first step out."""
+LAST_LOOK_P = 0.35
+"""Chance that a DRIFTING user's visit is their last look before FADING: one short session, so the
+switch is visible in the data rather than a hidden coin flip."""
+LAST_LOOK_CONTENT = 0.3
+DRIFT_RECOVERY = 0.03
 FADE_ACTIVITY = 0.3
-"""FADING users visit this fraction as often as their rhythm says: they drift from it..."""
-FADE_MAX_VISIT = 0.06
-"""...and at most this often, so a FADING daily learner looks as absent as a FADING weekly one."""
-FADE_MINUTES = 0.6
-FADE_EXIT = 1.0 / 30.0
-FADE_RECOVERY = 0.03
-SUDDEN_EXIT = 0.001
+FADE_MAX_VISIT = 0.05
+"""FADING users visit at most this often, so a FADING daily learner is as absent as a weekly one."""
+FADE_MINUTES = 0.4
+"""Sessions of DRIFTING and FADING users are shorter and hold fewer videos: the visible symptom."""
+FADE_EXIT = 1.0 / 60.0
+FADE_RECOVERY = 0.02
+SUDDEN_EXIT = 0.0005
 """Daily chance that a user leaves for good without any warning."""
-BREAK_ACTIVITY = 0.02
-BREAK_PROB = 0.45
-BREAK_END = 1.0 / 21.0
+BREAK_ACTIVITY = 0.012
+BREAK_PROB = 0.8
+VACATION = 0.0
+"""Daily chance that a NORMAL user takes a break for no visible reason (a trip, an exam period)."""
+BREAK_END = 1.0 / 20.0
 """Daily chance that a break ends; memoryless, so nobody knows when a user will be back."""
-GRADUATE_PROB = 0.5
+GRADUATE_PROB = 0.2
 """Chance that a newcomer's first completion ends their journey; falls with tenure and completions."""
 GRADUATE_TENURE_DAYS = 60.0
 
 # --- payments ---------------------------------------------------------------------------------------
 BILLING_DAYS = 30
-FADE_FAIL_FLOOR = 0.4
-STREAK_SHOCK = np.array([0.0, 0.03, 0.55, 0.85])
-"""Chance that a NORMAL user starts FADING after the n-th consecutive failed renewal (capped)."""
+FADE_FAIL_FLOOR = 0.25
+STREAK_SHOCK = np.array([0.0, 0.02, 0.5, 0.8])
+"""Chance that a visiting user cancels for good after the n-th consecutive failed renewal (capped):
+a single failure is a card that expired, a second one in a row is a decision."""
 REFUND_P = 0.015
 
 # --- session content ----------------------------------------------------------------------------------
@@ -244,56 +258,76 @@ def _return_prob(rhythm: np.ndarray, gap: np.ndarray) -> np.ndarray:
     return np.minimum(-np.expm1(-cum), MAX_DAILY_ACTIVITY)
 
 
-def _phase_activity(rhythm: np.ndarray, gap: np.ndarray, calendar: float) -> tuple[np.ndarray, ...]:
-    """Daily activity probability in NORMAL, FADING and BREAK: the latter two ignore the rhythm."""
+def _phase_activity(rhythm: np.ndarray, gap: np.ndarray, calendar: float) -> dict[int, np.ndarray]:
+    """Daily activity probability per living phase; FADING and BREAK users ignore their rhythm."""
     back = _return_prob(rhythm, gap)
-    fading = np.minimum(back * FADE_ACTIVITY, FADE_MAX_VISIT)
-    return back * calendar, fading * calendar, np.full_like(back, BREAK_ACTIVITY * calendar)
+    return {
+        NORMAL: back * calendar,
+        DRIFTING: back * (DRIFT_ACTIVITY * calendar),
+        FADING: np.minimum(back * FADE_ACTIVITY, FADE_MAX_VISIT) * calendar,
+        BREAK: np.full_like(back, BREAK_ACTIVITY * calendar),
+    }
 
 
 def _activity_prob(phase: np.ndarray, rhythm: np.ndarray, gap: np.ndarray, calendar: float) -> np.ndarray:
-    p_normal, p_fading, p_break = _phase_activity(rhythm, gap, calendar)
-    return np.select([phase == NORMAL, phase == FADING, phase == BREAK], [p_normal, p_fading, p_break], 0.0)
+    by_phase = _phase_activity(rhythm, gap, calendar)
+    return np.select([phase == k for k in by_phase], list(by_phase.values()), 0.0)
+
+
+def _phase_moves(h_drift: np.ndarray) -> dict[int, list[tuple[int, np.ndarray | float]]]:
+    """Start-of-day moves out of each living phase as (target, probability); one table for the
+    simulation and the oracle, so the oracle is exact by construction."""
+    stay = 1.0 - SUDDEN_EXIT
+    return {
+        NORMAL: [(GONE, SUDDEN_EXIT), (DRIFTING, stay * h_drift), (BREAK, stay * VACATION)],
+        DRIFTING: [(GONE, SUDDEN_EXIT), (NORMAL, stay * DRIFT_RECOVERY)],
+        FADING: [(GONE, FADE_EXIT), (NORMAL, FADE_RECOVERY)],
+        BREAK: [(GONE, SUDDEN_EXIT), (NORMAL, stay * BREAK_END)],
+    }
 
 
 def _fade_hazard(fade_static: np.ndarray, tenure: np.ndarray, completions: np.ndarray) -> np.ndarray:
-    """NORMAL → FADING hazard: newcomers are fragile, completions bind only established users."""
+    """NORMAL → DRIFTING hazard: newcomers are fragile, completions bind only established users."""
     newcomer = 1.0 + NEWCOMER_BOOST * np.exp(-tenure / NEWCOMER_DAYS)
     loyalty = np.exp(
         -COMPLETION_LOYALTY * np.minimum(completions, LOYALTY_CAP) * np.minimum(tenure / LOYALTY_TENURE_DAYS, 1.0)
     )
-    return np.minimum(fade_static * newcomer * loyalty, 0.5)
+    return np.minimum(fade_static * newcomer * loyalty, MAX_FADE_HAZARD)
 
 
 def _graduate_prob(tenure: np.ndarray, prior_completions: np.ndarray) -> np.ndarray:
     """A completion ends the journey mostly for newcomers who came for one course."""
-    return GRADUATE_PROB * np.exp(-tenure / GRADUATE_TENURE_DAYS) * 0.5 ** prior_completions
+    return GRADUATE_PROB * np.exp(-tenure / GRADUATE_TENURE_DAYS) * 0.5**prior_completions
 
 
 def _billing_due(pop: Population, idx: np.ndarray, d: int | np.ndarray) -> np.ndarray:
-    return pop.paid[idx] & (d > pop.signup_day[idx]) & ((d - pop.signup_day[idx] - pop.billing_offset[idx]) % BILLING_DAYS == 0)
+    return (
+        pop.paid[idx]
+        & (d > pop.signup_day[idx])
+        & ((d - pop.signup_day[idx] - pop.billing_offset[idx]) % BILLING_DAYS == 0)
+    )
 
 
 def _fail_prob(pop: Population, idx: np.ndarray, phase: np.ndarray) -> np.ndarray:
-    return np.where(phase == FADING, np.maximum(pop.fail_propensity[idx], FADE_FAIL_FLOOR), pop.fail_propensity[idx])
+    """Renewals fail more often once a user is on the way out (a symptom, not only a cause)."""
+    leaving = (phase == DRIFTING) | (phase == FADING)
+    return np.where(leaving, np.maximum(pop.fail_propensity[idx], FADE_FAIL_FLOOR), pop.fail_propensity[idx])
 
 
 def _transition(pop: Population, state: LatentState, d: int, rng: np.random.Generator) -> None:
-    """Start-of-day phase moves for users who signed up before day ``d`` (mirrored in ``_oracle``)."""
+    """Start-of-day phase moves for users who signed up before day ``d``."""
     u = rng.random(state.phase.size)
     before = pop.signup_day < d
     tenure = (d - pop.signup_day).astype(np.float64)
-    phase = state.phase
-    normal = before & (phase == NORMAL)
-    fading = before & (phase == FADING)
-    brk = before & (phase == BREAK)
-    h_fade = _fade_hazard(pop.fade_static, tenure, state.completions)
-    new = phase.copy()
-    new[normal & (u < SUDDEN_EXIT + (1 - SUDDEN_EXIT) * h_fade)] = FADING
-    new[brk & (u < SUDDEN_EXIT + (1 - SUDDEN_EXIT) * BREAK_END)] = NORMAL
-    new[(normal | brk) & (u < SUDDEN_EXIT)] = GONE
-    new[fading & (u < FADE_EXIT + FADE_RECOVERY)] = NORMAL
-    new[fading & (u < FADE_EXIT)] = GONE
+    moves = _phase_moves(_fade_hazard(pop.fade_static, tenure, state.completions))
+    new = state.phase.copy()
+    for source, targets in moves.items():
+        here = before & (state.phase == source)
+        low = np.zeros(u.size)
+        for target, p in targets:
+            high = low + p
+            new[here & (u >= low) & (u < high)] = target
+            low = high
     state.phase = new
 
 
@@ -306,32 +340,28 @@ def _oracle(pop: Population, state: LatentState, d: int, start: dt.date) -> tupl
     """
     idx = np.flatnonzero((pop.signup_day < d) & (state.gap >= 1) & (state.gap <= ORACLE_SCOPE_DAYS))
     phase, gap0 = state.phase[idx], state.gap[idx]
-    m_normal = (phase == NORMAL).astype(np.float64)
-    m_fading = (phase == FADING).astype(np.float64)
-    m_break = (phase == BREAK).astype(np.float64)
-    m_gone = (phase == GONE).astype(np.float64)
+    mass = {k: (phase == k).astype(np.float64) for k in (NORMAL, DRIFTING, FADING, BREAK, GONE)}
     rhythm, fade_static, completions = pop.rhythm[idx], pop.fade_static[idx], state.completions[idx]
     tenure0 = (d - pop.signup_day[idx]).astype(np.float64)
     shock = STREAK_SHOCK[np.minimum(state.streak[idx] + 1, STREAK_SHOCK.size - 1)]
-    fail_normal = pop.fail_propensity[idx]
+    fail = {ph: _fail_prob(pop, idx, np.full(idx.size, ph)) for ph in (NORMAL, DRIFTING)}
+    # The one renewal inside the horizon falls ``bill_in`` days ahead (-1: a free user never pays).
+    bill_in = np.where(pop.paid[idx], (pop.billing_offset[idx] - tenure0.astype(np.int64)) % BILLING_DAYS, -1)
     for k in range(ORACLE_HORIZON_DAYS):
-        h_fade = _fade_hazard(fade_static, tenure0 + k, completions)
-        stay_normal = m_normal * (1 - SUDDEN_EXIT)
-        stay_break = m_break * (1 - SUDDEN_EXIT)
-        m_gone = m_gone + (m_normal + m_break) * SUDDEN_EXIT + m_fading * FADE_EXIT
-        m_normal, m_fading, m_break = (
-            stay_normal * (1 - h_fade) + m_fading * FADE_RECOVERY + stay_break * BREAK_END,
-            stay_normal * h_fade + m_fading * (1 - FADE_EXIT - FADE_RECOVERY),
-            stay_break * (1 - BREAK_END),
-        )
-        p_normal, p_fading, p_break = _phase_activity(rhythm, gap0 + k, calendar_factor(start + dt.timedelta(days=d + k)))
-        m_normal = m_normal * (1 - p_normal)
-        m_fading = m_fading * (1 - p_fading)
-        m_break = m_break * (1 - p_break)
-        moved = np.where(_billing_due(pop, idx, d + k), m_normal * fail_normal * shock, 0.0)
-        m_normal, m_fading = m_normal - moved, m_fading + moved
-    p = np.clip(m_normal + m_fading + m_break + m_gone, 0.0, 1.0)
-    return idx, p
+        moves = _phase_moves(_fade_hazard(fade_static, tenure0 + k, completions))
+        new = dict(mass)
+        for source, targets in moves.items():
+            for target, p in targets:
+                flow = mass[source] * p
+                new[source] = new[source] - flow
+                new[target] = new[target] + flow
+        quiet = _phase_activity(rhythm, gap0 + k, calendar_factor(start + dt.timedelta(days=d + k)))
+        mass = {ph: m * (1.0 - quiet[ph]) if ph in quiet else m for ph, m in new.items()}
+        due = bill_in == k
+        for ph, p_fail in fail.items():
+            cancelled = np.where(due, mass[ph] * p_fail * shock, 0.0)
+            mass[ph], mass[GONE] = mass[ph] - cancelled, mass[GONE] + cancelled
+    return idx, np.clip(sum(mass.values()), 0.0, 1.0)
 
 
 def generate(
@@ -356,7 +386,10 @@ def generate(
             _write_partition(
                 out_dir / ORACLE_DIR,
                 day,
-                pa.table({"user_id": pop.user_ids.take(pa.array(idx)), "p_churn": pa.array(p.astype(np.float32))}, schema=ORACLE_SCHEMA),
+                pa.table(
+                    {"user_id": pop.user_ids.take(pa.array(idx)), "p_churn": pa.array(p.astype(np.float32))},
+                    schema=ORACLE_SCHEMA,
+                ),
             )
         _transition(pop, state, d, rng)
         active = _draw_activity(pop, state, d, calendar_factor(day), rng)
@@ -392,7 +425,8 @@ def _sessions(
     if act.size == 0:
         return None
     eng = pop.engagement[act]
-    sessions = 1 + rng.poisson(EXTRA_SESSIONS * np.exp(0.4 * eng))
+    last_look = (state.phase[act] == DRIFTING) & (rng.random(act.size) < LAST_LOOK_P)
+    sessions = np.where(last_look, 1, 1 + rng.poisson(EXTRA_SESSIONS * np.exp(0.4 * eng)))
     sess_user = np.repeat(act, sessions)
     n_s = sess_user.size
     # Sessions start by 20:00 so that even long ones end the same day, after signup.
@@ -402,7 +436,9 @@ def _sessions(
     )
     eng_s = pop.engagement[sess_user]
     k_view = 1 + rng.poisson(VIEWS_PER_SESSION, size=n_s)
-    k_video = rng.poisson(VIDEOS_PER_SESSION * np.exp(0.3 * eng_s))
+    content = np.where(np.isin(state.phase[act], (DRIFTING, FADING)), FADE_MINUTES, 1.0)
+    content = np.repeat(content * np.where(last_look, LAST_LOOK_CONTENT, 1.0), sessions)
+    k_video = rng.poisson(VIDEOS_PER_SESSION * np.exp(0.3 * eng_s) * content)
     k_quiz = rng.binomial(1, QUIZ_P, size=n_s)
     k_done = (rng.random(n_s) < COMPLETE_P * np.exp(0.4 * eng_s)).astype(np.int64)
     ones = np.ones(n_s, dtype=np.int64)
@@ -416,8 +452,9 @@ def _sessions(
     ev_user = sess_user[ev_sess]
     course = rng.integers(0, N_COURSES, size=ev_sess.size)
     has_course = (ev_type >= 1) & (ev_type <= 4)
-    minute_scale = np.exp(0.3 * pop.engagement[ev_user]) * np.where(state.phase[ev_user] == FADING, FADE_MINUTES, 1.0)
+    minute_scale = np.exp(0.3 * pop.engagement[ev_user]) * content[ev_sess]
     minutes = np.where(ev_type == 2, np.round(rng.gamma(2.0, 6.0, size=ev_sess.size) * minute_scale, 1), np.nan)
+    state.phase[act[last_look]] = FADING
     _after_completion(pop, state, np.unique(sess_user[k_done > 0]), d, rng)
     course_ids = np.char.add("c", np.char.zfill(course.astype(str), 4))
     return pa.table(
@@ -447,7 +484,7 @@ def _after_completion(pop: Population, state: LatentState, done: np.ndarray, d: 
 
 
 def _renewals(pop: Population, state: LatentState, d: int, day_us: int, rng: np.random.Generator) -> pa.Table | None:
-    """Monthly renewals of paying users still around; consecutive failures can start FADING."""
+    """Monthly renewals of paying users still around; consecutive failures often end the subscription."""
     everyone = np.arange(pop.plan.size)
     due = np.flatnonzero(_billing_due(pop, everyone, d) & (state.phase != GONE))
     u = rng.random(due.size)
@@ -460,8 +497,9 @@ def _renewals(pop: Population, state: LatentState, d: int, day_us: int, rng: np.
     refunded = ~failed & (u > 1 - REFUND_P)
     streak = np.where(failed, state.streak[due] + 1, 0).astype(np.int8)
     state.streak[due] = streak
-    shock = failed & (phase == NORMAL) & (shock_u < STREAK_SHOCK[np.minimum(streak, STREAK_SHOCK.size - 1)])
-    state.phase[due[shock]] = FADING
+    visiting = (phase == NORMAL) | (phase == DRIFTING)
+    shock = failed & visiting & (shock_u < STREAK_SHOCK[np.minimum(streak, STREAK_SHOCK.size - 1)])
+    state.phase[due[shock]] = GONE
     if d < 0:
         return None
     status = np.where(failed, "failed", np.where(refunded, "refunded", "succeeded"))

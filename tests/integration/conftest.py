@@ -28,10 +28,6 @@ from tests.support.sites import (
     clone_data_dir,
 )
 
-# TODO(test-helpers): remove once tests/integration/test_feature_store.py and tests/integration/test_online.py
-# import tests.support: they import _clone_data_dir (below), make_settings and redis_settings from here.
-from tests.support.sites import clone_data_dir as _clone_data_dir  # noqa: F401
-
 
 @pytest.fixture(scope="session")
 def feature_data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dt.date]:

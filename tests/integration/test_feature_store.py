@@ -13,7 +13,8 @@ import pytest
 
 from churn.schema import ALL_FEATURES, FEATURE_VIEWS
 from feature_repo import store as cfs
-from tests.integration.conftest import _clone_data_dir, make_settings, redis_settings
+from tests.support.settings import make_settings, redis_settings
+from tests.support.sites import clone_data_dir
 
 
 def _partition(settings, view: str, day: dt.date) -> pd.DataFrame:
@@ -101,7 +102,7 @@ def _compare_fast_vs_feast(ours, theirs, end):
 
 def test_fast_path_equals_feast_materialize_sqlite(sqlite_env, tmp_path):
     s = make_settings(
-        _clone_data_dir(sqlite_env.settings.data_dir.resolve() / "features" / "..", tmp_path / "ref")
+        clone_data_dir(sqlite_env.settings.data_dir.resolve() / "features" / "..", tmp_path / "ref")
     )
     theirs = _feast_reference(s, sqlite_env.end)
     _compare_fast_vs_feast(sqlite_env, theirs, sqlite_env.end)
@@ -110,7 +111,7 @@ def test_fast_path_equals_feast_materialize_sqlite(sqlite_env, tmp_path):
 @pytest.mark.redis
 def test_fast_path_equals_feast_materialize_redis(redis_env, redis_server, tmp_path):
     s = redis_settings(
-        _clone_data_dir(redis_env.settings.data_dir / "features" / "..", tmp_path / "ref"), redis_server, 14
+        clone_data_dir(redis_env.settings.data_dir / "features" / "..", tmp_path / "ref"), redis_server, 14
     )
     theirs = _feast_reference(s, redis_env.end)
     _compare_fast_vs_feast(redis_env, theirs, redis_env.end)
@@ -205,7 +206,7 @@ def test_sql_registry_on_postgres(sqlite_env, tmp_path):
     try:
         url = f"postgresql+psycopg://{pg_user}@127.0.0.1:5432/{name}"
         s = make_settings(
-            _clone_data_dir(sqlite_env.settings.data_dir / "features" / "..", tmp_path / "pg"),
+            clone_data_dir(sqlite_env.settings.data_dir / "features" / "..", tmp_path / "pg"),
             feast_registry_url=url,
         )
         store = cfs.get_store(s)
@@ -256,7 +257,7 @@ def test_failed_full_reload_leaves_previous_data_intact(sqlite_env, tmp_path, mo
     import jobs.materialize as jm
     from feature_repo.online.sqlite import SqliteOnlineStore
 
-    s = make_settings(_clone_data_dir(sqlite_env.settings.data_dir / "features" / "..", tmp_path / "crash"))
+    s = make_settings(clone_data_dir(sqlite_env.settings.data_dir / "features" / "..", tmp_path / "crash"))
     store = cfs.get_store(s)
     cfs.apply(s, store)
     jm.materialize(s, sqlite_env.end, store=store, full=True)
@@ -286,8 +287,8 @@ def test_incremental_day_equals_full_load(sqlite_env, tmp_path):
     """Yesterday full, then today incremental (upserts) == today loaded in full."""
     from jobs.materialize import materialize
 
-    s_inc = make_settings(_clone_data_dir(sqlite_env.settings.data_dir / "features" / "..", tmp_path / "inc"))
-    s_full = make_settings(_clone_data_dir(sqlite_env.settings.data_dir / "features" / "..", tmp_path / "full"))
+    s_inc = make_settings(clone_data_dir(sqlite_env.settings.data_dir / "features" / "..", tmp_path / "inc"))
+    s_full = make_settings(clone_data_dir(sqlite_env.settings.data_dir / "features" / "..", tmp_path / "full"))
     for s in (s_inc, s_full):
         cfs.apply(s, cfs.get_store(s))
     materialize(s_inc, sqlite_env.end - dt.timedelta(days=1), full=True)

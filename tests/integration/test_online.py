@@ -11,7 +11,7 @@ import pytest
 from churn.errors import OnlineStoreUnavailable
 from churn.schema import ALL_FEATURES
 from feature_repo.online import OnlineStore, online_store
-from tests.integration.conftest import make_settings
+from tests.support.settings import make_settings
 
 
 def _check_reader(env):

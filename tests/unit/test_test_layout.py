@@ -41,8 +41,6 @@ CONFTEST_NAMES = {"__all__", "pytest_plugins", "pytestmark"}
 
 # TODO(test-helpers): drop each entry once its file imports tests.support (owners are changing them now).
 PENDING_IMPORTS: dict[str, set[str]] = {
-    "tests/integration/test_online.py": {"tests.integration.conftest"},
-    "tests/integration/test_feature_store.py": {"tests.integration.conftest"},
 }
 PENDING_UNIT: dict[str, set[str]] = {}
 
