@@ -15,8 +15,6 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 def pct(xs: list[float], p: float) -> float:
     xs = sorted(xs)
