@@ -268,24 +268,19 @@ class ChurnModel:
         contrib = self.contributions_matrix(encode_rows(rows, self.features, self._cat_index))
         return self._top_k(rows, contrib, k)
 
-    def explain_rows(
-        self, rows: list[dict[str, Any]], k: int = 3, attribution: str = "shap"
-    ) -> tuple[np.ndarray, list[list[dict[str, Any]]]]:
+    def explain_rows(self, rows: list[dict[str, Any]], k: int = 3) -> tuple[np.ndarray, list[list[dict[str, Any]]]]:
         """Probabilities and top factors from ONE contribution pass (the API's path).
 
         Contributions sum to the margin (SHAP's bias column included; the linear intercept
         added), so the probability needs no second model call: for a single LightGBM row the
-        SHAP pass is most of the work and ``predict`` would repeat the tree walk.
-        ``attribution="path"`` replaces exact SHAP on trees by path attribution (one leaf lookup
-        per tree, see :meth:`path_contributions_matrix`): the probability stays exact, the factors
-        agree with SHAP's on most users at a fraction of the cost (tests measure the agreement).
+        SHAP pass is most of the work and ``predict`` would repeat the tree walk. Exact SHAP, not
+        the batch job's path attribution: on models with interactions the two disagree on the
+        top-3 factors of too many users to serve one as the other.
         """
         if not rows:
             return np.empty(0), []
         X = encode_rows(rows, self.features, self._cat_index)
-        if self._booster is not None and attribution == "path":
-            contrib, margin = self._path_explain(X)
-        elif self._booster is not None:
+        if self._booster is not None:
             raw = np.asarray(self._booster.predict(X, pred_contrib=True, num_threads=1), dtype=float)
             contrib, margin = raw[:, : len(self.features)], raw.sum(axis=1)
         else:
@@ -293,44 +288,6 @@ class ChurnModel:
             contrib = self._linear.contributions(X)
             margin = contrib.sum(axis=1) + self._linear.intercept
         return self._proba_from_margin(margin), self._top_k(rows, contrib, k)
-
-    def _path_explain(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(path contributions, exact margin) of a few rows from one ``pred_leaf`` call.
-
-        The margin is the sum of the rows' leaf values, which is what ``raw_score`` returns, so
-        calibration and thresholds see the same probability as with SHAP.
-        """
-        paths, values = self._leaf_tables()
-        leaves = np.asarray(self._booster.predict(X, pred_leaf=True, num_threads=1), dtype=np.intp)
-        if leaves.ndim == 1:
-            leaves = leaves[:, None]
-        trees = np.arange(paths.shape[0])
-        contrib = np.empty((X.shape[0], len(self.features)), dtype=np.float64)
-        for i, row in enumerate(leaves):
-            contrib[i] = paths[trees, row].sum(axis=0)
-        return contrib, values[trees, leaves].sum(axis=1)
-
-    def _leaf_tables(self) -> tuple[np.ndarray, np.ndarray]:
-        """Float64 per-leaf path vectors and leaf values, built once per model (the API's path)."""
-        cached = getattr(self, "_leaf_tables_cache", None)
-        if cached is None:
-            paths = self._leaf_path_table().astype(np.float64)
-            trees = self._booster.dump_model()["tree_info"]
-            values = np.zeros(paths.shape[:2], dtype=np.float64)
-            for t, tree in enumerate(trees):
-                self._collect_leaf_values(tree["tree_structure"], values[t])
-            cached = self._leaf_tables_cache = (paths, values)
-        return cached
-
-    @staticmethod
-    def _collect_leaf_values(node: dict[str, Any], out: np.ndarray) -> None:
-        if "leaf_index" in node:
-            out[node["leaf_index"]] = node["leaf_value"]
-        elif "left_child" in node:
-            ChurnModel._collect_leaf_values(node["left_child"], out)
-            ChurnModel._collect_leaf_values(node["right_child"], out)
-        else:  # a single-leaf tree: its root is its only leaf
-            out[0] = node.get("leaf_value", 0.0)
 
     def _top_k(self, rows: list[dict[str, Any]], contrib: np.ndarray, k: int) -> list[list[dict[str, Any]]]:
         idx, vals = top_factor_indices(contrib, k)
