@@ -49,7 +49,7 @@ def main() -> None:
         cfs.apply(s, store)
         materialize(s, END, store=store, full=True)
         reader = online_store(s).connect()
-        service = store.get_feature_service("churn_v1")
+        service = store.get_feature_service(s.feature_service)
         paths = {
             "churn OnlineStore.read": lambda us, reader=reader: reader.read(us),
             "feast get_online_features": lambda us, store=store, service=service: store.get_online_features(

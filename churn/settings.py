@@ -58,7 +58,7 @@ class Settings:
     redis_url: str = "redis://127.0.0.1:6379/0"
     feast_registry_url: str = ""
     """Empty: file registry under the data dir. ``postgresql+psycopg://...``: Feast SQL registry."""
-    feature_service: str = "churn_v1"
+    feature_service: str = "churn_v2"
     online_timeout_ms: int = 500
     """Timeout for every online-store call, so a dead store fails fast instead of hanging."""
     materialize_batch_rows: int = 100_000

@@ -1,12 +1,14 @@
-"""Feast definitions for churn-platform: entity ``user``, four feature views, service ``churn_v1``.
+"""Feast definitions for churn-platform: entity ``user``, the feature views, services ``churn_v1``/``churn_v2``.
 
-The views are generated from the column contracts in :mod:`churn.schema` (``FEATURE_VIEWS``),
-so the daily feature tables, the Feast views and the model inputs can never disagree.
+The views and services are generated from the column contracts in :mod:`churn.schema`
+(``FEATURE_VIEWS``, ``FEATURE_SERVICES``), so the daily feature tables, the Feast views and the
+model inputs can never disagree. A released service never changes (models trained on it keep
+resolving): ``churn_v1`` is the four original views, ``churn_v2`` every view.
 
 Source paths come from the platform settings (``CHURN_DATA_DIR``): the same definitions serve
 the embedded default and production. ``feast apply`` run from this directory imports this
 module and registers the objects built from :func:`churn.settings.get_settings`; the Python
-side (``churn.feature_store``) calls :func:`build_definitions` with explicit settings instead.
+side (``feature_repo.store``) calls :func:`build_definitions` with explicit settings instead.
 """
 
 from __future__ import annotations
@@ -20,14 +22,15 @@ from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueT
 from feast.data_format import ParquetFormat
 from feast.types import Float64, Int64, String
 
-from churn.schema import CREATED_FIELD, ENTITY_KEY, FEATURE_VIEWS, TIMESTAMP_FIELD
+from churn.schema import CREATED_FIELD, ENTITY_KEY, FEATURE_SERVICES, FEATURE_VIEWS, TIMESTAMP_FIELD
 from churn.settings import get_settings
 
 if TYPE_CHECKING:
     from churn.settings import Settings
 
 PROJECT = "churn"
-FEATURE_SERVICE = "churn_v1"
+FEATURE_SERVICE = "churn_v2"
+"""The current service; ``Definitions.service`` is the one the settings select."""
 
 # Rows are rewritten every day for every in-scope user; three days tolerates a missed daily
 # run while still treating a row that stopped being refreshed as expired (offline joins).
@@ -40,6 +43,14 @@ _DESCRIPTIONS = {
     "recency": "Days since the last activity, login and payment (grows while a user is idle).",
     "payments": "30-day payment outcomes and amounts.",
     "profile": "Static user attributes and tenure.",
+    "history": "90/180/365-day and lifetime activity, active days, minutes, completions and spend.",
+    "rhythm": "Typical gap between active days, how overdue the user is, streaks and trend ratios.",
+    "payment_history": "Lifetime payment outcomes and days since the last failed payment.",
+}
+
+_SERVICE_DESCRIPTIONS = {
+    "churn_v1": "Short-window features (engagement, recency, payments, profile); frozen.",
+    "churn_v2": "Every feature view: churn_v1 plus history, rhythm and payment_history.",
 }
 
 
@@ -64,11 +75,23 @@ class Definitions:
     user: Entity
     sources: dict[str, FileSource]
     views: dict[str, FeatureView]
-    service: FeatureService
+    services: dict[str, FeatureService]
+    default_service: str = FEATURE_SERVICE
+
+    @property
+    def service(self) -> FeatureService:
+        """The service the settings select (``CHURN_FEATURE_SERVICE``)."""
+        try:
+            return self.services[self.default_service]
+        except KeyError:
+            raise ValueError(
+                f"feature service {self.default_service!r} is not defined (known: {', '.join(self.services)})"
+            ) from None
 
     @property
     def objects(self) -> list:
-        return [self.user, *self.sources.values(), *self.views.values(), self.service]
+        """Everything to register: every service, not only the selected one (apply keeps them all)."""
+        return [self.user, *self.sources.values(), *self.views.values(), *self.services.values()]
 
 
 def build_definitions(settings: Settings) -> Definitions:
@@ -100,12 +123,17 @@ def build_definitions(settings: Settings) -> Definitions:
             description=_DESCRIPTIONS.get(view, ""),
             tags={"team": "churn"},
         )
-    service = FeatureService(
-        name=FEATURE_SERVICE,
-        features=list(views.values()),
-        description="Every feature the churn model uses (engagement, recency, payments, profile).",
+    services = {
+        name: FeatureService(
+            name=name,
+            features=[views[v] for v in service_views],
+            description=_SERVICE_DESCRIPTIONS.get(name, ""),
+        )
+        for name, service_views in FEATURE_SERVICES.items()
+    }
+    return Definitions(
+        user=user, sources=sources, views=views, services=services, default_service=settings.feature_service
     )
-    return Definitions(user=user, sources=sources, views=views, service=service)
 
 
 # Module-level objects for the `feast` CLI (feast apply / plan / ui scan module globals).
@@ -115,8 +143,15 @@ engagement_source = _defs.sources["engagement"]
 recency_source = _defs.sources["recency"]
 payments_source = _defs.sources["payments"]
 profile_source = _defs.sources["profile"]
+history_source = _defs.sources["history"]
+rhythm_source = _defs.sources["rhythm"]
+payment_history_source = _defs.sources["payment_history"]
 engagement = _defs.views["engagement"]
 recency = _defs.views["recency"]
 payments = _defs.views["payments"]
 profile = _defs.views["profile"]
-churn_v1 = _defs.service
+history = _defs.views["history"]
+rhythm = _defs.views["rhythm"]
+payment_history = _defs.views["payment_history"]
+churn_v1 = _defs.services["churn_v1"]
+churn_v2 = _defs.services["churn_v2"]

@@ -133,7 +133,7 @@ def apply(settings: Settings, store: FeatureStore | None = None) -> dict[str, in
     store = store or get_store(settings)
     defs = definitions(settings)
     keep_views = set(defs.views)
-    keep_services = {defs.service.name}
+    keep_services = set(defs.services)
     registry = store.registry
     stale_views = [v for v in registry.list_feature_views(PROJECT) if v.name not in keep_views]
     stale_services = [s for s in registry.list_feature_services(PROJECT) if s.name not in keep_services]
@@ -141,7 +141,7 @@ def apply(settings: Settings, store: FeatureStore | None = None) -> dict[str, in
     return {
         "entities": 1,
         "feature_views": len(defs.views),
-        "feature_services": 1,
+        "feature_services": len(defs.services),
         "removed": len(stale_views),
     }
 

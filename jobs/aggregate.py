@@ -2,8 +2,14 @@
 
 Arrow: raw Parquet → ``features/<view>/date=D/part-0.parquet`` (one table per Feast feature view).
 Builds are incremental: by default only dates after the newest built partition are computed, and
-only the raw partitions those dates need are read (windows + scope), so a daily run costs one
+only the raw partitions those dates need are read (short windows + scope), so a daily run costs one
 day's worth of work. The SQL lives in ``jobs/sql/*.sql``.
+
+Long horizons and lifetime totals never read old raw events: they are differences of per-user
+running totals (a ledger with one entry per active day), and an incremental build takes the
+totals before its first date from the stored ``history`` rows (which hold them), adding only the
+days it reads. A full build computes the same ledger from raw events alone; sums are exact
+decimals, so both give identical rows.
 """
 
 from __future__ import annotations
@@ -17,13 +23,31 @@ import duckdb
 from churn.errors import AggregationError
 from churn.io import atomic_dir, replace_dir
 from churn.layout import partition_dates, partition_files
-from churn.schema import ENGAGEMENT_METRICS, FEATURE_VIEWS, WINDOWS, feature_table_schema
+from churn.schema import (
+    ENGAGEMENT_METRICS,
+    FEATURE_SERVICES,
+    FEATURE_VIEWS,
+    FLOAT_METRICS,
+    HISTORY_METRICS,
+    LONG_WINDOWS,
+    STREAK_DAYS,
+    TREND_METRICS,
+    TREND_PAIRS,
+    WINDOWS,
+    feature_table_schema,
+)
 from churn.settings import Settings
 
 SQL_DIR = Path(__file__).parent / "sql"
-MAX_WINDOW = max(WINDOWS)
-
-
+MAX_WINDOW = max(*WINDOWS, STREAK_DAYS)
+"""Days of raw events before the first built date that the frames over the daily grid need."""
+CARRY_VIEW = "history"
+"""The view whose stored rows hold the running totals an incremental build starts from."""
+PAYMENT_METRICS = frozenset({"spend"})
+"""Running totals taken from payments (read in full); the others come from events."""
+ACTIVITY_METRICS = tuple(m for m in HISTORY_METRICS if m not in PAYMENT_METRICS)
+BASE_VIEWS = FEATURE_SERVICES["churn_v1"]
+"""Views written from ``feature_rows`` (short windows); the others from ``long_rows``."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +92,143 @@ def _window_sql() -> tuple[str, str, str]:
     return "\n".join(cols), "\n".join(defs), "\n".join(select)
 
 
+def _ledger_type(metric: str) -> str:
+    """Running totals are exact: decimals for minutes and amounts, integers for counts."""
+    return "DECIMAL(38, 6)" if metric in FLOAT_METRICS else "BIGINT"
+
+
+def _feature_type(metric: str) -> str:
+    return "DOUBLE" if metric in FLOAT_METRICS else "BIGINT"
+
+
+def _daily_source(metric: str) -> str:
+    """The ``daily_activity`` expression a running total adds up (an active day counts once)."""
+    return "1" if metric == "active_days" else f"a.{metric}"
+
+
+def _ledger_sql() -> dict[str, str]:
+    """Column lists of ``carried_totals.sql`` and ``activity_ledger.sql``, one per activity metric."""
+    carried = [f"    CAST({m}_lifetime AS {_ledger_type(m)}) AS {m}" for m in ACTIVITY_METRICS]
+    base = [f"           max({m}) AS {m}" for m in ACTIVITY_METRICS]
+    fresh = [
+        f"           CAST(coalesce(b.{m}, 0) + sum({_daily_source(m)}) OVER w AS {_ledger_type(m)}) AS {m}"
+        for m in ACTIVITY_METRICS
+    ]
+    return {
+        "carried_columns": ",\n".join(carried),
+        "base_columns": ",\n".join(base),
+        "fresh_columns": ",\n".join(fresh),
+    }
+
+
+def _empty_carried_sql() -> str:
+    """``carried_totals`` with no rows: a build that reads every raw event carries nothing over."""
+    cols = ", ".join(f"{m} {_ledger_type(m)}" for m in ACTIVITY_METRICS)
+    return f"CREATE OR REPLACE TEMP TABLE carried_totals (user_id VARCHAR, day DATE, {cols})"
+
+
+def _metric_windows() -> dict[str, tuple[int, ...]]:
+    """Per running total, the windows some long-run feature takes as a difference of totals."""
+    trend = {w for pair in TREND_PAIRS for w in pair}
+    return {
+        m: tuple(sorted({*LONG_WINDOWS, *(trend if m in TREND_METRICS else ())})) for m in HISTORY_METRICS
+    }
+
+
+def _long_sql() -> dict[str, str]:
+    """The generated parts of ``long_features.sql``: lookups, window totals and feature columns.
+
+    Each window of an activity total is one ASOF lookup ("totals before D - w"); only the windows
+    some feature uses are looked up, since every lookup sorts all the rows being built. Payment
+    totals are few per user: one join takes every window at once.
+    """
+    windows = _metric_windows()
+    lookbacks = sorted({w for ws in windows.values() for w in ws})
+    joins: list[str] = []
+    for w in lookbacks:
+        if any(w in windows[m] for m in ACTIVITY_METRICS):
+            joins.append(f"    ASOF LEFT JOIN activity_totals a{w} ON a{w}.uid = k.uid AND a{w}.day < k.date - {w}")
+    payments = [f"           max({c}) AS {c}" for c in ("succeeded", "failed", "refunded", "last_failed_ts")]
+    for m in PAYMENT_METRICS:
+        payments.append(f"           max({m}) AS {m}")
+        payments += [f"           max({m}) FILTER (WHERE pt.day < k.date - {w}) AS {m}_before_{w}" for w in windows[m]]
+    totals: list[str] = []
+    for m, ws in windows.items():
+        totals.append(f"           coalesce({'p' if m in PAYMENT_METRICS else 'n'}.{m}, 0) AS t_{m}")
+        if m in PAYMENT_METRICS:
+            totals += [f"           coalesce(p.{m}, 0) - coalesce(p.{m}_before_{w}, 0) AS w_{m}_{w}" for w in ws]
+        else:
+            totals += [f"           coalesce(n.{m}, 0) - coalesce(a{w}.{m}, 0) AS w_{m}_{w}" for w in ws]
+    history = [
+        f"    CAST(w_{m}_{w} AS {_feature_type(m)}) AS {m}_{w}d," for w in LONG_WINDOWS for m in HISTORY_METRICS
+    ]
+    history += [f"    CAST(t_{m} AS {_feature_type(m)}) AS {m}_lifetime," for m in HISTORY_METRICS]
+    # Per-day rates compared: zero activity over the longer window has no rate, so NULL (missing).
+    ratios = [
+        f"    CASE WHEN w_{m}_{b} > 0 THEN CAST(w_{m}_{a} AS DOUBLE) * {b} / (CAST(w_{m}_{b} AS DOUBLE) * {a}) END"
+        f" AS {m}_ratio_{a}d_{b}d,"
+        for a, b in TREND_PAIRS
+        for m in TREND_METRICS
+    ]
+    return {
+        "lookback_joins": "\n".join(joins),
+        "payment_columns": ",\n".join(payments),
+        "total_columns": ",\n".join(totals),
+        "history_columns": "\n".join(history),
+        "ratio_columns": "\n".join(ratios),
+        "streak_lengths": _longest_run_sql("SELECT user_id, date, mask FROM streaks"),
+        "streak_days": str(STREAK_DAYS),
+        "streak_frame": str(STREAK_DAYS - 1),
+    }
+
+
+def _longest_run_sql(source: str) -> str:
+    """``source`` (with a UBIGINT ``mask``) plus ``longest_streak``: its longest run of set bits.
+
+    The mask is read circularly (bits of neighbouring days may wrap around bit 63), so it is
+    doubled into 128 bits first. ``r_k`` marks where k set bits start; ``r_2k = r_k & (r_k >> k)``,
+    and the length is found greedily from the largest power of two down, as in binary lifting.
+    Each step is its own nested select: DuckDB would inline column aliases referring to one
+    another and blow the expression up.
+    """
+    steps = ["(CAST(mask AS UHUGEINT) | (CAST(mask AS UHUGEINT) << 64)) AS r1"]
+    powers = [1]
+    while powers[-1] * 2 <= STREAK_DAYS:
+        k = powers[-1]
+        steps.append(f"r{k} & (r{k} >> {k}) AS r{2 * k}")
+        powers.append(2 * k)
+    steps.append("~CAST(0 AS UHUGEINT) AS c0, 0 AS n0")
+    for i, k in enumerate(reversed(powers), 1):
+        steps.append(f"c{i - 1} & (r{k} >> CAST(n{i - 1} AS UHUGEINT)) AS t{i}")
+        steps.append(
+            f"CASE WHEN t{i} <> 0 THEN t{i} ELSE c{i - 1} END AS c{i}, "
+            f"n{i - 1} + CASE WHEN t{i} <> 0 THEN {k} ELSE 0 END AS n{i}"
+        )
+    sql = source
+    for step in steps:
+        sql = f"SELECT *, {step} FROM ({sql})"
+    return f"SELECT *, n{len(powers)} AS longest_streak FROM ({sql})"
+
+
+def _carried_history(settings: Settings, start: dt.date, first_event_day: dt.date) -> list[str] | None:
+    """Stored ``history`` partitions that can stand in for every raw event before ``start``.
+
+    They can when they run without a gap from the first date any build writes (at the latest the
+    day after the first event) up to ``start - 1``: every active day before ``start - 1`` then left
+    a stored row right after it with the totals through that day. Otherwise (fresh store, a first
+    build from a later date, a missing day) ``None``: the build reads every raw event instead,
+    slower but never wrong.
+    """
+    one_day = dt.timedelta(days=1)
+    root = settings.layout.feature_view_dir(CARRY_VIEW)
+    days = [d for d in partition_dates(root) if d < start]
+    if not days or days[-1] != start - one_day or days[0] > first_event_day + one_day:
+        return None
+    if len(days) != (days[-1] - days[0]).days + 1:
+        return None
+    return [str(f) for f in partition_files(root, days)]
+
+
 def _partition_files(root: Path, first: dt.date, last_exclusive: dt.date) -> list[str]:
     return [str(f) for f in partition_files(root, {d for d in partition_dates(root) if first <= d < last_exclusive})]
 
@@ -101,7 +262,10 @@ def build_features(
         return BuildResult(None, None, 0, 0, time.perf_counter() - t0)
 
     scope = settings.scope_days
+    carried = _carried_history(settings, start, event_days[0])
     read_from = start - dt.timedelta(days=MAX_WINDOW + scope)
+    if carried is None:  # no stored totals to start from: the ledger needs every event
+        read_from = min(read_from, event_days[0])
     event_files = _partition_files(raw / "events", read_from, end)
     payment_files = _partition_files(raw / "payments", dt.date.min, end)
     con = duckdb.connect()
@@ -113,8 +277,8 @@ def build_features(
         con.execute(_sql("daily_activity", events=_files_literal(event_files)), params)
     else:
         con.execute(
-            "CREATE TEMP TABLE daily_activity (user_id VARCHAR, day DATE, logins BIGINT, minutes DOUBLE,"
-            " course_views BIGINT, quiz_attempts BIGINT, completions BIGINT,"
+            "CREATE TEMP TABLE daily_activity (user_id VARCHAR, day DATE, activity BIGINT, logins BIGINT,"
+            " minutes DECIMAL(38, 6), course_views BIGINT, quiz_attempts BIGINT, completions BIGINT,"
             " last_event_ts TIMESTAMPTZ, last_login_ts TIMESTAMPTZ)"
         )
     if payment_files:
@@ -122,7 +286,8 @@ def build_features(
     else:
         con.execute(
             "CREATE TEMP TABLE daily_payments (user_id VARCHAR, day DATE, n_succeeded BIGINT, n_failed BIGINT,"
-            " n_refunded BIGINT, amt_succeeded DOUBLE, amt_failed DOUBLE, last_payment_ts TIMESTAMPTZ)"
+            " n_refunded BIGINT, amt_succeeded DECIMAL(38, 6), amt_failed DECIMAL(38, 6),"
+            " last_payment_ts TIMESTAMPTZ, last_failed_ts TIMESTAMPTZ)"
         )
     users_literal = str(users_file)
     con.execute(
@@ -143,20 +308,44 @@ def build_features(
         ),
         {"out_from": start, "created": dt.datetime.now(dt.UTC)},
     )
+    _build_long_rows(con, start, carried)
     rows = con.execute("SELECT count(*) FROM feature_rows").fetchone()[0]
     dates = con.execute("SELECT count(DISTINCT date) FROM feature_rows").fetchone()[0]
     for view in FEATURE_VIEWS:
-        _write_view(con, settings.layout.feature_view_dir(view), view)
+        table = "feature_rows" if view in BASE_VIEWS else "long_rows"
+        _write_view(con, settings.layout.feature_view_dir(view), view, table)
     con.close()
     return BuildResult(start, end, rows, dates, time.perf_counter() - t0)
+
+
+def _build_long_rows(con: duckdb.DuckDBPyConnection, start: dt.date, carried: list[str] | None) -> None:
+    """Ledgers of running totals, then ``long_rows`` for the rows of ``feature_rows``.
+
+    With stored totals (``carried``) only the days from ``start - 1`` on come from raw events (the
+    stored rows hold the totals through ``start - 2``); without, every day read does.
+    """
+    ledger = _ledger_sql()
+    if carried:
+        con.execute(_sql("carried_totals", history=_files_literal(carried), **ledger))
+        fresh_from = start - dt.timedelta(days=1)
+    else:
+        con.execute(_empty_carried_sql())
+        fresh_from = dt.date.min
+    con.execute(_sql("activity_ledger", **ledger), {"fresh_from": fresh_from})
+    con.execute(_sql("payment_ledger"))
+    con.execute(_sql("long_keys"))
+    con.execute(
+        _sql("long_features", **_long_sql()),
+        {"streak_from": start - dt.timedelta(days=STREAK_DAYS - 1)},
+    )
 
 
 def _files_literal(files: list[str]) -> str:
     return ", ".join("'" + f.replace("'", "''") + "'" for f in files)
 
 
-def _write_view(con: duckdb.DuckDBPyConnection, root: Path, view: str) -> None:
-    """Write one view's partitions to a temp dir, check them, then swap each into place."""
+def _write_view(con: duckdb.DuckDBPyConnection, root: Path, view: str, table: str) -> None:
+    """Write one view's partitions (columns of ``table``) to a temp dir, check, then swap each in."""
     schema = feature_table_schema(view)
     cols = ", ".join(f.name for f in schema)
     root.mkdir(parents=True, exist_ok=True)
@@ -171,7 +360,7 @@ def _write_view(con: duckdb.DuckDBPyConnection, root: Path, view: str) -> None:
 
     with atomic_dir(root / ".staging", validate=check) as tmp:
         con.execute(
-            f"COPY (SELECT {cols}, date FROM feature_rows) TO '{tmp}' "
+            f"COPY (SELECT {cols}, date FROM {table}) TO '{tmp}' "
             "(FORMAT PARQUET, PARTITION_BY (date), FILENAME_PATTERN 'part-{i}', COMPRESSION zstd, "
             "OVERWRITE_OR_IGNORE)"
         )

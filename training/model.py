@@ -140,6 +140,7 @@ class ChurnModel:
         self.features = list(features)
         self.categorical_features = list(categorical_features)
         self.categories = {f: list(v) for f, v in categories.items()}
+        # Versions from before the service was recorded were all trained on the first one.
         self.feature_service = str(metadata.get("feature_service", "churn_v1"))
         self.threshold = float(threshold)
         self.metadata = metadata

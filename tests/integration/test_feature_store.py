@@ -13,6 +13,7 @@ import pytest
 
 from churn.schema import ALL_FEATURES, FEATURE_VIEWS
 from feature_repo import store as cfs
+from feature_repo.definitions import FEATURE_SERVICE
 from tests.support.settings import make_settings, redis_settings
 from tests.support.sites import clone_data_dir
 
@@ -63,13 +64,14 @@ def _online_equals_offline(env):
 
 def test_apply_registers_service(sqlite_env):
     store = sqlite_env.store
-    service = store.get_feature_service("churn_v1")
+    service = store.get_feature_service(FEATURE_SERVICE)
     assert sorted(p.name for p in service.feature_view_projections) == sorted(FEATURE_VIEWS)
     names = [f.name for p in service.feature_view_projections for f in p.features]
     assert sorted(names) == sorted(ALL_FEATURES)
-    # applying twice is idempotent
+    # applying twice is idempotent, and the frozen first service stays for the models that use it
     cfs.apply(sqlite_env.settings, store)
-    assert len(store.list_feature_views()) == 4
+    assert len(store.list_feature_views()) == len(FEATURE_VIEWS)
+    assert {s.name for s in store.list_feature_services()} == {"churn_v1", "churn_v2"}
 
 
 def test_online_equals_latest_offline_sqlite(sqlite_env):
@@ -92,8 +94,8 @@ def _feast_reference(settings, end: dt.date):
 def _compare_fast_vs_feast(ours, theirs, end):
     users = sorted(_partition(ours.settings, "engagement", end).index)[::3] + ["no-such-user"]
     rows = [{"user_id": u} for u in users]
-    a = ours.store.get_online_features(ours.store.get_feature_service("churn_v1"), rows).to_dict()
-    b = theirs.get_online_features(theirs.get_feature_service("churn_v1"), rows).to_dict()
+    a = ours.store.get_online_features(ours.store.get_feature_service(FEATURE_SERVICE), rows).to_dict()
+    b = theirs.get_online_features(theirs.get_feature_service(FEATURE_SERVICE), rows).to_dict()
     assert sorted(a) == sorted(b)
     for name in sorted(a):  # by name: Feast's response order is not stable
         for ua, va, vb in zip(users, a[name], b[name], strict=True):
@@ -212,7 +214,7 @@ def test_sql_registry_on_postgres(sqlite_env, tmp_path):
         store = cfs.get_store(s)
         cfs.apply(s, store)
         fresh = cfs.get_store(s)  # a new client reads the service back from PostgreSQL
-        service = fresh.get_feature_service("churn_v1")
+        service = fresh.get_feature_service(FEATURE_SERVICE)
         assert sorted(p.name for p in service.feature_view_projections) == sorted(FEATURE_VIEWS)
         from jobs.materialize import materialize
 

@@ -10,7 +10,7 @@ import pytest
 from churn.schema import FEATURE_VIEWS, feature_table_schema
 from jobs.aggregate import build_features, partition_dates
 from jobs.ingest import import_batch
-from tests.conftest import make_settings
+from tests.support.settings import make_settings
 
 AS_OF = dt.datetime(2026, 2, 1, tzinfo=dt.UTC)
 

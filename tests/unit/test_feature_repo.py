@@ -24,7 +24,7 @@ def test_definitions_follow_schema(tmp_path):
 
     s = Settings.from_env(env={}, data_dir=tmp_path)
     d = build_definitions(s)
-    assert d.service.name == "churn_v1" and d.user.join_key == "user_id"
+    assert d.service.name == "churn_v2" and d.user.join_key == "user_id"
     assert set(d.views) == set(FEATURE_VIEWS)
     for view, cols in FEATURE_VIEWS.items():
         fv = d.views[view]

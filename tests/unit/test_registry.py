@@ -68,7 +68,7 @@ def test_version_folder_contents(registry) -> None:  # noqa: ANN001
         assert (info.path / name).is_file(), name
     meta = info.metadata
     assert meta["version"] == v["good"] and meta["kind"] in ("lightgbm", "logreg")
-    assert meta["features"] == list(ALL_FEATURES) and meta["feature_service"] == "churn_v1"
+    assert meta["features"] == list(ALL_FEATURES) and meta["feature_service"] == "churn_v2"
     for key in (
         "threshold",
         "training_window",

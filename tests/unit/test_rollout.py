@@ -135,7 +135,7 @@ def test_stage_refuses_broken_models_and_foreign_feature_services(registry) -> N
     reg, (_, v1, v2) = registry
     meta_path = reg.models_dir / v1 / "metadata.json"
     meta = json.loads(meta_path.read_text())
-    meta["feature_service"] = "churn_v2"
+    meta["feature_service"] = "churn_v0"
     meta_path.write_text(json.dumps(meta))
     with pytest.raises(PromotionRefused, match="feature service"):
         reg.set_stage(v1, "shadow")

@@ -192,7 +192,6 @@ def test_the_checks_see_violations() -> None:
         "tests.integration.test_api",
         "tests.conftest",
         "tests.integration",
-        "tests.integration.servers",
     }
     found = _process_imports(probe, "tests.unit", "probe")
     assert {what for where, _, what in found if where == "probe"} == {
