@@ -86,7 +86,7 @@ class Settings:
     n_cutoffs: int = 0
     """Optional cap on the number of TRAINING cutoffs (newest kept); 0 = as many as the history
     and the row budget allow. Validation and test are always one cutoff each."""
-    lgb_search_rows: int = 250_000
+    lgb_search_rows: int = 60_000
     """The LightGBM configuration search fits on a seeded sample of at most this many training
     rows; the winner is refitted on the whole training split (0 = search on all rows)."""
     promotion_metric: str = "roc_auc"

@@ -6,17 +6,19 @@ from per-user, non-linear mechanisms rather than one log-linear hazard:
 * every user has their own rhythm (a typical gap between active days: daily versus weekly learners);
   the chance of coming back rises with the time since the last visit, relative to that rhythm;
 * a latent phase per user: ``NORMAL`` → ``DRIFTING`` (visits thin out relative to the user's own
-  rhythm, sessions get shorter) → ``FADING`` (rare visits; entered at a visible "last look", a single
-  short session) → ``GONE``, with recoveries along the way. Entering ``DRIFTING`` depends on
-  plan × engagement (paying users who barely use the product cancel; free users who use it a lot
-  hit the paywall and leave) and tenure × completions (completions bind established users, not
-  newcomers);
-* finishing a course usually starts a ``BREAK`` (quiet for weeks, then back), and sometimes ends a
-  newcomer's journey (a "graduation"), so few recent completions is not simply bad news;
+  rhythm) → ``FADING`` (rare visits, rarer the longer the silence), with comebacks along the way.
+  Starting to drift depends on plan × engagement (paying users who barely use the product cancel;
+  free users who use it a lot hit the paywall and leave) and tenure × completions (completions
+  bind established users, not newcomers);
+* phases change at visits, and the visit shows it: NORMAL sessions always hold a video, DRIFTING
+  sessions only browse, a FADING visit is a single glance (login, logout). So the hidden state at T
+  is what the last visit showed; what stays uncertain is the future (will they come back?);
+* finishing a course usually starts a ``BREAK`` (quiet for weeks, then back; newcomers who came for
+  one course take much longer), so few recent completions is not simply bad news;
 * weekly seasonality and fixed holiday periods lower everybody's activity without meaning churn;
 * a renewal that fails right after another failed one often ends the subscription (``GONE``); a
   single failure barely matters;
-* a small daily hazard of leaving for good, which nothing observable predicts.
+* a small daily hazard of leaving for good (``GONE``), which nothing observable predicts.
 
 Alongside the raw tables the generator writes the oracle: for every day T, each recently active
 user's true probability of no event in ``[T, T + 30 days)`` given the latent state at the start of T.
@@ -98,30 +100,25 @@ MAX_FADE_HAZARD = 0.5
 COMPLETION_LOYALTY = 0.7
 """Per completion (up to LOYALTY_CAP), scaled by tenure: completions bind established users only."""
 LOYALTY_CAP, LOYALTY_TENURE_DAYS = 3, 90.0
-DRIFT_ACTIVITY = 0.4
+DRIFT_ACTIVITY = 0.33
 """DRIFTING users visit this fraction as often as their rhythm says: the visible first step out."""
 LAST_LOOK_P = 0.35
-"""Chance that a DRIFTING user's visit is their last look before FADING: one short session, so the
-switch is visible in the data rather than a hidden coin flip."""
-LAST_LOOK_CONTENT = 0.3
-DRIFT_RECOVERY = 0.03
-FADE_ACTIVITY = 0.3
-FADE_MAX_VISIT = 0.05
-"""FADING users visit at most this often, so a FADING daily learner is as absent as a weekly one."""
-FADE_MINUTES = 0.4
-"""Sessions of DRIFTING and FADING users are shorter and hold fewer videos: the visible symptom."""
-FADE_EXIT = 1.0 / 60.0
-FADE_RECOVERY = 0.02
+"""Chance that a DRIFTING user's visit is their last look before FADING."""
+DRIFT_RECOVERY = 0.15
+"""Chance that a DRIFTING user's visit is a normal one again (back to NORMAL)."""
+FADE_VISIT = 0.05
+FADE_TAU_DAYS = 40.0
+"""FADING users visit with a chance that dies away with the time since their last visit, so a long
+silence means a user who is as good as gone, without a hidden "gone" switch."""
+FADE_COMEBACK = 0.25
+"""Chance that a FADING user's visit is a real comeback (a normal session, back to NORMAL)."""
 SUDDEN_EXIT = 0.0005
 """Daily chance that a user leaves for good without any warning."""
-BREAK_ACTIVITY = 0.012
 BREAK_PROB = 0.8
-VACATION = 0.0
-"""Daily chance that a NORMAL user takes a break for no visible reason (a trip, an exam period)."""
 BREAK_END = 1.0 / 20.0
-"""Daily chance that a break ends; memoryless, so nobody knows when a user will be back."""
-GRADUATE_PROB = 0.2
-"""Chance that a newcomer's first completion ends their journey; falls with tenure and completions."""
+"""Daily chance that a break ends with a visit; memoryless, so nobody knows when a user will be back."""
+GRADUATE_SHARE = 0.75
+"""How much slower newcomers come back from a break: many came for one course (a "graduation")."""
 GRADUATE_TENURE_DAYS = 60.0
 
 # --- payments ---------------------------------------------------------------------------------------
@@ -207,7 +204,7 @@ def _draw_population(rng: np.random.Generator, users: int, days: int, start_us: 
         RHYTHM_MEDIAN_DAYS * rng.lognormal(0.0, RHYTHM_SIGMA, size=users), RHYTHM_MIN_DAYS, RHYTHM_MAX_DAYS
     )
     engagement = rng.standard_normal(users)
-    fail_propensity = rng.beta(1.2, 12.0, size=users)
+    fail_propensity = rng.beta(1.2, 9.0, size=users)
     billing_offset = rng.integers(1, BILLING_DAYS + 1, size=users)
     fade_static = (
         FADE_BASE_HAZARD
@@ -258,32 +255,30 @@ def _return_prob(rhythm: np.ndarray, gap: np.ndarray) -> np.ndarray:
     return np.minimum(-np.expm1(-cum), MAX_DAILY_ACTIVITY)
 
 
-def _phase_activity(rhythm: np.ndarray, gap: np.ndarray, calendar: float) -> dict[int, np.ndarray]:
+def _phase_activity(rhythm: np.ndarray, gap: np.ndarray, calendar: float, tenure: np.ndarray) -> dict[int, np.ndarray]:
     """Daily activity probability per living phase; FADING and BREAK users ignore their rhythm."""
     back = _return_prob(rhythm, gap)
+    graduate = 1.0 - GRADUATE_SHARE * np.exp(-tenure / GRADUATE_TENURE_DAYS)
     return {
         NORMAL: back * calendar,
         DRIFTING: back * (DRIFT_ACTIVITY * calendar),
-        FADING: np.minimum(back * FADE_ACTIVITY, FADE_MAX_VISIT) * calendar,
-        BREAK: np.full_like(back, BREAK_ACTIVITY * calendar),
+        FADING: FADE_VISIT * calendar * np.exp(-np.maximum(gap, 1) / FADE_TAU_DAYS),
+        BREAK: (BREAK_END * calendar) * graduate,
     }
 
 
-def _activity_prob(phase: np.ndarray, rhythm: np.ndarray, gap: np.ndarray, calendar: float) -> np.ndarray:
-    by_phase = _phase_activity(rhythm, gap, calendar)
+def _activity_prob(
+    phase: np.ndarray, rhythm: np.ndarray, gap: np.ndarray, calendar: float, tenure: np.ndarray
+) -> np.ndarray:
+    by_phase = _phase_activity(rhythm, gap, calendar, tenure)
     return np.select([phase == k for k in by_phase], list(by_phase.values()), 0.0)
 
 
-def _phase_moves(h_drift: np.ndarray) -> dict[int, list[tuple[int, np.ndarray | float]]]:
-    """Start-of-day moves out of each living phase as (target, probability); one table for the
-    simulation and the oracle, so the oracle is exact by construction."""
-    stay = 1.0 - SUDDEN_EXIT
-    return {
-        NORMAL: [(GONE, SUDDEN_EXIT), (DRIFTING, stay * h_drift), (BREAK, stay * VACATION)],
-        DRIFTING: [(GONE, SUDDEN_EXIT), (NORMAL, stay * DRIFT_RECOVERY)],
-        FADING: [(GONE, FADE_EXIT), (NORMAL, FADE_RECOVERY)],
-        BREAK: [(GONE, SUDDEN_EXIT), (NORMAL, stay * BREAK_END)],
-    }
+def _phase_moves() -> dict[int, list[tuple[int, float]]]:
+    """Silent start-of-day moves out of each living phase as (target, probability); one table for the
+    simulation and the oracle, so the oracle is exact by construction. Every other phase change
+    happens at a visit and shows in that visit's sessions (see ``_visit_moves``)."""
+    return {ph: [(GONE, SUDDEN_EXIT)] for ph in (NORMAL, DRIFTING, FADING, BREAK)}
 
 
 def _fade_hazard(fade_static: np.ndarray, tenure: np.ndarray, completions: np.ndarray) -> np.ndarray:
@@ -295,11 +290,6 @@ def _fade_hazard(fade_static: np.ndarray, tenure: np.ndarray, completions: np.nd
     return np.minimum(fade_static * newcomer * loyalty, MAX_FADE_HAZARD)
 
 
-def _graduate_prob(tenure: np.ndarray, prior_completions: np.ndarray) -> np.ndarray:
-    """A completion ends the journey mostly for newcomers who came for one course."""
-    return GRADUATE_PROB * np.exp(-tenure / GRADUATE_TENURE_DAYS) * 0.5**prior_completions
-
-
 def _billing_due(pop: Population, idx: np.ndarray, d: int | np.ndarray) -> np.ndarray:
     return (
         pop.paid[idx]
@@ -309,17 +299,15 @@ def _billing_due(pop: Population, idx: np.ndarray, d: int | np.ndarray) -> np.nd
 
 
 def _fail_prob(pop: Population, idx: np.ndarray, phase: np.ndarray) -> np.ndarray:
-    """Renewals fail more often once a user is on the way out (a symptom, not only a cause)."""
-    leaving = (phase == DRIFTING) | (phase == FADING)
-    return np.where(leaving, np.maximum(pop.fail_propensity[idx], FADE_FAIL_FLOOR), pop.fail_propensity[idx])
+    """Renewals fail more often once a user starts drifting (a symptom, not only a cause)."""
+    return np.where(phase == DRIFTING, np.maximum(pop.fail_propensity[idx], FADE_FAIL_FLOOR), pop.fail_propensity[idx])
 
 
 def _transition(pop: Population, state: LatentState, d: int, rng: np.random.Generator) -> None:
     """Start-of-day phase moves for users who signed up before day ``d``."""
     u = rng.random(state.phase.size)
     before = pop.signup_day < d
-    tenure = (d - pop.signup_day).astype(np.float64)
-    moves = _phase_moves(_fade_hazard(pop.fade_static, tenure, state.completions))
+    moves = _phase_moves()
     new = state.phase.copy()
     for source, targets in moves.items():
         here = before & (state.phase == source)
@@ -341,21 +329,21 @@ def _oracle(pop: Population, state: LatentState, d: int, start: dt.date) -> tupl
     idx = np.flatnonzero((pop.signup_day < d) & (state.gap >= 1) & (state.gap <= ORACLE_SCOPE_DAYS))
     phase, gap0 = state.phase[idx], state.gap[idx]
     mass = {k: (phase == k).astype(np.float64) for k in (NORMAL, DRIFTING, FADING, BREAK, GONE)}
-    rhythm, fade_static, completions = pop.rhythm[idx], pop.fade_static[idx], state.completions[idx]
+    rhythm = pop.rhythm[idx]
     tenure0 = (d - pop.signup_day[idx]).astype(np.float64)
     shock = STREAK_SHOCK[np.minimum(state.streak[idx] + 1, STREAK_SHOCK.size - 1)]
     fail = {ph: _fail_prob(pop, idx, np.full(idx.size, ph)) for ph in (NORMAL, DRIFTING)}
     # The one renewal inside the horizon falls ``bill_in`` days ahead (-1: a free user never pays).
     bill_in = np.where(pop.paid[idx], (pop.billing_offset[idx] - tenure0.astype(np.int64)) % BILLING_DAYS, -1)
+    moves = _phase_moves()
     for k in range(ORACLE_HORIZON_DAYS):
-        moves = _phase_moves(_fade_hazard(fade_static, tenure0 + k, completions))
         new = dict(mass)
         for source, targets in moves.items():
             for target, p in targets:
                 flow = mass[source] * p
                 new[source] = new[source] - flow
                 new[target] = new[target] + flow
-        quiet = _phase_activity(rhythm, gap0 + k, calendar_factor(start + dt.timedelta(days=d + k)))
+        quiet = _phase_activity(rhythm, gap0 + k, calendar_factor(start + dt.timedelta(days=d + k)), tenure0 + k)
         mass = {ph: m * (1.0 - quiet[ph]) if ph in quiet else m for ph, m in new.items()}
         due = bill_in == k
         for ph, p_fail in fail.items():
@@ -411,22 +399,52 @@ def _draw_activity(
     pop: Population, state: LatentState, d: int, calendar: float, rng: np.random.Generator
 ) -> np.ndarray:
     """Who shows up on day ``d``: everyone on their signup day, others by phase, rhythm and calendar."""
-    p = _activity_prob(state.phase, pop.rhythm, state.gap, calendar)
+    tenure = (d - pop.signup_day).astype(np.float64)
+    p = _activity_prob(state.phase, pop.rhythm, state.gap, calendar, tenure)
     p = np.where(pop.signup_day < d, p, 0.0)
     active = rng.random(p.size) < p
     return active | (pop.signup_day == d)
 
 
+def _visit_moves(pop: Population, state: LatentState, act: np.ndarray, d: int, rng: np.random.Generator) -> None:
+    """Phase changes happen at visits, so the visit that makes one shows it (see ``_sessions``).
+
+    A NORMAL user starts drifting with the drift hazard accumulated over the days since their last
+    visit; a DRIFTING visit is a last look (→ FADING) or a normal one again; a FADING visit is now
+    and then a real comeback; a visit ends a break.
+    """
+    u = rng.random(act.size)
+    phase, gap = state.phase[act], state.gap[act]
+    tenure = (d - pop.signup_day[act]).astype(np.float64)
+    h = _fade_hazard(pop.fade_static[act], tenure, state.completions[act])
+    p_drift = np.where(gap >= 1, -np.expm1(np.log1p(-h) * np.maximum(gap, 1)), 0.0)
+    new = phase.copy()
+    new[(phase == NORMAL) & (u < p_drift)] = DRIFTING
+    drift = phase == DRIFTING
+    new[drift & (u < LAST_LOOK_P)] = FADING
+    new[drift & (u >= LAST_LOOK_P) & (u < LAST_LOOK_P + DRIFT_RECOVERY)] = NORMAL
+    new[(phase == FADING) & (u < FADE_COMEBACK)] = NORMAL
+    new[phase == BREAK] = NORMAL
+    state.phase[act] = new
+
+
 def _sessions(
     pop: Population, state: LatentState, active: np.ndarray, d: int, day_us: int, rng: np.random.Generator
 ) -> pa.Table | None:
-    """Events of the active users, and the phase moves that completing a course triggers."""
+    """Events of the active users, and the phase moves that visits and completing a course trigger.
+
+    A visit shows the phase it leaves the user in: NORMAL sessions always hold a video, DRIFTING
+    sessions only browse (course views, no video, no quiz), and a FADING visit is a single glance
+    (login and logout, nothing else).
+    """
     act = np.flatnonzero(active)
     if act.size == 0:
         return None
+    _visit_moves(pop, state, act, d, rng)
     eng = pop.engagement[act]
-    last_look = (state.phase[act] == DRIFTING) & (rng.random(act.size) < LAST_LOOK_P)
-    sessions = np.where(last_look, 1, 1 + rng.poisson(EXTRA_SESSIONS * np.exp(0.4 * eng)))
+    look = state.phase[act]
+    normal_u, fading_u = look == NORMAL, look == FADING
+    sessions = np.where(fading_u, 1, 1 + rng.poisson(EXTRA_SESSIONS * np.exp(0.4 * eng)))
     sess_user = np.repeat(act, sessions)
     n_s = sess_user.size
     # Sessions start by 20:00 so that even long ones end the same day, after signup.
@@ -435,12 +453,12 @@ def _sessions(
         pop.signup_us[sess_user] + rng.integers(1_000_000, HOUR_US, size=n_s),
     )
     eng_s = pop.engagement[sess_user]
-    k_view = 1 + rng.poisson(VIEWS_PER_SESSION, size=n_s)
-    content = np.where(np.isin(state.phase[act], (DRIFTING, FADING)), FADE_MINUTES, 1.0)
-    content = np.repeat(content * np.where(last_look, LAST_LOOK_CONTENT, 1.0), sessions)
-    k_video = rng.poisson(VIDEOS_PER_SESSION * np.exp(0.3 * eng_s) * content)
-    k_quiz = rng.binomial(1, QUIZ_P, size=n_s)
-    k_done = (rng.random(n_s) < COMPLETE_P * np.exp(0.4 * eng_s)).astype(np.int64)
+    normal = np.repeat(normal_u, sessions)
+    browsing = ~np.repeat(fading_u, sessions)
+    k_view = (1 + rng.poisson(VIEWS_PER_SESSION, size=n_s)) * browsing
+    k_video = (1 + rng.poisson(VIDEOS_PER_SESSION * np.exp(0.3 * eng_s))) * normal
+    k_quiz = rng.binomial(1, QUIZ_P, size=n_s) * normal
+    k_done = ((rng.random(n_s) < COMPLETE_P * np.exp(0.4 * eng_s)) & normal).astype(np.int64)
     ones = np.ones(n_s, dtype=np.int64)
     counts = np.stack([ones, k_view, k_video, k_quiz, k_done, ones], axis=1)
     per_sess = counts.sum(axis=1)
@@ -452,10 +470,9 @@ def _sessions(
     ev_user = sess_user[ev_sess]
     course = rng.integers(0, N_COURSES, size=ev_sess.size)
     has_course = (ev_type >= 1) & (ev_type <= 4)
-    minute_scale = np.exp(0.3 * pop.engagement[ev_user]) * content[ev_sess]
+    minute_scale = np.exp(0.3 * pop.engagement[ev_user])
     minutes = np.where(ev_type == 2, np.round(rng.gamma(2.0, 6.0, size=ev_sess.size) * minute_scale, 1), np.nan)
-    state.phase[act[last_look]] = FADING
-    _after_completion(pop, state, np.unique(sess_user[k_done > 0]), d, rng)
+    _after_completion(state, np.unique(sess_user[k_done > 0]), rng)
     course_ids = np.char.add("c", np.char.zfill(course.astype(str), 4))
     return pa.table(
         {
@@ -469,24 +486,20 @@ def _sessions(
     )
 
 
-def _after_completion(pop: Population, state: LatentState, done: np.ndarray, d: int, rng: np.random.Generator) -> None:
-    """Finishing a course: some users graduate (leave), many take a break, the rest carry on."""
+def _after_completion(state: LatentState, done: np.ndarray, rng: np.random.Generator) -> None:
+    """Finishing a course: many take a break (newcomers a long one), the rest carry on."""
     u = rng.random(done.size)
     if done.size == 0:
         return
-    tenure = (d - pop.signup_day[done]).astype(np.float64)
-    p_grad = _graduate_prob(tenure, state.completions[done])
-    graduate = u < p_grad
-    rest = ~graduate & (u < p_grad + (1 - p_grad) * BREAK_PROB)
-    state.phase[done[graduate]] = GONE
-    state.phase[done[rest]] = BREAK
+    state.phase[done[u < BREAK_PROB]] = BREAK
     state.completions[done] += 1
 
 
 def _renewals(pop: Population, state: LatentState, d: int, day_us: int, rng: np.random.Generator) -> pa.Table | None:
-    """Monthly renewals of paying users still around; consecutive failures often end the subscription."""
+    """Monthly renewals of paying users still around (a FADING user's subscription lapses until they
+    come back); consecutive failures often end the subscription."""
     everyone = np.arange(pop.plan.size)
-    due = np.flatnonzero(_billing_due(pop, everyone, d) & (state.phase != GONE))
+    due = np.flatnonzero(_billing_due(pop, everyone, d) & (state.phase != GONE) & (state.phase != FADING))
     u = rng.random(due.size)
     shock_u = rng.random(due.size)
     pay_ts = day_us + rng.integers(0, DAY_US, size=due.size)

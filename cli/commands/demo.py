@@ -60,7 +60,7 @@ def _sample_user(settings: Settings, date: dt.date) -> str | None:
 @app.command("demo")
 def demo_cmd(
     users: Annotated[int, typer.Option(help="Synthetic users to generate.")] = 20_000,
-    days: Annotated[int, typer.Option(help="Days of history.")] = 180,
+    days: Annotated[int, typer.Option(help="Days of history.")] = 270,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
 ) -> None:
     """Generate a site and run the whole loop: features, training, promotion, scoring, drift."""

@@ -207,8 +207,8 @@ def test_low_engagement_hurts_paying_users_far_more_than_free_ones(con):
         [
             _labels(con, CUTOFF - dt.timedelta(days=7 * k)).merge(
                 con.execute(
-                    """SELECT user_id, plan, sum(minutes) / count(*) AS mpd FROM daily JOIN users USING (user_id)
-                       WHERE day < $t GROUP BY user_id, plan""",
+                    """SELECT user_id, plan, avg(minutes) AS mpd FROM daily JOIN users USING (user_id)
+                       WHERE day < $t AND minutes > 0 GROUP BY user_id, plan""",
                     {"t": CUTOFF - dt.timedelta(days=7 * k)},
                 ).df(),
                 on="user_id",
@@ -231,3 +231,26 @@ def test_completions_bind_established_users_not_newcomers():
     h = gen._fade_hazard(fade_static, tenure, completions)
     assert h[1] > 0.85 * h[0]  # newcomers: a completion changes little
     assert h[3] < 0.3 * h[2]  # established users: completions make them loyal
+
+
+def test_a_phase_change_shows_at_the_visit_that_makes_it(site, con):
+    """Last visit a single glance (login, logout: FADING) → high churn; last visit with a video
+    (NORMAL, or a break after a completion) or browsing only (DRIFTING: visits thin out, the glance
+    comes later) → low churn. The oracle agrees on each group: the phase is no secret."""
+    out, _ = site
+    looks = con.execute(
+        f"""WITH d AS (SELECT user_id, CAST(event_ts AS DATE) AS day,
+                           count(*) FILTER (WHERE event_type = 'video_watch') AS videos,
+                           count(*) FILTER (WHERE event_type = 'course_view') AS views
+                    FROM read_parquet('{out}/events/*/*.parquet') WHERE CAST(event_ts AS DATE) < $t
+                    GROUP BY ALL)
+            SELECT user_id, arg_max(CASE WHEN videos > 0 THEN 'normal' WHEN views > 0 THEN 'browse'
+                                    ELSE 'glance' END, day) AS look
+            FROM d GROUP BY user_id""",
+        {"t": CUTOFF},
+    ).df()
+    df = _labels(con, CUTOFF).merge(looks, on="user_id").merge(oracle_probabilities(out, CUTOFF), on="user_id")
+    by = df.groupby("look")[["churned", "p_churn"]].mean()
+    assert by.loc["glance", "churned"] > 0.35
+    assert by.loc["normal", "churned"] < 0.15 and by.loc["browse", "churned"] < 0.15
+    assert (by["churned"] - by["p_churn"]).abs().max() < 0.06
