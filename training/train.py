@@ -247,8 +247,11 @@ def _write_version(out: Path, version: str, c: dict[str, Any]) -> None:
     test["cutoff"] = test["cutoff"].astype(str)
     write_parquet_atomic(out / TEST_SET, test)
 
-    train = c["train"]
-    sample = train.sample(n=min(len(train), settings.reference_sample_rows), random_state=settings.seed)
+    # The drift reference is the newest population, not the whole training history: tenure and
+    # lifetime totals grow with the calendar, so rows from months-old cutoffs would make every
+    # scoring day look drifted. The test cutoff is the newest fully labelled population.
+    recent = c["test"]
+    sample = recent.sample(n=min(len(recent), settings.reference_sample_rows), random_state=settings.seed)
     reference = sample[ts.features].reset_index(drop=True)
     reference["churn_probability"] = fitted[served].model.predict_proba_frame(reference)
     write_parquet_atomic(out / "reference.parquet", reference)
