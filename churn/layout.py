@@ -18,6 +18,8 @@ _PARTITION_RE = re.compile(rf"^{PARTITION_KEY}=(\d{{4}}-\d{{2}}-\d{{2}})$")
 
 # Raw tables, and the tables a feature view is stored in.
 RAW_USERS_FILE = "users.parquet"
+ORACLE_TABLE = "oracle"
+"""Synthetic data only: the generator's true churn probability per user, one partition per day."""
 PART_FILE = "part-0.parquet"
 # Batch scoring outputs (one directory per scoring date).
 PREDICTIONS_CSV = "predictions.csv"

@@ -41,12 +41,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from churn.layout import ORACLE_TABLE, PART_FILE, partition_dir
 from churn.schema import EVENT_TYPES, EVENTS_SCHEMA, PAYMENTS_SCHEMA, PLANS, USERS_SCHEMA
 
 DAY_US = 86_400_000_000
 HOUR_US = 3_600_000_000
 
-ORACLE_DIR = "oracle"
+ORACLE_DIR = ORACLE_TABLE
 """Folder under the output directory holding ``date=YYYY-MM-DD/part-0.parquet`` (user_id, p_churn)."""
 ORACLE_HORIZON_DAYS = 30
 """The label horizon the oracle answers for: no event in ``[T, T + horizon)``."""
@@ -545,9 +546,9 @@ def _write_users(out_dir: Path, pop: Population) -> None:
 
 
 def _write_partition(root: Path, day: dt.date, table: pa.Table) -> None:
-    path = root / f"date={day.isoformat()}"
+    path = partition_dir(root, day)
     path.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, path / "part-0.parquet", compression="zstd")
+    pq.write_table(table, path / PART_FILE, compression="zstd")
 
 
 def oracle_probabilities(raw_dir: Path, cutoff: dt.date) -> pd.DataFrame:
@@ -556,7 +557,7 @@ def oracle_probabilities(raw_dir: Path, cutoff: dt.date) -> pd.DataFrame:
     Covers users active within ``ORACLE_SCOPE_DAYS`` days before the cutoff; raises
     ``FileNotFoundError`` when the store has no oracle for that date (imported data, say).
     """
-    path = Path(raw_dir) / ORACLE_DIR / f"date={cutoff.isoformat()}" / "part-0.parquet"
+    path = partition_dir(Path(raw_dir) / ORACLE_DIR, cutoff) / PART_FILE
     if not path.exists():
         raise FileNotFoundError(f"no oracle for {cutoff} under {Path(raw_dir) / ORACLE_DIR}")
     df = pq.read_table(path).to_pandas()

@@ -20,14 +20,12 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
-from churn.layout import partition_files
+from churn.layout import ORACLE_TABLE, partition_files
 from churn.schema import ENTITY_KEY
 from churn.settings import Settings
 from training.evaluate import TOP_SHARE, top_mask
 
 RECENCY_FEATURE = "days_since_last_activity"
-ORACLE_TABLE = "oracle"
-"""Raw table the synthetic generator writes next to events (``raw/oracle/date=T/part-0.parquet``)."""
 ORACLE_HORIZON_DAYS = 30
 """The horizon the generator's oracle answers for (jobs/generate.py, which training may not
 import); with any other label horizon the oracle answers a different question and is left out."""
