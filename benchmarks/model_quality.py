@@ -18,6 +18,16 @@ Logs:
 
     .venv/bin/python benchmarks/model_quality.py                      # all three logs
     .venv/bin/python benchmarks/model_quality.py --logs shop,synthetic --quick --out quality.json
+    .venv/bin/python benchmarks/model_quality.py --logs shop --origins 4    # rolling origins
+
+Rolling origins (``--origins N``): one cutoff is never enough to judge on (the shop's last full
+cutoff, for one, is degenerate: almost every eligible user churns). With N > 1 each public log is
+run N times, the k-th time (k = 0..N-1) on the raw log truncated to end ``k * ORIGIN_STEP_DAYS``
+days earlier, before import, and then shifted so the truncated log ends yesterday. Each origin
+thus has its own test cutoff, its own platform version and its own reference; a summary line per
+log gives the mean platform - reference ROC-AUC over origins and how many origins have the
+platform's ROC-AUC below the reference's 95% interval. The synthetic world is generated, not
+loaded, so it runs origin 0 only (a note says so).
 """
 
 from __future__ import annotations
@@ -47,6 +57,7 @@ from training.evaluate import top_mask
 from training.registry import TEST_SET, ModelRegistry
 
 LOGS = ("shop", "churnsim", "synthetic")
+ORIGIN_STEP_DAYS = 7  # --origins: each origin ends this many days before the previous one
 LABEL = "churned"
 RECENCY = "days_since_last_activity"
 
@@ -89,6 +100,8 @@ class LogRun:
     platform_reported: dict[str, Any] = field(default_factory=dict)
     horizon_days: int = 30
     active_days: int = 30
+    origin: int = 0  # rolling origin k: the raw log was cut k * ORIGIN_STEP_DAYS days short
+    shift_days: int | None = None  # days the public log was moved forward (to end yesterday)
 
 
 class Timer:
@@ -158,6 +171,19 @@ def churnsim_config(a: argparse.Namespace) -> public_logs.ChurnSimConfig:
     return public_logs.ChurnSimConfig(seed=a.seed, **{**small, **{k: v for k, v in given.items() if v}})
 
 
+def truncate(log: public_logs.EventLog, days: int) -> public_logs.EventLog:
+    """The log as it would have looked ``days`` days earlier: events and payments from midnight
+    (UTC) of the day after its last event, less ``days``, onwards are dropped (original dates)."""
+    if days <= 0:
+        return log
+    end = log.events["event_ts"].max().floor("D") + pd.Timedelta(days=1 - days)
+    events = log.events[log.events["event_ts"] < end].reset_index(drop=True)
+    payments = None
+    if log.payments is not None:
+        payments = log.payments[log.payments["payment_ts"] < end].reset_index(drop=True)
+    return public_logs.EventLog(log.name, events, payments)
+
+
 def run_pipeline(run: LogRun, a: argparse.Namespace) -> None:
     """Load or generate the data, then build, apply and train, each step timed."""
     env = {"CHURN_SEED": str(a.seed)}
@@ -174,7 +200,15 @@ def run_pipeline(run: LogRun, a: argparse.Namespace) -> None:
             )
         else:
             log = public_logs.load(run.name, a.cache, churnsim_config(a))
+            if run.origin:
+                cut = run.origin * ORIGIN_STEP_DAYS
+                log = truncate(log, cut)
+                run.notes.append(
+                    f"origin {run.origin}: raw log cut {cut} days short, ends {log.events['event_ts'].max():%Y-%m-%d}"
+                )
+            before = log.events["event_ts"].max()
             log = public_logs.shift_to_yesterday(log)
+            run.shift_days = int((log.events["event_ts"].max() - before).days)
             run.notes.append(f"{log.events['user_id'].nunique():,} users, {len(log.events):,} events")
             _import_log(run, log, env)
     with Timer(run, "features build"):
@@ -423,12 +457,13 @@ def evaluate(run: LogRun, platform: pd.DataFrame, reference: pd.DataFrame, resam
 # --- one log, the table -----------------------------------------------------------------------------
 
 
-def run_log(name: str, a: argparse.Namespace) -> dict:
-    """Pipeline, reference and evaluation for one log; a failure is reported, not raised."""
-    root = Path(tempfile.mkdtemp(prefix=f"churn-quality-{name}-"))
-    run = LogRun(name, root / "data")
+def run_log(name: str, a: argparse.Namespace, origin: int = 0) -> dict:
+    """Pipeline, reference and evaluation for one log at one rolling origin; a failure is
+    reported, not raised."""
+    root = Path(tempfile.mkdtemp(prefix=f"churn-quality-{name}-o{origin}-"))
+    run = LogRun(name, root / "data", origin=origin)
     t0 = time.perf_counter()
-    result: dict[str, Any] = {"log": name}
+    result: dict[str, Any] = {"log": name, "origin": origin, "truncated_days": origin * ORIGIN_STEP_DAYS}
     try:
         run_pipeline(run, a)
         with Timer(run, "score test set"):
@@ -446,6 +481,12 @@ def run_log(name: str, a: argparse.Namespace) -> dict:
         result.update(
             version=run.version,
             cutoffs=run.cutoffs,
+            shift_days=run.shift_days,
+            test_cutoff_original=(
+                str(dt.date.fromisoformat(run.cutoffs["test"]) - dt.timedelta(days=run.shift_days))
+                if run.shift_days is not None and run.cutoffs.get("test")
+                else None
+            ),
             platform_reported=run.platform_reported,
             timings=run.timings,
             notes=run.notes,
@@ -459,8 +500,13 @@ def run_log(name: str, a: argparse.Namespace) -> dict:
 ORDER = ("platform", "reference", "recency-only", "oracle")
 
 
+def _label(r: dict) -> str:
+    """The log's name, with its rolling origin when it is not the full log."""
+    return f"{r['log']} −{r['truncated_days']}d" if r.get("origin") else r["log"]
+
+
 def markdown(results: list[dict]) -> str:
-    """The README table: one row per scorer per log, intervals from the paired bootstrap."""
+    """The README table: one row per scorer per log (and origin), intervals from the paired bootstrap."""
     lines = [
         "| log | test cutoff | test rows (churn) | scorer | ROC-AUC [95% CI] | PR-AUC | lift top 10% "
         "| platform − reference [95% CI] |",
@@ -468,9 +514,9 @@ def markdown(results: list[dict]) -> str:
     ]
     for r in results:
         if "error" in r:
-            lines.append(f"| {r['log']} | – | – | failed | {r['error'].splitlines()[0][:120]} | | | |")
+            lines.append(f"| {_label(r)} | – | – | failed | {r['error'].splitlines()[0][:120]} | | | |")
             continue
-        head = f"| {r['log']} | {r['cutoffs']['test']} | {r['rows']:,} ({r['churn_rate']:.0%}) |"
+        head = f"| {_label(r)} | {r['cutoffs']['test']} | {r['rows']:,} ({r['churn_rate']:.0%}) |"
         for k in ORDER:
             if k not in r["scorers"]:
                 continue
@@ -488,19 +534,68 @@ def summary(r: dict) -> str:
     """Context under the table: cutoffs, population agreement, the paired difference, wall times."""
     times = ", ".join(f"{k} {v:.0f}s" for k, v in r["timings"].items())
     if "error" in r:
-        return f"{r['log']}: FAILED after {times}\n  {r['error']}"
+        return f"{_label(r)}: FAILED after {times}\n  {r['error']}"
     p, lo_hi = r["population"], r["platform_minus_reference_roc_auc_ci95"]
     rep = r["platform_reported"]
+    own = f" (log's own date {r['test_cutoff_original']})" if r.get("test_cutoff_original") else ""
     return (
-        f"{r['log']}: version {r['version']} (served {rep.get('served')}, feature service "
+        f"{_label(r)}: version {r['version']} (served {rep.get('served')}, feature service "
         f"{rep.get('feature_service')}, metrics.json test ROC-AUC {rep.get('roc_auc')})\n"
         f"  cutoffs: {len(r['cutoffs']['train'])} train ({r['cutoffs']['train'][0]}..{r['cutoffs']['train'][-1]}), "
-        f"valid {r['cutoffs']['valid']}, test {r['cutoffs']['test']}\n"
+        f"valid {r['cutoffs']['valid']}, test {r['cutoffs']['test']}{own}\n"
         f"  population: platform {p['platform_rows']:,} rows, reference {p['reference_rows']:,}, "
         f"common {p['common_rows']:,}, label agreement {p['label_agreement']:.3f}\n"
         f"  platform - reference ROC-AUC, paired 95% CI: [{lo_hi[0]:+.3f}, {lo_hi[1]:+.3f}]\n"
         f"  {'; '.join(r['notes'])}\n"
         f"  wall time: {times}"
+    )
+
+
+def origins_summary(name: str, runs: list[dict]) -> dict:
+    """Over one log's origins: mean platform − reference ROC-AUC, and how often the platform falls
+    below the reference's 95% interval (or the paired difference's interval lies below zero)."""
+    ok = [r for r in runs if "error" not in r]
+    deltas = [r["scorers"]["platform"]["roc_auc"] - r["scorers"]["reference"]["roc_auc"] for r in ok]
+    below = [
+        r["origin"] for r in ok if r["scorers"]["platform"]["roc_auc"] < r["scorers"]["reference"]["roc_auc_ci95"][0]
+    ]
+    paired_below = [r["origin"] for r in ok if r["platform_minus_reference_roc_auc_ci95"][1] < 0]
+    return {
+        "log": name,
+        "origins": len(runs),
+        "succeeded": len(ok),
+        "test_cutoffs": [r["cutoffs"]["test"] for r in ok],
+        "test_cutoffs_original": [r.get("test_cutoff_original") for r in ok],
+        "churn_rates": [r["churn_rate"] for r in ok],
+        "platform_minus_reference_roc_auc": deltas,
+        "mean_platform_minus_reference_roc_auc": float(np.mean(deltas)) if deltas else None,
+        "origins_platform_below_reference_ci95": below,
+        "origins_paired_difference_ci95_below_zero": paired_below,
+    }
+
+
+def origins_line(s: dict) -> str:
+    """One summary line per log over its rolling origins."""
+    if not s["succeeded"]:
+        return f"{s['log']} over {s['origins']} origins: all failed"
+    per = ", ".join(
+        f"{orig or c} ({rate:.0%} churn) {d:+.3f}"
+        for c, orig, rate, d in zip(
+            s["test_cutoffs"],
+            s["test_cutoffs_original"],
+            s["churn_rates"],
+            s["platform_minus_reference_roc_auc"],
+            strict=True,
+        )
+    )
+    failed = s["origins"] - s["succeeded"]
+    return (
+        f"{s['log']} over {s['succeeded']} origins{f' ({failed} failed)' if failed else ''}: "
+        f"mean platform − reference ROC-AUC {s['mean_platform_minus_reference_roc_auc']:+.3f}; "
+        f"platform below the reference's 95% CI at {len(s['origins_platform_below_reference_ci95'])}/{s['succeeded']} "
+        f"origins; paired difference CI below zero at "
+        f"{len(s['origins_paired_difference_ci95_below_zero'])}/{s['succeeded']}\n"
+        f"  per origin (test cutoff in the log's own dates, churn rate, platform − reference): {per}"
     )
 
 
@@ -515,6 +610,12 @@ def main() -> int:
     ap.add_argument("--churnsim-customers", type=int, default=None, help="ChurnSim's starting customers")
     ap.add_argument("--churnsim-months", type=int, default=None, help="ChurnSim's simulated months")
     ap.add_argument("--feature-service", default=None, help="CHURN_FEATURE_SERVICE for the pipeline")
+    ap.add_argument(
+        "--origins",
+        type=int,
+        default=1,
+        help=f"rolling origins per public log: the k-th (k=0..N-1) cuts the raw log {ORIGIN_STEP_DAYS}*k days short",
+    )
     ap.add_argument("--keep", action="store_true", help="keep each log's temp data directory")
     ap.add_argument("--verbose", action="store_true", help="print tracebacks of failed logs")
     a = ap.parse_args()
@@ -523,11 +624,25 @@ def main() -> int:
         ap.error(f"unknown logs {unknown}; choose from {', '.join(LOGS)}")
     if a.resamples < 500:
         ap.error("--resamples must be at least 500")
-    results = []
+    if a.origins < 1:
+        ap.error("--origins must be at least 1")
+    results, summaries = [], []
     for name in logs:
-        print(f"--- {name}", flush=True)
-        results.append(run_log(name, a))
-        print(summary(results[-1]), flush=True)
+        n = a.origins
+        if name == "synthetic" and n > 1:
+            print(f"--- {name}: rolling origins are not supported for the generated world; origin 0 only", flush=True)
+            n = 1
+        runs = []
+        for k in range(n):
+            print(
+                f"--- {name}" + (f" origin {k} (raw log cut {k * ORIGIN_STEP_DAYS} days short)" if n > 1 else ""),
+                flush=True,
+            )
+            runs.append(run_log(name, a, origin=k))
+            print(summary(runs[-1]), flush=True)
+        results += runs
+        if n > 1:
+            summaries.append(origins_summary(name, runs))
     out = a.out or Path(tempfile.mkstemp(prefix="churn-model-quality-", suffix=".json")[1])
     out.write_text(
         json.dumps(
@@ -535,13 +650,19 @@ def main() -> int:
                 "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                 "seed": a.seed,
                 "quick": a.quick,
+                "origins": a.origins,
+                "origin_step_days": ORIGIN_STEP_DAYS,
                 "results": results,
+                "origin_summaries": summaries,
             },
             indent=2,
         )
     )
     print()
     print(markdown(results))
+    for s in summaries:
+        print()
+        print(origins_line(s))
     print(f"\nJSON: {out}")
     return 1 if any("error" in r for r in results) else 0
 
