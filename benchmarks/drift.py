@@ -1,4 +1,4 @@
-"""Benchmark: the drift job on 1M current rows vs a 20k-row reference (all churn_v1 features).
+"""Benchmark: the drift job on 1M current rows vs a 20k-row reference (every feature of every view).
 
 Generates synthetic Parquet in a temporary data dir, then times ``run_drift`` end to end (the
 isolated interpreter's start-up and the alibi-detect import included), exactly as ``churn drift``

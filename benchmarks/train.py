@@ -3,8 +3,7 @@
 * **dataset**: generates a synthetic site (``jobs.ingest.generate_store`` +
   ``jobs.aggregate.build_features``), applies the Feast objects and times
   ``training.dataset.build_training_set`` (DuckDB labels + ``get_historical_features`` with the
-  ``churn_v1`` service). Rows ≈ in-scope users × ``n_cutoffs``; ``--dataset-users 50000`` gives
-  ≈100k rows.
+  settings' feature service). Rows ≈ eligible users × weekly cutoffs over the generated history.
 * **fit**: LightGBM (fixed ``--rounds``, the production parameters, ``TRAIN_THREADS`` threads)
   and the logistic baseline on synthetic feature frames with the real column contract, at each
   ``--fit-rows`` size (train rows; validation = 25 % more).

@@ -1,6 +1,6 @@
 """The ``churn`` command line: one entry point, one sub-command per lifecycle step.
 
-Each command group lives in ``churn/commands/<group>.py`` and imports its heavy libraries
+Each command group lives in ``cli/commands/<group>.py`` and imports its heavy libraries
 inside the command, so ``churn --help`` stays fast.
 """
 
