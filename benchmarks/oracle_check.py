@@ -31,7 +31,8 @@ from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from jobs.generate import generate, oracle_probabilities
+from jobs.generate import generate
+from training.yardsticks import read_oracle
 
 HORIZON = 30
 ACTIVE_DAYS = 30
@@ -210,7 +211,7 @@ def check(users: int, days: int, seed: int, end_date: dt.date) -> dict[str, floa
         train = pd.concat([features_at(con, c) for c in train_cuts], ignore_index=True)
         val, test = features_at(con, val_cut), features_at(con, test_cut)
         numeric, _ = _feature_columns(test)
-        oracle = test[["user_id"]].merge(oracle_probabilities(root, test_cut), on="user_id", how="left")
+        oracle = test[["user_id"]].merge(read_oracle(root, test_cut), on="user_id", how="left")
         y = test["churned"]
         return {
             "seed": seed,

@@ -25,10 +25,11 @@ PART_FILE = "part-0.parquet"
 PREDICTIONS_CSV = "predictions.csv"
 PREDICTIONS_PARQUET = "predictions.parquet"
 SCORED_FEATURES = "scored_features.parquet"
-# Drift outputs.
+# Drift outputs, and the Prometheus textfiles the jobs leave for the API to re-export.
 DRIFT_REPORT_JSON = "report.json"
 DRIFT_REPORT_HTML = "report.html"
 DRIFT_METRICS = "metrics.prom"
+SCORING_METRICS = "metrics.prom"
 
 
 def partition_name(day: dt.date) -> str:
@@ -144,6 +145,11 @@ class DataLayout:
 
     def predictions(self, day: dt.date) -> Path:
         return partition_dir(self.predictions_dir, day)
+
+    @property
+    def scoring_metrics(self) -> Path:
+        """The last batch scoring's metrics (one file, replaced by each run)."""
+        return self.predictions_dir / SCORING_METRICS
 
     @property
     def drift_dir(self) -> Path:

@@ -71,7 +71,7 @@ def drift_step(settings: Settings, date: dt.date) -> str:
     if code not in (0, EXIT_DRIFT):
         raise DailyError(f"drift job exited with status {code}")
     try:
-        latest = json.loads((settings.drift_dir / "latest.json").read_text())
+        latest = json.loads(settings.layout.drift_latest.read_text())
     except (OSError, ValueError):
         latest = {}
     detected = bool(latest.get("drift_detected")) if latest.get("date") == date.isoformat() else None

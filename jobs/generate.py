@@ -37,7 +37,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -47,7 +46,6 @@ from churn.schema import EVENT_TYPES, EVENTS_SCHEMA, PAYMENTS_SCHEMA, PLANS, USE
 DAY_US = 86_400_000_000
 HOUR_US = 3_600_000_000
 
-ORACLE_DIR = ORACLE_TABLE
 """Folder under the output directory holding ``date=YYYY-MM-DD/part-0.parquet`` (user_id, p_churn)."""
 ORACLE_HORIZON_DAYS = 30
 """The label horizon the oracle answers for: no event in ``[T, T + horizon)``."""
@@ -373,7 +371,7 @@ def generate(
         if d >= 0:
             idx, p = _oracle(pop, state, d, start)
             _write_partition(
-                out_dir / ORACLE_DIR,
+                out_dir / ORACLE_TABLE,
                 day,
                 pa.table(
                     {"user_id": pop.user_ids.take(pa.array(idx)), "p_churn": pa.array(p.astype(np.float32))},
@@ -549,17 +547,3 @@ def _write_partition(root: Path, day: dt.date, table: pa.Table) -> None:
     path = partition_dir(root, day)
     path.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, path / PART_FILE, compression="zstd")
-
-
-def oracle_probabilities(raw_dir: Path, cutoff: dt.date) -> pd.DataFrame:
-    """The generator's true churn probabilities at ``cutoff``: columns user_id, p_churn (float64).
-
-    Covers users active within ``ORACLE_SCOPE_DAYS`` days before the cutoff; raises
-    ``FileNotFoundError`` when the store has no oracle for that date (imported data, say).
-    """
-    path = partition_dir(Path(raw_dir) / ORACLE_DIR, cutoff) / PART_FILE
-    if not path.exists():
-        raise FileNotFoundError(f"no oracle for {cutoff} under {Path(raw_dir) / ORACLE_DIR}")
-    df = pq.read_table(path).to_pandas()
-    df["p_churn"] = df["p_churn"].astype("float64")
-    return df[["user_id", "p_churn"]]

@@ -30,8 +30,6 @@ from churn.schema import ENTITY_KEY
 from churn.settings import Settings
 from training.labels import active_users, labels_mature
 
-__all__ = ["active_users", "labels_mature", "monitor", "MonitorError"]
-
 REPORT_JSON = "report.json"
 
 
@@ -61,7 +59,7 @@ class MonitorResult:
         )
 
 
-# --- labels (the rule and the raw-event reader live in churn.policies / training.labels) -------------
+# --- inputs (the label rule and the raw-event reader live in churn.policies / training.labels) --------
 
 
 def read_predictions(settings: Settings, date: dt.date) -> pa.Table:

@@ -38,7 +38,6 @@ if TYPE_CHECKING:
 
     from training.model import ChurnModel
 
-METRICS_PROM = "metrics.prom"
 PREDICTION_COLUMN = "churn_probability"
 ACTIVITY_COLUMN = "days_since_last_activity"
 TOP_K = 3
@@ -336,7 +335,7 @@ def score(settings: Settings, date: dt.date, model: ChurnModel | None = None) ->
     out = output_dir(settings, date)
     write_outputs(out, predictions, scored)
     write_text_atomic(
-        settings.predictions_dir / METRICS_PROM, metrics_text(predictions.num_rows, time.time())
+        settings.layout.scoring_metrics, metrics_text(predictions.num_rows, time.time())
     )
     tier_values = predictions["risk_tier"].to_numpy(zero_copy_only=False)
     tiers = {t: int((tier_values == t).sum()) for t in reversed(TIERS)}

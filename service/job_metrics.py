@@ -9,6 +9,7 @@ volume and is scraped anyway — serves the latest of those files at scrape time
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,7 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
-from churn.layout import DRIFT_METRICS, parse_partition
+from churn.layout import DRIFT_METRICS
 from churn.settings import Settings
 
 
@@ -28,13 +29,16 @@ class JobMetricsCollector(Collector):
 
     def files(self) -> list[Path]:
         layout = self.settings.layout
-        out = [layout.predictions_dir / "metrics.prom"]
+        out = [layout.scoring_metrics]
         latest = layout.drift_latest
         try:
             date = json.loads(latest.read_text()).get("date")
         except (OSError, ValueError):
             date = None
-        day = parse_partition(f"date={date}") if isinstance(date, str) else None
+        try:
+            day = dt.date.fromisoformat(date) if isinstance(date, str) else None
+        except ValueError:  # a hand-edited latest.json must not break /metrics
+            day = None
         if day is not None:
             out.append(layout.drift(day) / DRIFT_METRICS)
         return [p for p in out if p.is_file()]

@@ -14,6 +14,7 @@ Both are scored on the very rows the models are tested on, with the same ranking
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -71,9 +72,10 @@ def recency_yardstick(test: pd.DataFrame, label: str) -> dict[str, Any]:
     return {"available": True, "score": RECENCY_FEATURE, **ranking_metrics(test[label].to_numpy(), score)}
 
 
-def read_oracle(settings: Settings, cutoff: dt.date) -> pd.DataFrame | None:
-    """The generator's ``user_id, p_churn`` for ``cutoff``, or ``None`` when the store has none."""
-    files = partition_files(settings.layout.raw_table(ORACLE_TABLE), {cutoff})
+def read_oracle(raw_dir: Path, cutoff: dt.date) -> pd.DataFrame | None:
+    """The generator's ``user_id, p_churn`` (float64) for ``cutoff``, or ``None`` when ``raw_dir``
+    has none (imported data, or a date the generator did not cover)."""
+    files = partition_files(Path(raw_dir) / ORACLE_TABLE, {cutoff})
     if not files:
         return None
     df = pd.concat([pd.read_parquet(f, columns=[ENTITY_KEY, "p_churn"]) for f in files], ignore_index=True)
@@ -92,7 +94,7 @@ def oracle_yardstick(
     """
     if settings.churn_horizon_days != ORACLE_HORIZON_DAYS:
         return None
-    oracle = read_oracle(settings, cutoff)
+    oracle = read_oracle(settings.layout.raw_dir, cutoff)
     if oracle is None:
         return None
     ids = test[ENTITY_KEY].astype(str)

@@ -21,13 +21,10 @@ from typing import Any
 import numpy as np
 
 from churn.io import atomic_dir, write_json_atomic
+from churn.layout import DRIFT_METRICS, DRIFT_REPORT_HTML, DRIFT_REPORT_JSON
 from churn.settings import Settings
 from jobs.drift.detect import PREDICTION_COLUMN, DriftResult, FeatureResult
 from jobs.drift.psi import PsiResult
-
-REPORT_JSON = "report.json"
-REPORT_HTML = "report.html"
-METRICS_PROM = "metrics.prom"
 
 RULE = (
     "feature drifted: psi >= psi_alert OR p_value < corrected_p_value (KS for numeric, chi-squared "
@@ -241,10 +238,10 @@ def write_metrics(path: Path, report: dict[str, Any], run_ts: float) -> None:
 
 # --- writing --------------------------------------------------------------------------------------
 def _validate(tmp: Path) -> None:
-    for name in (REPORT_JSON, REPORT_HTML, METRICS_PROM):
+    for name in (DRIFT_REPORT_JSON, DRIFT_REPORT_HTML, DRIFT_METRICS):
         if not (tmp / name).is_file() or (tmp / name).stat().st_size == 0:
             raise RuntimeError(f"drift output {name} was not written")
-    json.loads((tmp / REPORT_JSON).read_text())
+    json.loads((tmp / DRIFT_REPORT_JSON).read_text())
 
 
 def _latest_date(path: Path) -> str | None:
@@ -261,9 +258,9 @@ def write_outputs(settings: Settings, result: DriftResult) -> tuple[Path, dict[s
     page = render_html(report, result)
     final = date_dir(settings, result.inputs.date)
     with atomic_dir(final, validate=_validate) as tmp:
-        (tmp / REPORT_JSON).write_text(json.dumps(report, indent=2, sort_keys=False) + "\n")
-        (tmp / REPORT_HTML).write_text(page)
-        write_metrics(tmp / METRICS_PROM, report, now)
+        (tmp / DRIFT_REPORT_JSON).write_text(json.dumps(report, indent=2, sort_keys=False) + "\n")
+        (tmp / DRIFT_REPORT_HTML).write_text(page)
+        write_metrics(tmp / DRIFT_METRICS, report, now)
 
     latest_path = settings.layout.drift_latest
     previous = _latest_date(latest_path)
@@ -280,7 +277,7 @@ def write_outputs(settings: Settings, result: DriftResult) -> tuple[Path, dict[s
                 "prediction_psi": report["prediction"]["psi"],
                 "model_version": report["model_version"],
                 "reason": v["reason"],
-                "report": str(final / REPORT_JSON),
+                "report": str(final / DRIFT_REPORT_JSON),
                 "generated_at": report["generated_at"],
             },
         )

@@ -10,8 +10,10 @@ import pyarrow.parquet as pq
 import pytest
 
 import jobs.generate as gen
+from churn.layout import ORACLE_TABLE
 from churn.schema import EVENTS_SCHEMA, PAYMENTS_SCHEMA, USERS_SCHEMA
-from jobs.generate import ORACLE_DIR, generate, oracle_probabilities
+from jobs.generate import generate
+from training.yardsticks import read_oracle
 
 END = dt.date(2027, 2, 1)  # the window covers the late-November and late-December holidays
 DAYS = 150
@@ -60,7 +62,7 @@ def test_schemas_match_the_contract(site):
     assert pq.read_schema(first_events).remove_metadata() == EVENTS_SCHEMA
     first_pay = sorted((out / "payments").glob("date=*/*.parquet"))[0]
     assert pq.read_schema(first_pay).remove_metadata() == PAYMENTS_SCHEMA
-    oracle_days = sorted((out / ORACLE_DIR).glob("date=*/part-0.parquet"))
+    oracle_days = sorted((out / ORACLE_TABLE).glob("date=*/part-0.parquet"))
     assert len(oracle_days) == DAYS  # one partition per day of the window
 
 
@@ -73,7 +75,7 @@ def test_same_seed_same_data(tmp_path):
     def read(p, table):
         return pq.read_table(sorted((p / table).glob("date=*/*.parquet"))[-1])
 
-    for table in ("events", ORACLE_DIR):
+    for table in ("events", ORACLE_TABLE):
         assert read(a, table).equals(read(b, table))
         assert not read(a, table).equals(read(c, table))
 
@@ -96,7 +98,7 @@ def test_events_stay_in_their_day_and_after_signup(site):
 
 def test_oracle_is_readable_covers_the_eligible_and_is_calibrated(site, con):
     out, _ = site
-    oracle = oracle_probabilities(out, CUTOFF)
+    oracle = read_oracle(out, CUTOFF)
     assert list(oracle.columns) == ["user_id", "p_churn"]
     assert oracle["p_churn"].dtype == np.float64
     assert oracle["p_churn"].between(0, 1).all()
@@ -105,8 +107,7 @@ def test_oracle_is_readable_covers_the_eligible_and_is_calibrated(site, con):
     assert merged["p_churn"].notna().all()  # every eligible user has a true probability
     # Summed over a few thousand users the true probabilities match the realised churn.
     assert abs(merged["p_churn"].mean() - merged["churned"].mean()) < 0.03
-    with pytest.raises(FileNotFoundError):
-        oracle_probabilities(out, END + dt.timedelta(days=1))
+    assert read_oracle(out, END + dt.timedelta(days=1)) is None  # no oracle for a day never generated
 
 
 def test_oracle_only_uses_the_past(tmp_path, monkeypatch):
@@ -123,10 +124,10 @@ def test_oracle_only_uses_the_past(tmp_path, monkeypatch):
 
     for k in range(t_index + 1):
         day = end - dt.timedelta(days=days - k)
-        assert part(tmp_path / "a", ORACLE_DIR, day).equals(part(tmp_path / "b", ORACLE_DIR, day))
+        assert part(tmp_path / "a", ORACLE_TABLE, day).equals(part(tmp_path / "b", ORACLE_TABLE, day))
     assert not part(tmp_path / "a", "events", cutoff).equals(part(tmp_path / "b", "events", cutoff))
     nxt = cutoff + dt.timedelta(days=1)
-    assert not part(tmp_path / "a", ORACLE_DIR, nxt).equals(part(tmp_path / "b", ORACLE_DIR, nxt))
+    assert not part(tmp_path / "a", ORACLE_TABLE, nxt).equals(part(tmp_path / "b", ORACLE_TABLE, nxt))
 
 
 def test_about_a_quarter_of_active_users_churn(con):
@@ -249,7 +250,7 @@ def test_a_phase_change_shows_at_the_visit_that_makes_it(site, con):
             FROM d GROUP BY user_id""",
         {"t": CUTOFF},
     ).df()
-    df = _labels(con, CUTOFF).merge(looks, on="user_id").merge(oracle_probabilities(out, CUTOFF), on="user_id")
+    df = _labels(con, CUTOFF).merge(looks, on="user_id").merge(read_oracle(out, CUTOFF), on="user_id")
     by = df.groupby("look")[["churned", "p_churn"]].mean()
     assert by.loc["glance", "churned"] > 0.35
     assert by.loc["normal", "churned"] < 0.15 and by.loc["browse", "churned"] < 0.15

@@ -7,9 +7,6 @@
    ``multiprocessing``, ``uvicorn``, socket-server modules or the process-starting helpers
    (``tests.support.servers``, ``tests.support.tools``), directly or through other ``tests.support``
    modules, and call no ``os.system``/``os.fork``/``os.spawn*``/``os.exec*``/``os.popen``.
-
-``PENDING_*`` lists the known violations in files being changed by someone else right now; an entry that
-is no longer needed fails the test so that it (and the re-export behind it) gets removed.
 """
 
 from __future__ import annotations
@@ -39,10 +36,6 @@ FORBIDDEN_OS_CALLS = ("system", "popen", "fork", "forkpty", "spawn", "exec", "po
 FORBIDDEN_ASYNCIO_CALLS = ("create_subprocess_exec", "create_subprocess_shell")
 CONFTEST_NAMES = {"__all__", "pytest_plugins", "pytestmark"}
 
-# TODO(test-helpers): drop each entry once its file imports tests.support (owners are changing them now).
-PENDING_IMPORTS: dict[str, set[str]] = {
-}
-PENDING_UNIT: dict[str, set[str]] = {}
 
 
 def _modules() -> list[Path]:
@@ -129,17 +122,11 @@ def _process_imports(
 
 
 def test_tests_import_helpers_only_from_tests_support() -> None:
-    bad, stale = [], []
+    bad = []
     for path in _modules():
-        found = _test_helper_imports(*_source(path))
-        pending = PENDING_IMPORTS.get(_rel(path), set())
-        bad += [f"{_rel(path)}:{line} imports {m}" for line, m in sorted(found) if m not in pending]
-        stale += [f"{_rel(path)}: {m}" for m in sorted(pending - {m for _, m in found})]
+        bad += [f"{_rel(path)}:{line} imports {m}" for line, m in sorted(_test_helper_imports(*_source(path)))]
     assert not bad, "import test helpers from tests.support, never from a test module or conftest:\n" + "\n".join(
         bad
-    )
-    assert not stale, "no longer imported: remove from PENDING_IMPORTS (and the re-export it kept):\n" + "\n".join(
-        stale
     )
 
 
@@ -166,18 +153,15 @@ def test_conftest_files_hold_fixtures_only() -> None:
 
 
 def test_unit_tests_start_no_servers_or_subprocesses() -> None:
-    bad, stale = [], []
+    bad = []
     for path in sorted((TESTS / "unit").rglob("*.py")):
         if "__pycache__" in path.parts:
             continue
         found = _process_imports(*_source(path), _rel(path))
-        pending = PENDING_UNIT.get(_rel(path), set())
-        bad += [f"{where}:{line} {what}" for where, line, what in sorted(found) if what not in pending]
-        stale += [f"{_rel(path)}: {m}" for m in sorted(pending - {what for _, _, what in found})]
+        bad += [f"{where}:{line} {what}" for where, line, what in sorted(found)]
     assert not bad, "unit tests start no servers/subprocesses (move such tests to tests/integration):\n" + "\n".join(
         bad
     )
-    assert not stale, "no longer used: remove from PENDING_UNIT:\n" + "\n".join(stale)
 
 
 def test_the_checks_see_violations() -> None:
