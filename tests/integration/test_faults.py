@@ -150,11 +150,15 @@ def _wait_status(http: httpx.Client, path: str, status: int, timeout: float = 10
     return time.monotonic() - t0
 
 
-def _wait_predict_ok(http: httpx.Client, user: str, timeout: float = 10) -> None:
-    t0 = time.monotonic()
-    while http.post("/predict", json={"user_id": user}).status_code != 200:
+def _wait_predict_ok(http: httpx.Client, user: str, timeout: float = 10, streak: int = 10) -> None:
+    """Until ``streak`` predictions in a row succeed: one success can land while Redis is still
+    working off the requests it queued while frozen (the bigger the feature service, the longer)."""
+    t0, ok = time.monotonic(), 0
+    while ok < streak:
+        ok = ok + 1 if http.post("/predict", json={"user_id": user}).status_code == 200 else 0
         assert time.monotonic() - t0 < timeout, "/predict did not recover"
-        time.sleep(0.05)
+        if not ok:
+            time.sleep(0.05)
 
 
 def test_redis_hung_or_dead_under_load_fails_fast_and_recovers_by_itself(site: Site, tmp_path: Path) -> None:
@@ -197,7 +201,7 @@ def test_redis_hung_or_dead_under_load_fails_fast_and_recovers_by_itself(site: S
             rs.signal(signal.SIGCONT)
             load.phase = "recovering"
             _wait_status(http, "/ready", 200)
-            # recovered = ready again and serving: from the first good prediction on, every request
+            # recovered = ready again and serving: from a run of good predictions on, every request
             # must succeed (the moments while Redis works off the backlog it queued while frozen
             # belong to the recovery, not to the recovered state)
             _wait_predict_ok(http, users[0])
