@@ -50,7 +50,16 @@ class Settings:
     feature_repo: Path = field(default_factory=_default_feature_repo)
     """Feast repository with the feature definitions."""
     registry_dir: Path | None = None
-    """Model registry root; defaults to ``<data_dir>/registry`` (point it at a shared volume in k8s)."""
+    """Model registry root; defaults to ``<data_dir>/registry``."""
+    s3_endpoint_url: str = ""
+    """S3 API endpoint for ``s3://`` data dirs (MinIO, Ceph, moto); empty: AWS (or ``AWS_ENDPOINT_URL``).
+    Credentials come the standard AWS way (environment, profile, web identity), never from here."""
+    local_dir: Path | None = None
+    """Node-local scratch for what must be a real file (Feast's repo files, staging); defaults to
+    ``<data_dir>`` for a local data dir and to a temporary folder for an object-store one."""
+    pushgateway_url: str = ""
+    """Prometheus Pushgateway (``host:port`` or URL) the daily run pushes its step metrics to; empty:
+    the metrics stay in textfiles under the data dir."""
 
     # --- feature store -----------------------------------------------------------------
     online_store: OnlineStore = "sqlite"
