@@ -22,7 +22,10 @@ pytestmark = pytest.mark.deploy
 
 # Kubernetes versions the manifests are validated against (kubernetes-validate schemas).
 KUBE_VERSIONS = ("1.30.0", "1.34.0")
-SECRET_KEYS = {"CHURN_REDIS_URL", "CHURN_ADMIN_TOKEN", "CHURN_FEAST_REGISTRY_URL"}
+S3_KEYS = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+SECRET_KEYS = {"CHURN_REDIS_URL", "CHURN_ADMIN_TOKEN", "CHURN_FEAST_REGISTRY_URL", *S3_KEYS}
+# CHURN_DATA_DIR of the --set cases (the values-file cases derive it from their values).
+SET_CASE_DATA_DIRS = {"all-features": "s3://churn-platform", "minimal": "s3://acme-ml/churn/eu"}
 DAILY_JOBS = {"features", "score", "drift", "retrain"}
 
 
@@ -87,7 +90,13 @@ def test_values_schema_rejects_secrets_and_bad_values() -> None:
         ["--set", "config.CHURN_FEAST_REGISTRY_URL=postgresql://x"],
         ["--set", "config.CHURN_ONLINE_STORE=memcached"],
         ["--set", "existingSecret="],
-        ["--set", "persistence.accessMode=ReadManyWriteNone"],
+        ["--set", "persistence.size=10Gi"],  # the shared volume is gone for good
+        ["--set", "storage.bucket=Not_A_Bucket"],
+        ["--set", "storage.bucket="],
+        ["--set", "storage.endpointUrl=minio:9000"],
+        ["--set", "config.CHURN_DATA_DIR=/data"],
+        ["--set", "config.CHURN_LOCAL_DIR=/data"],
+        ["--set", "scratch.mountPath=/tmp"],
         ["--set", "cronJobs.score.schedule=daily"],
         ["--set", "unknownTopLevel=1"],
     ):
@@ -182,37 +191,74 @@ def test_security_contexts(rendered: dict[str, Rendered], case: str) -> None:
                 assert tmp and tmp[0]["name"] in tmp_volumes, f"{where}: /tmp must be an emptyDir"
 
 
+def _churn_workloads(r: Rendered) -> list[tuple[dict, dict]]:
+    """(object, pod spec) of the churn workloads: the API and the batch jobs (not Redis/MinIO/...)."""
+    return [
+        (obj, pod)
+        for obj, pod in r.workloads()
+        if obj["metadata"]["labels"].get("app.kubernetes.io/component") in {"api", "job"}
+    ]
+
+
+def _data_dir(case: str) -> str:
+    if case in SET_CASE_DATA_DIRS:
+        return SET_CASE_DATA_DIRS[case]
+    storage = values_for(case)["storage"]
+    prefix = storage["prefix"].strip("/")
+    return f"s3://{storage['bucket']}" + (f"/{prefix}" if prefix else "")
+
+
+def _env(r: Rendered, container: dict) -> dict[str, object]:
+    """A container's environment: ConfigMap envFrom first, then env (a value or its valueFrom)."""
+    out: dict[str, object] = {}
+    for source in container.get("envFrom", []):
+        out.update(r.one("ConfigMap", source["configMapRef"]["name"])["data"])
+    for e in container.get("env", []):
+        out[e["name"]] = e.get("value", e.get("valueFrom"))
+    return out
+
+
 @pytest.mark.parametrize("case", list(CASES))
-def test_data_volume_is_mounted_where_churn_data_dir_points(rendered: dict[str, Rendered], case: str) -> None:
+def test_churn_workloads_use_object_storage_and_local_scratch(rendered: dict[str, Rendered], case: str) -> None:
+    """CHURN_DATA_DIR is the configured s3:// URL in every churn container, CHURN_LOCAL_DIR a per-pod
+    emptyDir, and no churn pod mounts a PersistentVolumeClaim (or any other shared volume)."""
     r = rendered[case]
-    cfg = _config(r)
-    data_dir = cfg["CHURN_DATA_DIR"]
-    assert data_dir == "/data"
-    pvcs = r.of_kind("PersistentVolumeClaim")
-    churn_pvcs = [p for p in pvcs if p["metadata"]["labels"].get("app.kubernetes.io/name") != "redis"]
-    if case == "minimal":
-        assert not churn_pvcs
-        claim = "shared-churn-data"
-    else:
-        (pvc,) = churn_pvcs
-        claim = pvc["metadata"]["name"]
-        v = values_for(case if case in VALUES_FILES else "default")["persistence"]
-        assert pvc["spec"]["accessModes"] == [v["accessMode"]]
-        assert pvc["spec"]["resources"]["requests"]["storage"] == v["size"]
+    data_dir = _data_dir(case)
+    assert re.fullmatch(r"s3://[a-z0-9][a-z0-9.-]+[a-z0-9](/[^/\s]+)*", data_dir), data_dir
     cm_name = next(d for d in r.of_kind("ConfigMap") if d["metadata"]["name"].endswith("-config"))[
         "metadata"
     ]["name"]
     seen = 0
-    for obj, pod in r.churn_workloads():
+    for obj, pod in _churn_workloads(r):
         vols = {v["name"]: v for v in pod["volumes"]}
+        for v in vols.values():
+            assert set(v) - {"name"} <= {"emptyDir", "configMap", "projected"}, (
+                f"[{case}] {obj['metadata']['name']}: volume {v['name']} is not pod-local: {v}"
+            )
         for c in containers(pod):
             where = f"[{case}] {obj['metadata']['name']}/{c['name']}"
-            mounts = [m for m in c["volumeMounts"] if m["mountPath"] == data_dir]
-            assert len(mounts) == 1, f"{where}: nothing mounted at CHURN_DATA_DIR={data_dir}"
-            assert vols[mounts[0]["name"]]["persistentVolumeClaim"]["claimName"] == claim, where
             assert {"configMapRef": {"name": cm_name}} in c["envFrom"], f"{where}: no CHURN_* ConfigMap"
+            env = _env(r, c)
+            assert env["CHURN_DATA_DIR"] == data_dir, where
+            local = env["CHURN_LOCAL_DIR"]
+            assert isinstance(local, str) and local.startswith("/") and local != "/tmp", where
+            mounts = [m for m in c["volumeMounts"] if m["mountPath"] == local]
+            assert len(mounts) == 1, f"{where}: nothing mounted at CHURN_LOCAL_DIR={local}"
+            assert "emptyDir" in vols[mounts[0]["name"]], f"{where}: CHURN_LOCAL_DIR must be an emptyDir"
+            assert not data_dir.startswith(local) and not [m for m in c["volumeMounts"] if m["mountPath"] == "/data"]
             seen += 1
-    assert seen >= 5
+    assert seen >= 3
+    cfg = _config(r)
+    if case in VALUES_FILES:
+        storage = values_for(case)["storage"]
+        assert cfg["AWS_REGION"] == cfg["AWS_DEFAULT_REGION"] == storage["region"]
+        if storage["endpointUrl"]:
+            assert cfg["CHURN_S3_ENDPOINT_URL"] == storage["endpointUrl"]
+    if case == "production":
+        assert cfg["CHURN_S3_ENDPOINT_URL"] == "", "production talks to AWS S3"
+    if case == "minimal":
+        assert cfg["CHURN_S3_ENDPOINT_URL"] == "https://s3.eu-central-1.example.com"
+        assert cfg["AWS_REGION"] == "eu-central-1"
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -227,14 +273,17 @@ def test_config_and_secrets(rendered: dict[str, Rendered], case: str) -> None:
     redis_enabled = case in {"all-features", "staging"}
     assert ("CHURN_REDIS_URL" in cfg) == redis_enabled
     for key in cfg:
-        assert re.fullmatch(r"CHURN_[A-Z0-9_]+|HOME|MPLCONFIGDIR|NUMBA_CACHE_DIR", key), key
-    for obj, pod in r.churn_workloads():
+        assert re.fullmatch(r"CHURN_[A-Z0-9_]+|AWS_(DEFAULT_)?REGION|HOME|MPLCONFIGDIR|NUMBA_CACHE_DIR", key), key
+    assert not (S3_KEYS & cfg.keys())
+    for obj, pod in _churn_workloads(r):
         for c in containers(pod):
             refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in c.get("env", []) if "valueFrom" in e}
             assert set(refs) == SECRET_KEYS, f"{obj['metadata']['name']}/{c['name']}"
             for key, ref in refs.items():
                 assert ref["name"] == values["existingSecret"] and ref["key"] == key
             assert refs["CHURN_REDIS_URL"]["optional"] is redis_enabled
+            # Workload identity (IRSA, GKE) needs no keys: the S3 credentials are optional.
+            assert refs["AWS_ACCESS_KEY_ID"]["optional"] is refs["AWS_SECRET_ACCESS_KEY"]["optional"] is True
             assert all("value" not in e or e["name"] not in SECRET_KEYS for e in c.get("env", []))
 
 
@@ -307,7 +356,7 @@ def _invocations(rendered: dict[str, Rendered]) -> tuple[set[tuple[str, ...]], s
     """(churn argument lists, drift argument lists) used anywhere in any rendering."""
     churn, drift = set(), set()
     for r in rendered.values():
-        for _obj, pod in r.churn_workloads():
+        for _obj, pod in _churn_workloads(r):
             for c in containers(pod):
                 if c["command"] == ["churn"]:
                     churn.add(tuple(c["args"]))
@@ -417,7 +466,7 @@ def test_network_policies(rendered: dict[str, Rendered], case: str) -> None:
         for rule in pol["spec"]["egress"]:
             assert {(p["port"], p["protocol"]) for p in rule["ports"]} <= allowed
     # The policies select the real pods.
-    for obj, pod_spec in r.churn_workloads():
+    for obj, pod_spec in _churn_workloads(r):
         del pod_spec
         tmpl = (
             obj["spec"]["template"]
@@ -491,6 +540,6 @@ def test_images_match_dockerfiles(rendered: dict[str, Rendered]) -> None:
         assert (REPO / "docker" / f"Dockerfile.{values['image'][name]}").exists()
     prod = rendered["production"]
     tag = str(values_for("production")["image"]["tag"])
-    for _obj, pod in prod.churn_workloads():
+    for _obj, pod in _churn_workloads(prod):
         for c in containers(pod):
             assert c["image"].endswith(f":{tag}"), c["image"]

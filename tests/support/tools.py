@@ -63,7 +63,8 @@ CASES: dict[str, list[str]] = {
     "minimal": [
         "--set",
         "autoscaling.enabled=false,podDisruptionBudget.enabled=false,networkPolicy.enabled=false,"
-        "seed.enabled=false,dashboards.enabled=false,persistence.existingClaim=shared-churn-data",
+        "seed.enabled=false,dashboards.enabled=false,storage.bucket=acme-ml,storage.prefix=/churn/eu/,"
+        "storage.endpointUrl=https://s3.eu-central-1.example.com,storage.region=eu-central-1",
     ],
 }
 VALUES_FILES = {"default": None, "staging": "values-staging.yaml", "production": "values-production.yaml"}

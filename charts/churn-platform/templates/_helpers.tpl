@@ -34,10 +34,6 @@
 {{- include "churn.nameWith" (list . "config") -}}
 {{- end -}}
 
-{{- define "churn.pvcName" -}}
-{{- default (include "churn.nameWith" (list . "data")) .Values.persistence.existingClaim -}}
-{{- end -}}
-
 {{/* Labels ---------------------------------------------------------------------------------- */}}
 {{- define "churn.selectorLabels" -}}
 app.kubernetes.io/name: {{ include "churn.name" . }}
@@ -69,6 +65,23 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | 
 {{- printf "redis://%s-redis:%v/0" .Release.Name (.Values.redis.port | default 6379) -}}
 {{- end -}}
 
+{{/* Object storage ---------------------------------------------------------------------------- */}}
+{{/* CHURN_DATA_DIR: s3://<storage.bucket>[/<storage.prefix>] - the one medium every pod shares. */}}
+{{- define "churn.dataDir" -}}
+{{- $bucket := required "storage.bucket is required (the S3 bucket holding CHURN_DATA_DIR)" .Values.storage.bucket -}}
+{{- $prefix := trimAll "/" (.Values.storage.prefix | default "") -}}
+{{- if $prefix -}}
+{{- printf "s3://%s/%s" $bucket $prefix -}}
+{{- else -}}
+{{- printf "s3://%s" $bucket -}}
+{{- end -}}
+{{- end -}}
+
+{{/* CHURN_S3_ENDPOINT_URL: storage.endpointUrl; "" = AWS S3. */}}
+{{- define "churn.s3EndpointUrl" -}}
+{{- .Values.storage.endpointUrl -}}
+{{- end -}}
+
 {{/* Environment shared by every churn container -------------------------------------------- */}}
 {{- define "churn.env" -}}
 envFrom:
@@ -94,29 +107,46 @@ env:
         name: {{ .Values.existingSecret }}
         key: CHURN_FEAST_REGISTRY_URL
         optional: true
+  {{- /* Static S3 credentials; absent with workload identity (IRSA / GKE annotations on the
+  ServiceAccount), where the AWS SDK finds its credentials on its own. */}}
+  - name: AWS_ACCESS_KEY_ID
+    valueFrom:
+      secretKeyRef:
+        name: {{ .Values.existingSecret }}
+        key: AWS_ACCESS_KEY_ID
+        optional: true
+  - name: AWS_SECRET_ACCESS_KEY
+    valueFrom:
+      secretKeyRef:
+        name: {{ .Values.existingSecret }}
+        key: AWS_SECRET_ACCESS_KEY
+        optional: true
 {{- end -}}
 
+{{/* No shared volume anywhere: /tmp (HOME, caches) and the node-local scratch at CHURN_LOCAL_DIR
+(Feast's repo files and registry, staging) are per-pod emptyDirs; the data lives in the bucket. */}}
 {{- define "churn.volumeMounts" -}}
-- name: data
-  mountPath: {{ .Values.persistence.mountPath }}
 - name: tmp
   mountPath: /tmp
+- name: scratch
+  mountPath: {{ .Values.scratch.mountPath }}
 {{- end -}}
 
 {{- define "churn.volumes" -}}
-- name: data
-  persistentVolumeClaim:
-    claimName: {{ include "churn.pvcName" . }}
 - name: tmp
   emptyDir:
     sizeLimit: {{ .Values.tmpVolume.sizeLimit }}
+- name: scratch
+  emptyDir:
+    sizeLimit: {{ .Values.scratch.sizeLimit }}
 {{- end -}}
 
 {{/*
 A batch pod spec running a list of steps in order: every step but the last is an init container
 (init containers run one after another and a failing step stops the chain), the last step is the
-main container. Each step: (dict "name" "features-build" "args" (list "features" "build")).
-include "churn.jobPodSpec" (dict "root" . "image" "ml" "command" (list "churn") "steps" (list ...))
+main container. Each step names its image (a key of .Values.image) and command:
+(dict "name" "score" "image" "ml" "command" (list "churn") "args" (list "score"))
+include "churn.jobPodSpec" (dict "root" . "steps" (list ...))
 */}}
 {{- define "churn.jobPodSpec" -}}
 {{- $root := .root -}}
@@ -136,14 +166,14 @@ initContainers:
 {{- range $i, $step := $steps }}
 {{- if lt (add1 $i) $n }}
   - name: {{ $step.name }}
-    {{- include "churn.jobContainer" (dict "root" $root "image" $.image "command" $.command "args" $step.args) | nindent 4 }}
+    {{- include "churn.jobContainer" (dict "root" $root "step" $step) | nindent 4 }}
 {{- end }}
 {{- end }}
 {{- end }}
 containers:
   {{- $main := last $steps }}
   - name: {{ $main.name }}
-    {{- include "churn.jobContainer" (dict "root" $root "image" .image "command" .command "args" $main.args) | nindent 4 }}
+    {{- include "churn.jobContainer" (dict "root" $root "step" $main) | nindent 4 }}
 volumes:
   {{- include "churn.volumes" $root | nindent 2 }}
 {{- with $root.Values.jobs.nodeSelector }}
@@ -162,12 +192,13 @@ affinity:
 
 {{- define "churn.jobContainer" -}}
 {{- $root := .root -}}
-image: {{ include "churn.image" (list $root .image) }}
+{{- $step := .step -}}
+image: {{ include "churn.image" (list $root $step.image) }}
 imagePullPolicy: {{ $root.Values.image.pullPolicy }}
 command:
-  {{- toYaml .command | nindent 2 }}
+  {{- toYaml $step.command | nindent 2 }}
 args:
-  {{- toYaml .args | nindent 2 }}
+  {{- toYaml $step.args | nindent 2 }}
 {{- include "churn.env" $root | nindent 0 }}
 resources:
   {{- toYaml $root.Values.jobs.resources | nindent 2 }}
