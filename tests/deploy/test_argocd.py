@@ -73,3 +73,15 @@ def test_application_renders(app: str) -> None:
         group = doc["apiVersion"].rsplit("/", 1)[0] if "/" in doc["apiVersion"] else ""
         assert (group, doc["kind"]) in allowed, f"{doc['kind']} ({group}) not whitelisted in the AppProject"
     assert yaml.safe_load((chart / value_files[-1]).read_text())["image"]["tag"]
+
+
+@pytest.mark.parametrize("app", ["churn-platform-staging", "churn-platform-production"])
+def test_one_shot_jobs_are_never_patched_or_replaced(app: str) -> None:
+    """The demo seed is a plain Job that must run once: Argo CD must neither patch a live Job's
+    (immutable) pod template nor delete and recreate it on a later sync."""
+    spec = _apps()[app]["spec"]
+    ignored = [d for d in spec.get("ignoreDifferences", []) if d.get("group") == "batch" and d.get("kind") == "Job"]
+    assert any("/spec" in d.get("jsonPointers", []) for d in ignored), "Jobs' spec differences are not ignored"
+    options = spec["syncPolicy"].get("syncOptions", [])
+    assert "RespectIgnoreDifferences=true" in options, "without it a sync still applies the ignored Job spec"
+    assert not [o for o in options if o.startswith(("Replace=true", "Force=true"))]

@@ -58,12 +58,12 @@ CASES: dict[str, list[str]] = {
     "all-features": [
         "--set",
         "redis.enabled=true,metrics.serviceMonitor.enabled=true,metrics.prometheusRule.enabled=true,"
-        "seed.generateData.enabled=true,networkPolicy.enabled=true,dashboards.enabled=true",
+        "demo.enabled=true,networkPolicy.enabled=true,dashboards.enabled=true",
     ],
     "minimal": [
         "--set",
         "autoscaling.enabled=false,podDisruptionBudget.enabled=false,networkPolicy.enabled=false,"
-        "seed.enabled=false,dashboards.enabled=false,storage.bucket=acme-ml,storage.prefix=/churn/eu/,"
+        "demo.enabled=false,dashboards.enabled=false,storage.bucket=acme-ml,storage.prefix=/churn/eu/,"
         "storage.endpointUrl=https://s3.eu-central-1.example.com,storage.region=eu-central-1",
     ],
 }

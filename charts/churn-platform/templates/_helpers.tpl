@@ -208,13 +208,6 @@ volumeMounts:
   {{- include "churn.volumeMounts" $root | nindent 2 }}
 {{- end -}}
 
-{{/* Job spec fields shared by the seed Job and the CronJobs' jobTemplate. */}}
-{{- define "churn.jobSpecFields" -}}
-backoffLimit: {{ .Values.jobs.backoffLimit }}
-activeDeadlineSeconds: {{ .Values.jobs.activeDeadlineSeconds }}
-ttlSecondsAfterFinished: {{ .Values.jobs.ttlSecondsAfterFinished }}
-{{- end -}}
-
 {{/* NetworkPolicy egress shared by the API and the jobs: DNS, Redis, extraEgress. */}}
 {{- define "churn.egressRules" -}}
 # DNS
