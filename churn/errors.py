@@ -14,6 +14,10 @@ class ChurnError(Exception):
     exit_code = 1
 
 
+class SettingsError(ChurnError, ValueError):
+    """A ``CHURN_*`` setting has a value the platform cannot use (names the accepted forms)."""
+
+
 # --- data --------------------------------------------------------------------------------------
 class DataError(ChurnError):
     """Input data breaks a contract (schema, gates, missing partitions)."""

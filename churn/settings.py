@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 from dataclasses import dataclass, field, fields
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal, get_args, get_type_hints
-from urllib.parse import urlparse
+from urllib.parse import quote, unquote, urlparse
 
+from churn.errors import SettingsError
 from churn.layout import DataLayout
 
 PREFIX = "CHURN_"
@@ -38,6 +40,81 @@ def _default_data_dir() -> Path:
 
 
 OnlineStore = Literal["sqlite", "redis"]
+
+REDIS_URL_FORMS = (
+    "redis://[[user]:password@]host[:port][/db]",
+    "rediss://... (TLS)",
+    "host:port",
+    "host:port,db=N[,username=U][,password=P][,ssl=true]",
+)
+"""What ``CHURN_REDIS_URL`` accepts: redis-py's URLs and Feast's own connection strings."""
+_HOST_PORT = re.compile(r"^(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(?P<port>\d{1,5})$")
+_FEAST_OPTIONS = ("db", "username", "password", "ssl")
+_TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
+
+
+def _redacted(value: str) -> str:
+    """``value`` with any password replaced by ``***`` (error messages end up in logs)."""
+    value = re.sub(r"(?i)(password=)[^,]*", r"\1***", value)
+    return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:/@]*:)[^@]*@", r"\1***@", value)
+
+
+def _bad_redis_url(value: str, why: str) -> SettingsError:
+    forms = "; ".join(REDIS_URL_FORMS)
+    return SettingsError(f"{PREFIX}REDIS_URL {_redacted(value)!r}: {why}; expected one of: {forms}")
+
+
+def normalise_redis_url(value: str) -> str:
+    """Any accepted Redis address as a ``redis://`` or ``rediss://`` URL (the one form used inside).
+
+    ``host:port`` and Feast's ``host:port,db=N,password=...,ssl=true`` are rewritten to the URL they
+    mean (user name and password percent-encoded); URLs are checked and kept as given. Anything else
+    raises :class:`~churn.errors.SettingsError` naming the accepted forms.
+    """
+    text = value.strip()
+    if "://" in text:
+        u = urlparse(text)
+        if u.scheme.lower() not in ("redis", "rediss"):
+            raise _bad_redis_url(value, f"unsupported scheme {u.scheme!r}")
+        try:
+            port = u.port
+        except ValueError:
+            raise _bad_redis_url(value, "the port is not a number") from None
+        if not u.hostname:
+            raise _bad_redis_url(value, "no host")
+        if port is not None and not 0 < port < 65536:
+            raise _bad_redis_url(value, f"port {port} out of range")
+        db = u.path.strip("/")
+        if db and not db.isdigit():
+            raise _bad_redis_url(value, f"the database {db!r} is not a number")
+        return text
+    head, *options = text.split(",")
+    m = _HOST_PORT.match(head.strip())
+    if not m:
+        raise _bad_redis_url(value, "not a URL and not host:port")
+    host, port = m.group("host"), int(m.group("port"))
+    if not 0 < port < 65536:
+        raise _bad_redis_url(value, f"port {port} out of range")
+    opts: dict[str, str] = {}
+    for item in options:
+        key, sep, val = item.partition("=")
+        key = key.strip().lower()
+        if not sep or key not in _FEAST_OPTIONS:
+            raise _bad_redis_url(value, f"unknown option {item.strip()!r} (known: {', '.join(_FEAST_OPTIONS)})")
+        opts[key] = val if key in ("username", "password") else val.strip()
+    db = opts.get("db", "0")
+    if not db.isdigit():
+        raise _bad_redis_url(value, f"db={db!r} is not a number")
+    ssl = opts.get("ssl", "false").lower()
+    if ssl not in _TRUE | _FALSE:
+        raise _bad_redis_url(value, f"ssl={ssl!r} is not true or false")
+    auth = ""
+    if "username" in opts or "password" in opts:
+        auth = quote(opts.get("username", ""), safe="")
+        if "password" in opts:
+            auth += ":" + quote(opts["password"], safe="")
+        auth += "@"
+    return f"{'rediss' if ssl in _TRUE else 'redis'}://{auth}{host}:{port}/{int(db)}"
 
 
 @dataclass(frozen=True)
@@ -65,6 +142,8 @@ class Settings:
     online_store: OnlineStore = "sqlite"
     """``sqlite`` (embedded default) or ``redis`` (production)."""
     redis_url: str = "redis://127.0.0.1:6379/0"
+    """``redis://``/``rediss://`` URL, ``host:port`` or Feast's ``host:port,db=N,password=...,ssl=true``;
+    always held as a URL (:func:`normalise_redis_url`), anything else is refused here."""
     feast_registry_url: str = ""
     """Empty: file registry under the data dir. ``postgresql+psycopg://...``: Feast SQL registry."""
     feature_service: str = "churn_v2"
@@ -149,6 +228,10 @@ class Settings:
     max_model_age_days: int = 7
     performance_drop_margin: float = 0.05
 
+    def __post_init__(self) -> None:
+        # The one place a Redis address is parsed: everything downstream sees a redis(s):// URL.
+        object.__setattr__(self, "redis_url", normalise_redis_url(self.redis_url))
+
     # --- derived paths (the map itself is churn.layout; these forward to it) ------------
     @property
     def layout(self) -> DataLayout:
@@ -203,11 +286,13 @@ class Settings:
         """Feast's Redis store wants ``host:port,db=N,password=...`` rather than a URL."""
         u = urlparse(self.redis_url)
         parts = [f"{u.hostname or '127.0.0.1'}:{u.port or 6379}"]
-        db = (u.path or "/0").lstrip("/") or "0"
+        db = (u.path or "/0").strip("/") or "0"
         parts.append(f"db={db}")
+        if u.username:
+            parts.append(f"username={unquote(u.username)}")
         if u.password:
-            parts.append(f"password={u.password}")
-        if u.scheme == "rediss":
+            parts.append(f"password={unquote(u.password)}")
+        if u.scheme.lower() == "rediss":
             parts.append("ssl=true")
         return ",".join(parts)
 

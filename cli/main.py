@@ -34,6 +34,28 @@ _COMMAND_MODULES: list[tuple[str, str | None]] = [
     ("cli.commands.demo", None),
 ]
 
+
+@app.callback()
+def _settings_first() -> None:
+    # Settings are read before any command runs, so a bad CHURN_* value (e.g. an unusable
+    # CHURN_REDIS_URL) is one clear line and exit 1, not a traceback from inside the command.
+    import sys
+
+    from churn.settings import get_settings
+
+    if "--help" in sys.argv[1:]:  # help needs no settings
+        return
+    try:
+        get_settings()
+    except ValueError as exc:  # SettingsError, or a CHURN_* value of the wrong type
+        from rich.markup import escape
+
+        from churn.console import console
+
+        console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(getattr(exc, "exit_code", 1)) from None
+
+
 for _module_name, _group in _COMMAND_MODULES:
     try:
         _module = importlib.import_module(_module_name)
