@@ -12,17 +12,22 @@ from rich.markup import escape
 from churn.console import console
 from churn.errors import ChurnError
 
-__all__ = ["ChurnError", "parse_date", "user_errors"]
+__all__ = ["DATE_KEYWORDS", "ChurnError", "parse_date", "user_errors"]
+
+
+DATE_KEYWORDS = {"today": 0, "yesterday": 1}
+"""Words ``--date`` accepts besides ``YYYY-MM-DD``: days before today's UTC date."""
 
 
 def parse_date(value: str | None) -> dt.date:
-    """``YYYY-MM-DD``; ``None`` or ``today`` means today's UTC date."""
-    if value is None or value == "today":
-        return dt.datetime.now(dt.UTC).date()
+    """``YYYY-MM-DD``, ``today`` or ``yesterday`` (UTC); ``None`` means today."""
+    word = "today" if value is None else value.strip().lower()
+    if word in DATE_KEYWORDS:
+        return dt.datetime.now(dt.UTC).date() - dt.timedelta(days=DATE_KEYWORDS[word])
     try:
-        return dt.date.fromisoformat(value)
+        return dt.date.fromisoformat(word)
     except ValueError as exc:
-        raise typer.BadParameter(f"expected YYYY-MM-DD, got {value!r}") from exc
+        raise typer.BadParameter(f"expected YYYY-MM-DD, today or yesterday, got {value!r}") from exc
 
 
 @contextlib.contextmanager

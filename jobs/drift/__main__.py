@@ -20,13 +20,18 @@ EXIT_ERROR = 1
 EXIT_DRIFT = 3
 
 
+DATE_KEYWORDS = {"today": 0, "yesterday": 1}
+"""Words ``--date`` accepts besides ``YYYY-MM-DD``: days before today's UTC date (as ``churn``)."""
+
+
 def _date(value: str) -> dt.date:
-    if value == "today":
-        return dt.datetime.now(dt.UTC).date()
+    word = value.strip().lower()
+    if word in DATE_KEYWORDS:
+        return dt.datetime.now(dt.UTC).date() - dt.timedelta(days=DATE_KEYWORDS[word])
     try:
-        return dt.date.fromisoformat(value)
+        return dt.date.fromisoformat(word)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected YYYY-MM-DD, got {value!r}") from None
+        raise argparse.ArgumentTypeError(f"expected YYYY-MM-DD, today or yesterday, got {value!r}") from None
 
 
 class _Parser(argparse.ArgumentParser):
@@ -40,7 +45,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="python -m jobs.drift",
         description="Compare a day's scored features with the production model's reference sample.",
     )
-    p.add_argument("--date", type=_date, default=None, help="scoring date YYYY-MM-DD (default: today UTC)")
+    p.add_argument(
+        "--date", type=_date, default=None, help="scoring date YYYY-MM-DD, today or yesterday (default: today UTC)"
+    )
     p.add_argument("--exit-zero", action="store_true", help="exit 0 even when drift is detected")
     args = p.parse_args(argv)
     if args.date is None:
