@@ -30,6 +30,10 @@ DRIFT_REPORT_JSON = "report.json"
 DRIFT_REPORT_HTML = "report.html"
 DRIFT_METRICS = "metrics.prom"
 SCORING_METRICS = "metrics.prom"
+DAILY_METRICS = "metrics.prom"
+# The landing prefix: what upstream delivers, one folder per table and delivery day.
+LANDING_TABLES = ("events", "payments", "users")
+LANDING_IMPORTED = "_imported"
 
 
 def partition_name(day: dt.date) -> str:
@@ -90,6 +94,23 @@ class DataLayout:
     @property
     def quarantine_dir(self) -> Path:
         return self.data_dir / "quarantine"
+
+    # --- landing (deliveries waiting to be imported) --------------------------------------------
+    @property
+    def landing_dir(self) -> Path:
+        return self.data_dir / "landing"
+
+    def landing_table(self, table: str) -> Path:
+        """``landing/<table>/``, holding one ``date=D`` folder per delivery day."""
+        return self.landing_dir / table
+
+    def landing(self, table: str, day: dt.date) -> Path:
+        """``landing/<table>/date=D/``: the files delivered for the daily run of ``day``."""
+        return partition_dir(self.landing_table(table), day)
+
+    def landing_manifest(self, day: dt.date) -> Path:
+        """What was imported from day D's landing folders (``landing/_imported/date=D.json``)."""
+        return self.landing_dir / LANDING_IMPORTED / f"{partition_name(day)}.json"
 
     # --- features ------------------------------------------------------------------------------
     @property
@@ -172,6 +193,20 @@ class DataLayout:
     @property
     def monitor_latest(self) -> Path:
         return self.monitor_dir / "latest.json"
+
+    @property
+    def daily_dir(self) -> Path:
+        return self.data_dir / "daily"
+
+    @property
+    def daily_metrics(self) -> Path:
+        """The daily run's step metrics as a Prometheus textfile (when no Pushgateway is set)."""
+        return self.daily_dir / DAILY_METRICS
+
+    @property
+    def daily_state(self) -> Path:
+        """Each daily step's last outcome, kept so every push and textfile carries every step."""
+        return self.daily_dir / "steps.json"
 
     @property
     def prediction_log_dir(self) -> Path:

@@ -160,6 +160,13 @@ class Settings:
     """Batch scoring covers users active within this many days of the scoring date."""
     freshness_max_hours: int = 48
     """Validation: newest event may be at most this old relative to the batch's end (0 disables)."""
+    landing_quarantine: bool = False
+    """``churn daily``'s ingest step: keep a landing batch's good rows and set bad ones aside (as
+    ``churn data import --quarantine``) instead of rejecting the whole day."""
+    landing_event_map: str = ""
+    """The ingest step's ``--event-map`` (inline ``source=canonical,...`` or a YAML/CSV file)."""
+    landing_unmapped: Literal["refuse", "activity"] = "refuse"
+    """The ingest step's ``--unmapped``: event types neither mapped nor canonical."""
 
     # --- training & registry -----------------------------------------------------------
     seed: int = 42

@@ -127,6 +127,62 @@ def import_cmd(
         r.wrote.append(str(settings.raw_dir))
 
 
+@app.command("ingest-landing")
+def ingest_landing_cmd(
+    date: Annotated[
+        str | None,
+        typer.Option(help="Delivery day: imports landing/<table>/date=D/ (YYYY-MM-DD, today, yesterday)."),
+    ] = None,
+    quarantine: Annotated[
+        bool | None,
+        typer.Option(
+            "--quarantine/--no-quarantine",
+            help="Keep good rows, set bad rows aside with their reason (default: CHURN_LANDING_QUARANTINE).",
+        ),
+    ] = None,
+    event_map: Annotated[
+        str | None,
+        typer.Option(
+            "--event-map",
+            metavar="SPEC",
+            help="As for `data import` (default: CHURN_LANDING_EVENT_MAP).",
+        ),
+    ] = None,
+    unmapped: Annotated[
+        str | None,
+        typer.Option(metavar="refuse|activity", help="As for `data import` (default: CHURN_LANDING_UNMAPPED)."),
+    ] = None,
+    infer_users: Annotated[
+        bool,
+        typer.Option(help="As for `data import`: create unknown users from their first event or payment."),
+    ] = True,
+) -> None:
+    """Import the day's landing files not imported yet (events required; payments, users optional)."""
+    from churn.errors import IngestError
+    from jobs.landing import ingest_landing
+
+    settings = get_settings()
+    day = parse_date(date)
+    with user_errors(), step("data ingest-landing") as r:
+        try:
+            res = ingest_landing(
+                settings,
+                day,
+                quarantine=quarantine,
+                event_map=event_map,
+                unmapped=unmapped,
+                infer_users=infer_users,
+            )
+        except IngestError as exc:
+            raise _reject(exc) from exc
+        for report in res.reports:
+            console.print(report, markup=False, soft_wrap=True)
+        r.extra["result"] = res.summary()
+        r.wrote += res.quarantine_dirs
+        if res.imported:
+            r.wrote += [str(settings.raw_dir), str(settings.layout.landing_manifest(day))]
+
+
 @app.command("validate")
 def validate_cmd() -> None:
     """Re-run every validation gate over the stored raw data; non-zero exit if any fails."""
