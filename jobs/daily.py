@@ -1,10 +1,13 @@
-"""The daily loop, run locally in order (``churn daily --date D``).
+"""The daily loop, run locally in order (``churn daily --date D [--from STEP] [--to STEP]``).
 
-build features (up to D) → feast apply (idempotent) → materialize (up to D) → score D → drift D
-→ retrain if needed → housekeeping (prediction-log retention, stale temp files). Each step prints
-its own one-line summary; the loop stops at the first failing step (non-zero exit) so later steps
-never run on stale or half-built inputs. Drift runs with exit-zero semantics: detected drift is a
-verdict for the retrain step, not a failure.
+ingest D's landing files (skipped when the data dir has no ``landing/`` prefix) → build features
+(up to D) → feast apply (idempotent) → materialize (up to D) → score D → drift D → retrain if
+needed → housekeeping (prediction-log retention, stale temp files). Each step prints its own
+one-line summary; the loop stops at the first failing step (non-zero exit) so later steps never run
+on stale or half-built inputs: with a landing prefix, D's events not having arrived stops it at
+``ingest``. Drift runs with exit-zero semantics: detected drift is a verdict for the retrain step,
+not a failure. ``first``/``last`` run a contiguous part of the chain. After the run (success or
+failure) the steps' metrics are published once (:mod:`jobs.daily_metrics`).
 """
 
 from __future__ import annotations
@@ -31,9 +34,19 @@ class DailyResult:
     date: dt.date
     steps: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    metrics: str = ""
+    """Where the step metrics went (pushed, textfile, or a failed push)."""
 
     def summary(self) -> str:
         return f"daily loop for {self.date}: {len(self.steps)} steps ok ({' → '.join(self.steps)})"
+
+
+def ingest_step(settings: Settings, date: dt.date) -> str:
+    from jobs.landing import ingest_landing
+
+    if not settings.layout.landing_dir.exists():  # a site importing by hand (churn data import)
+        return "no landing prefix; skipped"
+    return ingest_landing(settings, date).summary()
 
 
 def build_step(settings: Settings, date: dt.date) -> str:
@@ -75,9 +88,7 @@ def drift_step(settings: Settings, date: dt.date) -> str:
     except (OSError, ValueError):
         latest = {}
     detected = bool(latest.get("drift_detected")) if latest.get("date") == date.isoformat() else None
-    verdict = {True: "drift detected", False: "no drift", None: "verdict not recorded for this date"}[
-        detected
-    ]
+    verdict = {True: "drift detected", False: "no drift", None: "verdict not recorded for this date"}[detected]
     return f"drift {date}: {verdict}"
 
 
@@ -94,6 +105,7 @@ def housekeeping_step(settings: Settings, date: dt.date) -> str:
 
 
 STEPS: list[tuple[str, Callable[[Settings, dt.date], str]]] = [
+    ("ingest", ingest_step),
     ("build", build_step),
     ("apply", apply_step),
     ("materialize", materialize_step),
@@ -104,23 +116,53 @@ STEPS: list[tuple[str, Callable[[Settings, dt.date], str]]] = [
 ]
 
 
-def daily(settings: Settings, date: dt.date) -> DailyResult:
-    """Run every step for ``date``; raise :class:`DailyError` naming the first step that fails."""
+STEP_NAMES: list[str] = [name for name, _ in STEPS]
+
+
+def select_steps(first: str | None = None, last: str | None = None) -> list[int]:
+    """Indexes into :data:`STEPS` from ``first`` to ``last`` (inclusive; default the whole chain)."""
+    order = " → ".join(STEP_NAMES)
+    for option, name in (("--from", first), ("--to", last)):
+        if name is not None and name not in STEP_NAMES:
+            raise DailyError(f"{option} {name!r}: no such daily step; the steps are, in order: {order}")
+    start = STEP_NAMES.index(first) if first is not None else 0
+    stop = STEP_NAMES.index(last) if last is not None else len(STEPS) - 1
+    if start > stop:
+        raise DailyError(f"--from {first} comes after --to {last}; the steps run in this order: {order}")
+    return list(range(start, stop + 1))
+
+
+def daily(settings: Settings, date: dt.date, first: str | None = None, last: str | None = None) -> DailyResult:
+    """Run the steps ``first``..``last`` (default all) for ``date``; raise :class:`DailyError` naming
+    the first step that fails. Step metrics are published once at the end, success or failure."""
+    from jobs.daily_metrics import DailyMetrics
+
+    selected = select_steps(first, last)  # a bad name fails before anything runs or is published
     t0 = time.perf_counter()
     result = DailyResult(date)
-    for i, (name, fn) in enumerate(STEPS, 1):
-        failure: str | None = None
-        with step(f"daily {i}/{len(STEPS)} {name}") as r:  # the failing step still prints its line
-            try:
-                r.extra["result"] = fn(settings, date)
-            except ChurnError as exc:
-                failure = str(exc)
-            except Exception as exc:  # a bug or an unexpected library error: still name the step
-                failure = f"{type(exc).__name__}: {exc}"
+    metrics = DailyMetrics(settings)
+    try:
+        for i in selected:
+            name, fn = STEPS[i]
+            failure: str | None = None
+            started = time.perf_counter()
+            with step(f"daily {i + 1}/{len(STEPS)} {name}") as r:  # the failing step still prints its line
+                try:
+                    r.extra["result"] = fn(settings, date)
+                except ChurnError as exc:
+                    failure = str(exc)
+                except Exception as exc:  # a bug or an unexpected library error: still name the step
+                    failure = f"{type(exc).__name__}: {exc}"
+                if failure is not None:
+                    r.extra["FAILED"] = failure
+            metrics.record_step(name, time.perf_counter() - started, ok=failure is None)
+            if name == "ingest" and settings.layout.landing_dir.exists():
+                metrics.record_landing(date)
             if failure is not None:
-                r.extra["FAILED"] = failure
-        if failure is not None:
-            raise DailyError(f"daily loop stopped at step {name!r}: {failure}")
-        result.steps.append(name)
+                raise DailyError(f"daily loop stopped at step {name!r}: {failure}")
+            result.steps.append(name)
+    finally:
+        result.metrics = metrics.publish()
+        print(result.metrics, flush=True)
     result.seconds = time.perf_counter() - t0
     return result

@@ -17,7 +17,8 @@ from cli.options import parse_date, user_errors
 app = typer.Typer()
 
 DateOption = Annotated[
-    str | None, typer.Option("--date", help="Day to process (YYYY-MM-DD); default today (UTC).")
+    str | None,
+    typer.Option("--date", help="Day to process: YYYY-MM-DD, today or yesterday (UTC); default today."),
 ]
 
 
@@ -97,12 +98,22 @@ def retrain_cmd(
 
 
 @app.command("daily")
-def daily_cmd(date: DateOption = None) -> None:
-    """The daily loop: build → apply → materialize → score → drift → retrain-if-needed."""
+def daily_cmd(
+    date: DateOption = None,
+    first: Annotated[
+        str | None,
+        typer.Option("--from", metavar="STEP", help="Start at this step (default: ingest, the first)."),
+    ] = None,
+    last: Annotated[
+        str | None,
+        typer.Option("--to", metavar="STEP", help="Stop after this step (default: housekeeping, the last)."),
+    ] = None,
+) -> None:
+    """The daily loop: ingest → build → apply → materialize → score → drift → retrain-if-needed → housekeeping."""
     from jobs.daily import daily
 
     settings = get_settings()
     day = parse_date(date)
     with user_errors(), step("daily") as r:
-        res = daily(settings, day)
+        res = daily(settings, day, first=first, last=last)
         r.extra["result"] = res.summary()

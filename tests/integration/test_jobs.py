@@ -261,8 +261,11 @@ def test_daily_end_to_end(store: Settings) -> None:
     require_drift_env(store)
     proc = run_cli(store, "daily", "--date", LAST_DAY.isoformat())
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    for i, name in enumerate(["build", "apply", "materialize", "score", "drift", "retrain", "housekeeping"], 1):
-        assert f"daily {i}/7 {name}:" in proc.stdout
+    steps = ["ingest", "build", "apply", "materialize", "score", "drift", "retrain", "housekeeping"]
+    for i, name in enumerate(steps, 1):
+        assert f"daily {i}/8 {name}:" in proc.stdout
+    assert "daily 1/8 ingest: result=no landing prefix; skipped" in proc.stdout  # a site importing by hand
+    assert f"daily metrics: wrote {store.layout.daily_metrics}" in proc.stdout
     assert (store.predictions_dir / f"date={LAST_DAY}" / "predictions.csv").exists()
     assert json.loads((store.drift_dir / "latest.json").read_text())["date"] == str(LAST_DAY)
     assert proc.stdout.strip().splitlines()[-1].startswith("daily:")

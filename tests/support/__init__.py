@@ -10,7 +10,8 @@ each other (enforced by tests/unit/test_test_layout.py).
                                  ``snapshot()``, ``tmp_leftovers()``
 - :mod:`tests.support.metrics`   ``metrics_of()``, ``metric()`` (Prometheus text scraping)
 - :mod:`tests.support.servers`   ``free_port()``, ``port_open()``, ``create()``, ``live_server()``,
-                                 ``RedisProcess``, ``reachable_redis()`` (integration tests only)
+                                 ``RedisProcess``, ``reachable_redis()``, ``http_receiver()``
+                                 (integration tests only)
 - :mod:`tests.support.tools`     subprocess runners: ``run()``, ``run_cli()``/``cli_env()``/``CHURN``,
                                  Helm: ``helm_template()``, ``render_cases()``, ``Rendered``, ``CASES``...
                                  (integration and deploy tests only)

@@ -1,5 +1,6 @@
-"""Servers for integration tests: the API under a real uvicorn on a free loopback port, and Redis
-(the shared one at 127.0.0.1:6379 or a throw-away ``redis-server``). Unit tests must not use this."""
+"""Servers for integration tests: the API under a real uvicorn on a free loopback port, Redis
+(the shared one at 127.0.0.1:6379 or a throw-away ``redis-server``) and an HTTP receiver standing in
+for the Pushgateway. Unit tests must not use this."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -130,3 +132,45 @@ def reachable_redis() -> Iterator[str]:
         yield server.url
     finally:
         server.stop()
+
+
+@dataclass
+class Received:
+    """One request an :func:`http_receiver` got."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+@contextlib.contextmanager
+def http_receiver(status: int = 200) -> Iterator[tuple[str, list[Received]]]:
+    """A tiny HTTP server on a free 127.0.0.1 port (a thread) that records every PUT/POST/DELETE and
+    answers ``status``: a stand-in Pushgateway. Yields (``host:port``, the list requests land in)."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    received: list[Received] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def _record(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            received.append(Received(self.command, self.path, dict(self.headers.items()), body))
+            self.send_response(status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_PUT = do_POST = do_DELETE = _record
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - keep test output quiet
+            pass
+
+    server = ThreadingHTTPServer((HOST, 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, name="http-receiver", daemon=True)
+    thread.start()
+    try:
+        yield f"{HOST}:{server.server_address[1]}", received
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)

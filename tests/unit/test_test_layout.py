@@ -184,8 +184,11 @@ def test_the_checks_see_violations() -> None:
         "concurrent.futures.ProcessPoolExecutor",
         "os.system",
     }
-    # ... and through tests.support: servers.py imports uvicorn and subprocess; sites.py nothing
+    # ... and through tests.support: servers.py imports uvicorn, subprocess and http.server; sites.py nothing
     assert {(where, what) for where, _, what in found if where != "probe"} == {
         ("tests/support/servers.py", "uvicorn"),
         ("tests/support/servers.py", "subprocess"),
+        ("tests/support/servers.py", "http.server"),
+        ("tests/support/servers.py", "http.server.BaseHTTPRequestHandler"),
+        ("tests/support/servers.py", "http.server.ThreadingHTTPServer"),
     }
