@@ -146,7 +146,8 @@ def test_skip_k8s_40_only_redis_runs_below_uid_10000(rendered: dict[str, Rendere
 
 
 def test_skip_k8s_43_15_images_are_tagged(rendered: dict[str, Rendered]) -> None:
-    version_tag = re.compile(r"\d+(\.\d+)+(-[a-z0-9.]+)?")
+    # Immutable release tags: 1.2.3(-suffix), v1.2.3, and MinIO's RELEASE.<UTC timestamp>.
+    version_tag = re.compile(r"v?\d+(\.\d+)+(-[a-z0-9.]+)?|RELEASE\.\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}Z")
     for case in SCANNED_CASES:
         for obj, pod in rendered[case].workloads():
             for c in containers(pod):

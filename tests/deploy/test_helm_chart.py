@@ -351,6 +351,53 @@ def test_jobs_run_the_contract_commands(rendered: dict[str, Rendered], case: str
     ]
 
 
+@pytest.mark.parametrize("case", list(CASES))
+def test_minio_for_staging_only(rendered: dict[str, Rendered], case: str) -> None:
+    """The optional MinIO: one pod on its own claim, the churn pods' S3 endpoint, the Secret's S3
+    keys as its root credentials, and a one-shot Job creating storage.bucket."""
+    r = rendered[case]
+    components = [d["metadata"]["labels"].get("app.kubernetes.io/component", "") for d in r.docs]
+    minio_objs = [c for c in components if c.startswith("minio")]
+    if case not in {"staging", "all-features"}:
+        assert not minio_objs, "MinIO is staging-only"
+        return
+    values = values_for(case if case in VALUES_FILES else "default")
+    storage, cfg = values["storage"], _config(r)
+    dep = r.one("Deployment", "churn-platform-minio")
+    svc = r.one("Service", "churn-platform-minio")
+    pvc = r.one("PersistentVolumeClaim", "churn-platform-minio")
+    assert dep["spec"]["replicas"] == 1 and dep["spec"]["strategy"]["type"] == "Recreate"
+    assert pvc["spec"]["accessModes"] == ["ReadWriteOnce"]
+    pod = dep["spec"]["template"]["spec"]
+    assert {v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v} == {
+        pvc["metadata"]["name"]
+    }
+    assert svc["spec"]["selector"].items() <= dep["spec"]["template"]["metadata"]["labels"].items()
+    port = svc["spec"]["ports"][0]["port"]
+    assert cfg["CHURN_S3_ENDPOINT_URL"] == f"http://{svc['metadata']['name']}:{port}"
+    (minio,) = pod["containers"]
+    assert minio["image"].startswith(values["minio"]["image"]["repository"] + ":")
+    env = {e["name"]: e.get("value", e.get("valueFrom")) for e in minio["env"]}
+    for var, key in (("MINIO_ROOT_USER", "AWS_ACCESS_KEY_ID"), ("MINIO_ROOT_PASSWORD", "AWS_SECRET_ACCESS_KEY")):
+        ref = env[var]["secretKeyRef"]
+        assert ref["name"] == values["existingSecret"] and ref["key"] == key and not ref.get("optional")
+    assert env["MINIO_SITE_REGION"] == cfg["AWS_REGION"] == storage["region"]
+    assert minio["readinessProbe"]["httpGet"]["path"] == "/minio/health/ready"
+
+    (job,) = [j for j in r.of_kind("Job") if j["metadata"]["labels"]["app.kubernetes.io/component"] == "minio-bucket"]
+    assert job["metadata"]["name"] == "churn-platform-minio-bucket"
+    ann = job["metadata"].get("annotations", {})
+    assert not [a for a in ann if "hook" in a] and "ttlSecondsAfterFinished" not in job["spec"]
+    assert job["spec"]["backoffLimit"] >= 5, "retries must outlast MinIO's start"
+    (mc,) = job["spec"]["template"]["spec"]["containers"]
+    assert mc["command"] == ["mc"] and mc["args"][-1] == f"local/{storage['bucket']}"
+    assert "mb" in mc["args"] and "--ignore-existing" in mc["args"]
+    mc_env = {e["name"]: e.get("value") for e in mc["env"]}
+    assert mc_env["MC_HOST_local"] == f"http://$(MINIO_USER):$(MINIO_PASSWORD)@{svc['metadata']['name']}:{port}"
+    names = [e["name"] for e in mc["env"]]
+    assert names.index("MINIO_USER") < names.index("MC_HOST_local") > names.index("MINIO_PASSWORD")
+
+
 def _invocations(rendered: dict[str, Rendered]) -> tuple[set[tuple[str, ...]], set[tuple[str, ...]]]:
     """(churn argument lists, drift argument lists) used anywhere in any rendering."""
     churn, drift = set(), set()
@@ -437,46 +484,85 @@ def test_commands_exist_in_the_cli(rendered: dict[str, Rendered]) -> None:
     assert not failures, "\n".join(failures)
 
 
-@pytest.mark.parametrize("case", ["default", "all-features", "production"])
+def _pod_labels(obj: dict) -> dict[str, str]:
+    tmpl = obj["spec"]["template"] if obj["kind"] != "CronJob" else obj["spec"]["jobTemplate"]["spec"]["template"]
+    return tmpl["metadata"]["labels"]
+
+
+def _selects(selector: dict, labels: dict[str, str]) -> bool:
+    """A label selector (matchLabels + In/NotIn/Exists matchExpressions) matches the labels."""
+    if not selector.get("matchLabels", {}).items() <= labels.items():
+        return False
+    for e in selector.get("matchExpressions", []):
+        present, value = e["key"] in labels, labels.get(e["key"])
+        ok = {
+            "In": present and value in e.get("values", []),
+            "NotIn": not present or value not in e.get("values", []),
+            "Exists": present,
+            "DoesNotExist": not present,
+        }[e["operator"]]
+        if not ok:
+            return False
+    return True
+
+
+def _ports(rule: dict) -> set[tuple[int, str]]:
+    return {(p["port"], p["protocol"]) for p in rule["ports"]}
+
+
+@pytest.mark.parametrize("case", ["default", "staging", "all-features", "production"])
 def test_network_policies(rendered: dict[str, Rendered], case: str) -> None:
     r = rendered[case]
+    values = values_for(case if case in VALUES_FILES else "default")
     pols = {p["metadata"]["name"]: p for p in r.of_kind("NetworkPolicy")}
-    api = next(
-        p
+    by_component = {
+        p["spec"]["podSelector"]["matchLabels"].get("app.kubernetes.io/component"): p
         for p in pols.values()
-        if p["spec"]["podSelector"]["matchLabels"].get("app.kubernetes.io/component") == "api"
-    )
-    jobs = next(
-        p
-        for p in pols.values()
-        if p["spec"]["podSelector"]["matchLabels"].get("app.kubernetes.io/component") == "job"
-    )
+        if p["spec"]["podSelector"]["matchLabels"].get("app.kubernetes.io/name") == "churn-platform"
+    }
+    api, jobs = by_component["api"], by_component["job"]
     cfg = _config(r)
-    redis_port = values_for(case if case in VALUES_FILES else "default")["networkPolicy"]["redisPort"]
+    np = values["networkPolicy"]
+    redis_port = np["redisPort"]
+    minio_on = case in {"staging", "all-features"}
+    dns = {(53, "UDP"), (53, "TCP")}
+    storage = {(9000, "TCP")} if minio_on else {(p, "TCP") for p in np["objectStorage"]["ports"]}
+    assert (443, "TCP") in storage or minio_on
 
     # The API: ingress only on its port.
     assert set(api["spec"]["policyTypes"]) == {"Ingress", "Egress"}
     for rule in api["spec"]["ingress"]:
         assert rule["ports"] == [{"port": int(cfg["CHURN_PORT"]), "protocol": "TCP"}]
-    # Jobs: no ingress; API and jobs: egress only DNS + Redis.
+    # Jobs: no ingress. API and jobs: egress only to DNS, Redis and the object store.
     assert jobs["spec"]["ingress"] == [] and set(jobs["spec"]["policyTypes"]) == {"Ingress", "Egress"}
-    allowed = {(53, "UDP"), (53, "TCP"), (redis_port, "TCP")}
     for pol in (api, jobs):
-        for rule in pol["spec"]["egress"]:
-            assert {(p["port"], p["protocol"]) for p in rule["ports"]} <= allowed
-    # The policies select the real pods.
-    for obj, pod_spec in _churn_workloads(r):
-        del pod_spec
-        tmpl = (
-            obj["spec"]["template"]
-            if obj["kind"] != "CronJob"
-            else obj["spec"]["jobTemplate"]["spec"]["template"]
-        )
-        labels = tmpl["metadata"]["labels"]
-        selected = [
-            p for p in (api, jobs) if p["spec"]["podSelector"]["matchLabels"].items() <= labels.items()
-        ]
-        assert len(selected) == 1, f"{obj['metadata']['name']} must be selected by exactly one policy"
+        rules = pol["spec"]["egress"]
+        for rule in rules:
+            assert _ports(rule) <= dns | {(redis_port, "TCP")} | storage, rule
+        (store_rule,) = [rl for rl in rules if _ports(rl) == storage]
+        if minio_on:  # exactly the MinIO pod, nothing on the internet
+            minio = r.one("Deployment", "churn-platform-minio")
+            assert all(_selects(peer["podSelector"], _pod_labels(minio)) for peer in store_rule["to"])
+            assert not [rl for rl in rules if (443, "TCP") in _ports(rl)]
+        else:
+            assert store_rule.get("to", []) == np["objectStorage"]["to"]
+    # Every pod of the release (the vendored Redis has its own policy) is selected by exactly one.
+    for obj, _pod in r.workloads():
+        labels = _pod_labels(obj)
+        if labels.get("app.kubernetes.io/name") == "redis":
+            continue
+        selected = [n for n, p in pols.items() if _selects(p["spec"]["podSelector"], labels)]
+        assert len(selected) == 1, f"{obj['metadata']['name']} is selected by {selected}, not by exactly one policy"
+    if minio_on:
+        minio_pol = by_component["minio"]
+        assert minio_pol["spec"]["egress"] == []
+        (ingress,) = minio_pol["spec"]["ingress"]
+        assert _ports(ingress) == {(9000, "TCP")}
+        callers = {_pod_labels(o)["app.kubernetes.io/component"] for o, _ in r.workloads()
+                   if any(_selects(f["podSelector"], _pod_labels(o)) for f in ingress["from"])}
+        assert callers == {"api", "job", "minio-bucket"}
+    else:
+        assert "minio" not in by_component
     if case == "all-features":
         redis_pol = pols["churn-platform-redis"]
         assert redis_pol["spec"]["ingress"][0]["ports"] == [{"port": 6379, "protocol": "TCP"}]

@@ -77,9 +77,13 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | 
 {{- end -}}
 {{- end -}}
 
-{{/* CHURN_S3_ENDPOINT_URL: storage.endpointUrl; "" = AWS S3. */}}
+{{/* CHURN_S3_ENDPOINT_URL: storage.endpointUrl, else the in-chart MinIO when enabled, else "" (AWS). */}}
 {{- define "churn.s3EndpointUrl" -}}
+{{- if .Values.storage.endpointUrl -}}
 {{- .Values.storage.endpointUrl -}}
+{{- else if .Values.minio.enabled -}}
+{{- printf "http://%s:%v" (include "churn.nameWith" (list . "minio")) .Values.minio.port -}}
+{{- end -}}
 {{- end -}}
 
 {{/* Environment shared by every churn container -------------------------------------------- */}}
@@ -224,6 +228,28 @@ volumeMounts:
   to:
     {{- toYaml . | nindent 4 }}
   {{- end }}
+{{- if .root.Values.minio.enabled }}
+# Object storage: the in-chart MinIO
+- ports:
+    - port: {{ .root.Values.minio.port }}
+      protocol: TCP
+  to:
+    - podSelector:
+        matchLabels:
+          {{- include "churn.selectorLabels" .root | nindent 10 }}
+          app.kubernetes.io/component: minio
+{{- else }}
+# Object storage (S3 API; with IRSA also STS): networkPolicy.objectStorage, no `to` = anywhere
+- ports:
+    {{- range .root.Values.networkPolicy.objectStorage.ports }}
+    - port: {{ . }}
+      protocol: TCP
+    {{- end }}
+  {{- with .root.Values.networkPolicy.objectStorage.to }}
+  to:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+{{- end }}
 {{- with .root.Values.networkPolicy.extraEgress }}
 {{ toYaml . }}
 {{- end }}
