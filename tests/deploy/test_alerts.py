@@ -73,3 +73,42 @@ def test_alert_metrics_are_in_the_contract() -> None:
         for m in re.findall(r"\bchurn_[a-z_]+", r["expr"])
     }
     assert used <= contract_metrics(), used - contract_metrics()
+
+
+# ---- the daily run (Pushgateway) -----------------------------------------------------------------
+DAILY = {
+    "ChurnDailyStepFailed": "churn_daily_step_failed",
+    "ChurnDailyRunMissing": "churn_daily_step_last_success_timestamp_seconds",
+    "ChurnLandingDataMissing": "churn_landing_missing",
+}
+
+
+def _tests_of(alert: str) -> list[tuple[list[str], list]]:
+    """(input series, expected alerts) of every unit-test evaluation of ``alert``."""
+    out = []
+    for case in yaml.safe_load(ALERTS_TEST.read_text())["tests"]:
+        series = [s["series"] for s in case.get("input_series", [])]
+        out += [(series, t.get("exp_alerts", [])) for t in case.get("alert_rule_test", []) if t["alertname"] == alert]
+    return out
+
+
+def test_daily_run_alerts() -> None:
+    rules = _rules()
+    for alert, metric in DAILY.items():
+        expr = rules[alert]["expr"]
+        assert metric in expr and 'job="churn_daily"' in expr, alert
+        tests = _tests_of(alert)
+        assert [t for t in tests if t[1]], f"{alert}: no firing case"
+        assert [t for t in tests if not t[1] and any(metric in s for s in t[0])], f"{alert}: no quiet case"
+        # The metric entirely absent: the run-missing alert fires, the others stay quiet.
+        absent = [exp for series, exp in tests if not any(metric in s for s in series)]
+        assert absent, f"{alert}: no case without the metric"
+        if alert == "ChurnDailyRunMissing":
+            assert any(absent), "an absent metric must fire ChurnDailyRunMissing"
+        else:
+            assert not any(absent), f"{alert} must stay quiet without its metric"
+    missing = rules["ChurnDailyRunMissing"]["expr"]
+    assert "absent(" in missing and 'step="housekeeping"' in missing
+    assert re.search(r">\s*26\s*\*\s*3600", missing)
+    assert re.search(r"==\s*1\b", rules["ChurnDailyStepFailed"]["expr"])
+    assert re.search(r"==\s*1\b", rules["ChurnLandingDataMissing"]["expr"])

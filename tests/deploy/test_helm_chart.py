@@ -59,17 +59,21 @@ def test_kubernetes_validate_strict(rendered: dict[str, Rendered], tmp_path: Pat
 def test_crd_objects_are_structurally_valid(rendered: dict[str, Rendered]) -> None:
     """kubernetes-validate has no schema for ServiceMonitor/PrometheusRule: check them here."""
     r = rendered["all-features"]
-    sm = r.one("ServiceMonitor")
-    assert sm["apiVersion"] == "monitoring.coreos.com/v1"
-    svc = r.one("Service", sm["metadata"]["name"])
-    svc_labels = svc["metadata"]["labels"]
-    for k, v in sm["spec"]["selector"]["matchLabels"].items():
-        assert svc_labels.get(k) == v, f"ServiceMonitor selector {k}={v} does not match the API Service"
-    port_names = {p["name"] for p in svc["spec"]["ports"]}
-    for ep in sm["spec"]["endpoints"]:
-        assert ep["port"] in port_names
-        assert ep["path"] == "/metrics" and "/metrics" in contract_routes()
-        assert re.fullmatch(r"\d+[smh]", ep["interval"])
+    monitors = {sm["metadata"]["labels"]["app.kubernetes.io/component"]: sm for sm in r.of_kind("ServiceMonitor")}
+    assert set(monitors) == {"api", "pushgateway"}
+    for component, sm in monitors.items():
+        assert sm["apiVersion"] == "monitoring.coreos.com/v1"
+        svc = r.one("Service", sm["metadata"]["name"])
+        svc_labels = svc["metadata"]["labels"]
+        for k, v in sm["spec"]["selector"]["matchLabels"].items():
+            assert svc_labels.get(k) == v, f"ServiceMonitor selector {k}={v} does not match the {component} Service"
+        port_names = {p["name"] for p in svc["spec"]["ports"]}
+        for ep in sm["spec"]["endpoints"]:
+            assert ep["port"] in port_names
+            assert ep["path"] == "/metrics" and "/metrics" in contract_routes()
+            assert re.fullmatch(r"\d+[smh]", ep["interval"])
+            # Pushed series keep their job="churn_daily" label (the alerts select on it).
+            assert ep.get("honorLabels", False) is (component == "pushgateway")
 
     rule = r.one("PrometheusRule")
     assert rule["apiVersion"] == "monitoring.coreos.com/v1"
@@ -398,6 +402,41 @@ def test_minio_for_staging_only(rendered: dict[str, Rendered], case: str) -> Non
     assert names.index("MINIO_USER") < names.index("MC_HOST_local") > names.index("MINIO_PASSWORD")
 
 
+@pytest.mark.parametrize("case", list(CASES))
+def test_daily_metrics_reach_prometheus_through_the_pushgateway(rendered: dict[str, Rendered], case: str) -> None:
+    """CHURN_PUSHGATEWAY_URL points at the in-chart Pushgateway where one is enabled (staging,
+    production); its ServiceMonitor keeps the pushed labels. No volume carries job metrics."""
+    r = rendered[case]
+    cfg = _config(r)
+    gws = [d for d in r.of_kind("Deployment") if d["metadata"]["name"] == "churn-platform-pushgateway"]
+    if case in {"default", "minimal"}:
+        assert not gws and cfg["CHURN_PUSHGATEWAY_URL"] == ""
+        return
+    (gw,) = gws
+    svc = r.one("Service", gw["metadata"]["name"])
+    assert svc["spec"]["selector"].items() <= gw["spec"]["template"]["metadata"]["labels"].items()
+    port = svc["spec"]["ports"][0]["port"]
+    assert cfg["CHURN_PUSHGATEWAY_URL"] == f"http://{svc['metadata']['name']}:{port}"
+    assert gw["spec"]["replicas"] == 1 and gw["spec"]["strategy"]["type"] == "Recreate"
+    (c,) = gw["spec"]["template"]["spec"]["containers"]
+    assert "--persistence.file=/data/metrics" in c["args"]
+    assert c["readinessProbe"]["httpGet"]["path"] == "/-/ready"
+    claims = [v for v in gw["spec"]["template"]["spec"]["volumes"] if "persistentVolumeClaim" in v]
+    assert bool(claims) == (case == "production")
+
+
+def test_external_pushgateway() -> None:
+    """metrics.pushgateway.url: no in-chart Pushgateway; the jobs may reach that port only."""
+    url = "http://pushgateway.monitoring.svc:9091"
+    proc = helm_template(["--set", f"metrics.pushgateway.enabled=true,metrics.pushgateway.url={url}"])
+    assert proc.returncode == 0, proc.stderr
+    r = Rendered("external-pushgateway", proc.stdout)
+    assert _config(r)["CHURN_PUSHGATEWAY_URL"] == url
+    assert not [d for d in r.docs if d["metadata"]["labels"].get("app.kubernetes.io/component") == "pushgateway"]
+    jobs = r.one("NetworkPolicy", "churn-platform-jobs")
+    assert [rl for rl in jobs["spec"]["egress"] if _ports(rl) == {(9091, "TCP")}]
+
+
 def _invocations(rendered: dict[str, Rendered]) -> tuple[set[tuple[str, ...]], set[tuple[str, ...]]]:
     """(churn argument lists, drift argument lists) used anywhere in any rendering."""
     churn, drift = set(), set()
@@ -528,6 +567,8 @@ def test_network_policies(rendered: dict[str, Rendered], case: str) -> None:
     dns = {(53, "UDP"), (53, "TCP")}
     storage = {(9000, "TCP")} if minio_on else {(p, "TCP") for p in np["objectStorage"]["ports"]}
     assert (443, "TCP") in storage or minio_on
+    pushgateway_on = case in {"staging", "production", "all-features"}
+    pushgateway = {(values["metrics"]["pushgateway"]["port"], "TCP")} if pushgateway_on else set()
 
     # The API: ingress only on its port.
     assert set(api["spec"]["policyTypes"]) == {"Ingress", "Egress"}
@@ -538,7 +579,8 @@ def test_network_policies(rendered: dict[str, Rendered], case: str) -> None:
     for pol in (api, jobs):
         rules = pol["spec"]["egress"]
         for rule in rules:
-            assert _ports(rule) <= dns | {(redis_port, "TCP")} | storage, rule
+            # Only the daily run pushes metrics; the API does not even reach the Pushgateway.
+            assert _ports(rule) <= dns | {(redis_port, "TCP")} | storage | (pushgateway if pol is jobs else set()), rule
         (store_rule,) = [rl for rl in rules if _ports(rl) == storage]
         if minio_on:  # exactly the MinIO pod, nothing on the internet
             minio = r.one("Deployment", "churn-platform-minio")
@@ -553,6 +595,15 @@ def test_network_policies(rendered: dict[str, Rendered], case: str) -> None:
             continue
         selected = [n for n, p in pols.items() if _selects(p["spec"]["podSelector"], labels)]
         assert len(selected) == 1, f"{obj['metadata']['name']} is selected by {selected}, not by exactly one policy"
+    if pushgateway_on:  # the jobs reach exactly the Pushgateway pod; it accepts pushes and scrapes only
+        (push_rule,) = [rl for rl in jobs["spec"]["egress"] if _ports(rl) == pushgateway]
+        gw = r.one("Deployment", "churn-platform-pushgateway")
+        assert all(_selects(peer["podSelector"], _pod_labels(gw)) for peer in push_rule["to"])
+        gw_pol = by_component["pushgateway"]
+        assert gw_pol["spec"]["egress"] == []
+        assert all(_ports(rl) == pushgateway for rl in gw_pol["spec"]["ingress"])
+    else:
+        assert "pushgateway" not in by_component
     if minio_on:
         minio_pol = by_component["minio"]
         assert minio_pol["spec"]["egress"] == []

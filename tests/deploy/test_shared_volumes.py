@@ -20,7 +20,10 @@ pytestmark = pytest.mark.deploy
 
 VALUES_FILES = ("values.yaml", "values-staging.yaml", "values-production.yaml")
 # Everything optional that has (or may have) a volume of its own.
-WITH_VOLUMES = "redis.enabled=true,redis.persistence.enabled=true,minio.enabled=true"
+WITH_VOLUMES = (
+    "redis.enabled=true,redis.persistence.enabled=true,minio.enabled=true,"
+    "metrics.pushgateway.enabled=true,metrics.pushgateway.persistence.enabled=true"
+)
 RENDERINGS: dict[str, list[str]] = {
     **{vf: ["-f", str(CHART / vf)] for vf in VALUES_FILES},
     **{f"{vf}+volumes": ["-f", str(CHART / vf), "--set", WITH_VOLUMES] for vf in VALUES_FILES},

@@ -58,7 +58,8 @@ CASES: dict[str, list[str]] = {
     "all-features": [
         "--set",
         "redis.enabled=true,metrics.serviceMonitor.enabled=true,metrics.prometheusRule.enabled=true,"
-        "demo.enabled=true,networkPolicy.enabled=true,dashboards.enabled=true,minio.enabled=true",
+        "demo.enabled=true,networkPolicy.enabled=true,dashboards.enabled=true,minio.enabled=true,"
+        "metrics.pushgateway.enabled=true",
     ],
     "minimal": [
         "--set",

@@ -86,6 +86,15 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | 
 {{- end -}}
 {{- end -}}
 
+{{/* CHURN_PUSHGATEWAY_URL: metrics.pushgateway.url, else the in-chart Pushgateway when enabled, else "". */}}
+{{- define "churn.pushgatewayUrl" -}}
+{{- if .Values.metrics.pushgateway.url -}}
+{{- .Values.metrics.pushgateway.url -}}
+{{- else if .Values.metrics.pushgateway.enabled -}}
+{{- printf "http://%s:%v" (include "churn.nameWith" (list . "pushgateway")) .Values.metrics.pushgateway.port -}}
+{{- end -}}
+{{- end -}}
+
 {{/* Environment shared by every churn container -------------------------------------------- */}}
 {{- define "churn.env" -}}
 envFrom:
@@ -212,7 +221,8 @@ volumeMounts:
   {{- include "churn.volumeMounts" $root | nindent 2 }}
 {{- end -}}
 
-{{/* NetworkPolicy egress shared by the API and the jobs: DNS, Redis, extraEgress. */}}
+{{/* NetworkPolicy egress shared by the API and the jobs: DNS, Redis, the object store, for the
+jobs ("pushgateway" true) the Pushgateway, extraEgress. */}}
 {{- define "churn.egressRules" -}}
 # DNS
 - ports:
@@ -249,6 +259,29 @@ volumeMounts:
   to:
     {{- toYaml . | nindent 4 }}
   {{- end }}
+{{- end }}
+{{- if .pushgateway }}
+{{- $p := .root.Values.metrics.pushgateway }}
+{{- if $p.url }}
+# The Pushgateway the daily run pushes to (metrics.pushgateway.url): networkPolicy.pushgateway
+- ports:
+    - port: {{ .root.Values.networkPolicy.pushgateway.port }}
+      protocol: TCP
+  {{- with .root.Values.networkPolicy.pushgateway.to }}
+  to:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+{{- else if $p.enabled }}
+# The in-chart Pushgateway the daily run pushes to
+- ports:
+    - port: {{ $p.port }}
+      protocol: TCP
+  to:
+    - podSelector:
+        matchLabels:
+          {{- include "churn.selectorLabels" .root | nindent 10 }}
+          app.kubernetes.io/component: pushgateway
+{{- end }}
 {{- end }}
 {{- with .root.Values.networkPolicy.extraEgress }}
 {{ toYaml . }}
