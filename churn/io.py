@@ -1,7 +1,11 @@
-"""Crash-safe writers: every output is written to a temporary sibling, checked, then renamed.
+"""Crash-safe writers: every output is written to a temporary place, checked, then published.
 
-A reader therefore sees either the previous complete output or the new complete one, never a
-half-written file, and a failed or killed job leaves yesterday's outputs untouched.
+Locally the temporary place is a sibling and publishing is a rename; on object storage
+(``churn.storage``) it is a ``.tmp-`` object beside the final key and publishing is a server-side
+copy onto the final key (one PUT-like, all-or-nothing step) and the removal of the temporary one.
+A reader therefore sees either the previous complete object or the new complete one, never a
+half-written one, and a failed or killed job leaves yesterday's outputs untouched (its ``.tmp-``
+leftovers are removed by ``clean_tmp``).
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ import contextlib
 import json
 import os
 import shutil
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -20,6 +25,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from churn.storage import DataPath, fs_path, is_remote
+
 TMP_PREFIX = ".tmp-"
 
 
@@ -28,8 +35,15 @@ def _tmp_sibling(path: Path) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_dir(final: Path, validate: Callable[[Path], None] | None = None) -> Iterator[Path]:
-    """Yield a temporary directory; on success validate it and swap it in for ``final``."""
+def atomic_dir(final: DataPath, validate: Callable[[Path], None] | None = None) -> Iterator[Path]:
+    """Yield a temporary local directory; on success validate it and swap it in for ``final``."""
+    if is_remote(final):
+        with tempfile.TemporaryDirectory(prefix=TMP_PREFIX) as staged:
+            yield Path(staged)
+            if validate is not None:
+                validate(Path(staged))
+            replace_dir(Path(staged), final)
+        return
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp_sibling(final)
     tmp.mkdir()
@@ -44,8 +58,36 @@ def atomic_dir(final: Path, validate: Callable[[Path], None] | None = None) -> I
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def replace_dir(src: Path, final: Path) -> None:
-    """Swap ``src`` in for ``final``; the old directory is removed only after the swap."""
+@contextlib.contextmanager
+def staging_dir(near: DataPath) -> Iterator[Path]:
+    """A local scratch folder for outputs bound for ``near``; removed on exit, whatever happens.
+
+    Locally it is a ``.tmp-`` folder inside ``near`` (the same filesystem, so ``replace_dir`` of its
+    entries is a rename); for object storage a temporary local folder (publishing uploads).
+    """
+    if is_remote(near):
+        with tempfile.TemporaryDirectory(prefix=TMP_PREFIX) as tmp:
+            yield Path(tmp)
+        return
+    near.mkdir(parents=True, exist_ok=True)
+    tmp = near / f"{TMP_PREFIX}staging-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def replace_dir(src: Path, final: DataPath) -> None:
+    """Swap the local folder ``src`` in for ``final``; the old content goes only after the swap.
+
+    On object storage the folder is uploaded under a ``.tmp-`` prefix and checked object by object
+    (size), then each object is copied onto its final key and keys the new folder no longer has
+    are removed: every object flips whole, the folder as a group does not (see ``churn.storage``).
+    """
+    if is_remote(final):
+        replace_dirs([(src, final)])
+        return
     old = None
     if final.exists():
         old = final.with_name(f"{TMP_PREFIX}old-{final.name}-{uuid.uuid4().hex[:8]}")
@@ -56,8 +98,15 @@ def replace_dir(src: Path, final: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_file(final: Path, mode: str = "wb") -> Iterator[Any]:
+def atomic_file(final: DataPath, mode: str = "wb") -> Iterator[Any]:
     """Open a temporary file for writing; it replaces ``final`` only if the block succeeds."""
+    if is_remote(final):
+        with tempfile.TemporaryDirectory(prefix=TMP_PREFIX) as staged:
+            local = Path(staged) / final.name
+            with open(local, mode) as fh:
+                yield fh
+            publish_file(local, final)
+        return
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp_sibling(final)
     try:
@@ -71,17 +120,24 @@ def atomic_file(final: Path, mode: str = "wb") -> Iterator[Any]:
             tmp.unlink()
 
 
-def write_text_atomic(final: Path, text: str) -> None:
+def write_text_atomic(final: DataPath, text: str) -> None:
     with atomic_file(final, "w") as fh:
         fh.write(text)
 
 
-def write_json_atomic(final: Path, obj: Any) -> None:
+def write_json_atomic(final: DataPath, obj: Any) -> None:
     write_text_atomic(final, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
-def write_parquet_atomic(final: Path, df: pd.DataFrame | pa.Table) -> None:
+def write_parquet_atomic(final: DataPath, df: pd.DataFrame | pa.Table) -> None:
     table = df if isinstance(df, pa.Table) else pa.Table.from_pandas(df, preserve_index=False)
+    if is_remote(final):
+        with tempfile.TemporaryDirectory(prefix=TMP_PREFIX) as staged:
+            local = Path(staged) / final.name
+            pq.write_table(table, local, compression="zstd")
+            pq.read_metadata(local)
+            publish_file(local, final)
+        return
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp_sibling(final)
     try:
@@ -93,12 +149,162 @@ def write_parquet_atomic(final: Path, df: pd.DataFrame | pa.Table) -> None:
             tmp.unlink()
 
 
-def clean_tmp(root: Path, older_than_s: float = 0.0) -> int:
+def append_line(path: DataPath, line: str) -> None:
+    """Append one line to a log (audit, retraining).
+
+    Locally an ``O_APPEND`` write (atomic for a line, even with concurrent writers); an object
+    cannot be appended to, so there the log is rewritten whole through ``atomic_file``: safe with
+    the one writer the daily chain and the registry lock allow, and still never half-written.
+    """
+    if is_remote(path):
+        old = path.read_text() if path.exists() else ""
+        write_text_atomic(path, old + line.rstrip("\n") + "\n")
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (line.rstrip("\n") + "\n").encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: DataPath, stale_after_s: float = 600.0, timeout_s: float = 120.0) -> Iterator[None]:
+    """Hold ``path`` as a lock: ``flock`` on a local file; on object storage an object created
+    with a conditional PUT (``If-None-Match: *``), which exactly one writer wins.
+
+    An object lock outlives a killed holder, so one older than ``stale_after_s`` is broken; a
+    live one is waited for up to ``timeout_s`` (then ``TimeoutError``).
+    """
+    if not is_remote(path):
+        import fcntl
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a+") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+        return
+    fs, key = path.fs, fs_path(path)
+    deadline = time.monotonic() + timeout_s
+    token = f"{os.getpid()}-{uuid.uuid4().hex}".encode()
+    while True:
+        try:
+            with fs.open(key, "xb") as fh:
+                fh.write(token)
+            break
+        except FileExistsError:
+            fs.invalidate_cache(key)
+            with contextlib.suppress(FileNotFoundError):
+                modified = fs.info(key).get("LastModified")
+                if modified is not None and time.time() - modified.timestamp() > stale_after_s:
+                    fs.rm_file(key)
+                    continue
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{path} is held by another writer") from None
+            time.sleep(0.2)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            fs.rm_file(key)
+        fs.invalidate_cache(key)
+
+
+def publish_file(local: Path, final: DataPath) -> None:
+    """Upload a finished local file to ``final`` (object storage): temporary key, check, copy."""
+    fs = final.fs
+    tmp = fs_path(final.with_name(f"{TMP_PREFIX}{final.name}-{uuid.uuid4().hex[:8]}"))
+    try:
+        fs.put_file(str(local), tmp)
+        _check_size(fs, tmp, local)
+        fs.copy(tmp, fs_path(final))
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            fs.rm_file(tmp)
+        fs.invalidate_cache()
+
+
+def _check_size(fs: Any, key: str, local: Path) -> None:
+    fs.invalidate_cache(key)
+    size = fs.info(key)["size"]
+    if size != local.stat().st_size:
+        raise OSError(f"upload of {local.name} is incomplete ({size} of {local.stat().st_size} bytes)")
+
+
+def replace_dirs(pairs: list[tuple[Path, DataPath]]) -> None:
+    """``replace_dir`` for many folders at once (a feature view's partitions): one batch of
+    concurrent uploads, one listing to check them and one of the old content, concurrent copies."""
+    if not pairs:
+        return
+    if not is_remote(pairs[0][1]):
+        for src, final in pairs:
+            replace_dir(src, final)
+        return
+    by_parent: dict[str, list[tuple[Path, DataPath]]] = {}
+    for src, final in pairs:
+        by_parent.setdefault(fs_path(final.parent), []).append((src, final))
+    for group in by_parent.values():
+        _publish_dirs(group)
+    for src, _ in pairs:
+        shutil.rmtree(src, ignore_errors=True)
+
+
+def _publish_dirs(pairs: list[tuple[Path, DataPath]]) -> None:
+    """Publish local folders to siblings under one parent prefix (see ``replace_dir``)."""
+    fs = pairs[0][1].fs
+    parent = fs_path(pairs[0][1].parent)
+    staging = f"{parent}/{TMP_PREFIX}publish-{uuid.uuid4().hex[:8]}"
+    local, staged, final = [], [], []
+    for src, target in pairs:
+        for p in sorted(src.rglob("*")):
+            if p.is_file():
+                rel = p.relative_to(src).as_posix()
+                local.append(p)
+                staged.append(f"{staging}/{target.name}/{rel}")
+                final.append(f"{fs_path(target)}/{rel}")
+    try:
+        if local:
+            fs.put([str(p) for p in local], staged)
+        fs.invalidate_cache()
+        sizes = {k: v["size"] for k, v in fs.find(staging, detail=True).items()} if local else {}
+        for p, key in zip(local, staged, strict=True):
+            if sizes.get(key) != p.stat().st_size:
+                raise OSError(f"upload of {p.name} to {key} is incomplete")
+        targets = tuple(f"{fs_path(target)}/" for _, target in pairs)
+        old = {k for k in fs.find(parent) if k.startswith(targets)}
+        if staged:
+            fs.copy(staged, final)
+        stale = sorted(old - set(final))
+        if stale:
+            fs.rm(stale)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            fs.rm(staging, recursive=True)
+        fs.invalidate_cache()
+
+
+def remove_tree(path: DataPath) -> None:
+    """Delete a folder (or prefix) and everything under it; absent is fine."""
+    if is_remote(path):
+        with contextlib.suppress(FileNotFoundError):
+            path.fs.rm(fs_path(path), recursive=True)
+        path.fs.invalidate_cache()
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def clean_tmp(root: DataPath, older_than_s: float = 0.0) -> int:
     """Remove leftovers of killed writers (``.tmp-*``) under ``root``; returns how many.
 
-    ``older_than_s`` spares younger ones: on a shared volume another pod's writer may be
-    mid-write, and only age tells a live temp file from a dead one.
+    ``older_than_s`` spares younger ones: another pod's writer may be mid-write, and only age
+    tells a live temporary object from a dead one.
     """
+    if is_remote(root):
+        return _clean_tmp_remote(root, older_than_s)
     if not root.exists():
         return 0
     cutoff = time.time() - older_than_s
@@ -115,6 +321,27 @@ def clean_tmp(root: Path, older_than_s: float = 0.0) -> int:
             continue
         n += 1
     return n
+
+
+def _clean_tmp_remote(root: DataPath, older_than_s: float) -> int:
+    fs = root.fs
+    base = fs_path(root)
+    cutoff = time.time() - older_than_s
+    doomed: set[str] = set()
+    for key, info in fs.find(base, detail=True).items():
+        parts = key[len(base) + 1 :].split("/")
+        hit = next((i for i, part in enumerate(parts) if part.startswith(TMP_PREFIX)), None)
+        if hit is None:
+            continue
+        modified = info.get("LastModified")
+        if older_than_s > 0 and modified is not None and modified.timestamp() >= cutoff:
+            continue
+        doomed.add("/".join([base, *parts[: hit + 1]]))
+    for key in sorted(doomed):
+        with contextlib.suppress(FileNotFoundError):
+            fs.rm(key, recursive=True)
+    fs.invalidate_cache()
+    return len(doomed)
 
 
 def _fsync_tree(root: Path) -> None:

@@ -1,10 +1,10 @@
-"""Re-export the batch jobs' Prometheus textfiles on the API's /metrics.
+"""The batch jobs' Prometheus textfiles (batch scoring, drift) as one collector.
 
-The jobs (batch scoring, drift) run as Kubernetes CronJobs and write their metrics in the text
-exposition format next to their outputs on the shared volume. Pods of finished Jobs cannot be
-scraped and the volume is not a node's textfile directory, so the API — which mounts the same
-volume and is scraped anyway — serves the latest of those files at scrape time. This is what the
-"drift detected" and "batch scoring missed" alerts read.
+The jobs write their metrics in the text exposition format next to their outputs. Finished Jobs
+cannot be scraped, so the metrics travel one of two ways, never both: on one machine (a local
+data dir) the API serves the latest files at scrape time; in a cluster (object storage) the daily
+run pushes them to the Pushgateway with its step metrics (``jobs.daily_metrics``), once however
+many API replicas run. This is what the "drift detected" and "batch scoring missed" alerts read.
 """
 
 from __future__ import annotations

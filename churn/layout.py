@@ -74,6 +74,8 @@ class DataLayout:
 
     data_dir: Path
     registry_dir: Path | None = None
+    scratch_dir: Path | None = None
+    """Node-local folder for what must be real files (Feast's repo); defaults to ``data_dir``."""
 
     # --- raw data ----------------------------------------------------------------------------
     @property
@@ -125,7 +127,8 @@ class DataLayout:
 
     @property
     def feast_dir(self) -> Path:
-        return self.data_dir / "feast"
+        """Feast's repo files (``feature_store.yaml``, file registry, SQLite online store): local."""
+        return (self.scratch_dir or self.data_dir) / "feast"
 
     # --- model registry ---------------------------------------------------------------------------
     @property

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import tempfile
 from dataclasses import dataclass, field, fields
 from functools import lru_cache
 from pathlib import Path
@@ -18,6 +19,7 @@ from urllib.parse import quote, unquote, urlparse
 
 from churn.errors import SettingsError
 from churn.layout import DataLayout
+from churn.storage import DataPath, data_path, is_remote
 
 PREFIX = "CHURN_"
 _PACKAGE_ROOT = Path(__file__).resolve().parents[1]
@@ -122,12 +124,13 @@ class Settings:
     """Platform configuration. Field ``foo_bar`` is read from ``CHURN_FOO_BAR``."""
 
     # --- paths -------------------------------------------------------------------------
-    data_dir: Path = field(default_factory=_default_data_dir)
-    """Root of every output (raw data, features, Feast files, registry, predictions, drift)."""
+    data_dir: DataPath = field(default_factory=_default_data_dir)
+    """Root of every output (raw data, features, registry, predictions, drift): a local folder or
+    ``s3://bucket/prefix`` (``churn.storage``)."""
     feature_repo: Path = field(default_factory=_default_feature_repo)
     """Feast repository with the feature definitions."""
-    registry_dir: Path | None = None
-    """Model registry root; defaults to ``<data_dir>/registry``."""
+    registry_dir: DataPath | None = None
+    """Model registry root; defaults to ``<data_dir>/registry`` (a local folder or ``s3://``)."""
     s3_endpoint_url: str = ""
     """S3 API endpoint for ``s3://`` data dirs (MinIO, Ceph, moto); empty: AWS (or ``AWS_ENDPOINT_URL``).
     Credentials come the standard AWS way (environment, profile, web identity), never from here."""
@@ -242,7 +245,21 @@ class Settings:
     # --- derived paths (the map itself is churn.layout; these forward to it) ------------
     @property
     def layout(self) -> DataLayout:
-        return DataLayout(self.data_dir, self.registry_dir)
+        return DataLayout(self.data_dir, self.registry_dir, self.scratch_dir)
+
+    @property
+    def remote(self) -> bool:
+        """The data directory is on object storage."""
+        return is_remote(self.data_dir)
+
+    @property
+    def scratch_dir(self) -> Path:
+        """Node-local room for real files: the data dir itself when it is local."""
+        if self.local_dir is not None:
+            return self.local_dir
+        if not self.remote:
+            return self.data_dir
+        return Path(tempfile.gettempdir()) / "churn-platform"
 
     @property
     def raw_dir(self) -> Path:
@@ -318,7 +335,11 @@ class Settings:
             raw = env.get(PREFIX + f.name.upper())
             if raw is None or raw == "":
                 continue
-            values[f.name] = _coerce(f.name, raw, hints[f.name])
+            if f.name in _STORAGE_FIELDS:
+                endpoint = overrides.get("s3_endpoint_url", env.get(PREFIX + "S3_ENDPOINT_URL", ""))
+                values[f.name] = data_path(raw, endpoint)
+            else:
+                values[f.name] = _coerce(f.name, raw, hints[f.name])
         values.update(overrides)
         return cls(**values)
 
@@ -330,6 +351,10 @@ class Settings:
             if v is not None:
                 out[PREFIX + f.name.upper()] = str(v)
         return out
+
+
+_STORAGE_FIELDS = {"data_dir", "registry_dir"}
+"""Fields that may name object storage (``s3://``) as well as a local folder."""
 
 
 def _coerce(name: str, raw: str, hint: Any) -> Any:

@@ -109,6 +109,7 @@ def build_definitions(settings: Settings) -> Definitions:
             name=f"{view}_source",
             path=source_glob(settings.features_dir, view),
             file_format=ParquetFormat(),
+            s3_endpoint_override=(settings.s3_endpoint_url or None) if settings.remote else None,
             timestamp_field=TIMESTAMP_FIELD,
             created_timestamp_column=CREATED_FIELD,
             description=f"Daily '{view}' feature table, one partition per date.",

@@ -21,7 +21,7 @@ from pathlib import Path
 import duckdb
 
 from churn.errors import AggregationError
-from churn.io import atomic_dir, replace_dir
+from churn.io import replace_dirs, staging_dir
 from churn.layout import partition_dates, partition_files
 from churn.schema import (
     ENGAGEMENT_METRICS,
@@ -37,6 +37,7 @@ from churn.schema import (
     feature_table_schema,
 )
 from churn.settings import Settings
+from churn.storage import duckdb_connect
 
 SQL_DIR = Path(__file__).parent / "sql"
 MAX_WINDOW = max(*WINDOWS, STREAK_DAYS)
@@ -268,7 +269,7 @@ def build_features(
         read_from = min(read_from, event_days[0])
     event_files = _partition_files(raw / "events", read_from, end)
     payment_files = _partition_files(raw / "payments", dt.date.min, end)
-    con = duckdb.connect()
+    con = duckdb_connect(raw, settings.features_dir)
     con.execute("SET TimeZone = 'UTC'")
     con.execute("SET enable_progress_bar = false")
     con.execute("SET preserve_insertion_order = false")
@@ -348,7 +349,6 @@ def _write_view(con: duckdb.DuckDBPyConnection, root: Path, view: str, table: st
     """Write one view's partitions (columns of ``table``) to a temp dir, check, then swap each in."""
     schema = feature_table_schema(view)
     cols = ", ".join(f.name for f in schema)
-    root.mkdir(parents=True, exist_ok=True)
 
     def check(tmp: Path) -> None:
         got = con.execute(
@@ -358,17 +358,11 @@ def _write_view(con: duckdb.DuckDBPyConnection, root: Path, view: str, table: st
         if names != [f.name for f in schema]:
             raise AggregationError(f"{view}: wrote columns {names}, expected {[f.name for f in schema]}")
 
-    with atomic_dir(root / ".staging", validate=check) as tmp:
+    with staging_dir(root) as tmp:
         con.execute(
             f"COPY (SELECT {cols}, date FROM {table}) TO '{tmp}' "
             "(FORMAT PARQUET, PARTITION_BY (date), FILENAME_PATTERN 'part-{i}', COMPRESSION zstd, "
             "OVERWRITE_OR_IGNORE)"
         )
-    staging = root / ".staging"
-    try:
-        for part in sorted(staging.iterdir()):
-            replace_dir(part, root / part.name)
-    finally:
-        import shutil
-
-        shutil.rmtree(staging, ignore_errors=True)
+        check(tmp)
+        replace_dirs([(part, root / part.name) for part in sorted(tmp.iterdir())])

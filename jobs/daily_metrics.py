@@ -128,8 +128,13 @@ class DailyMetrics:
         if url:
             from prometheus_client import pushadd_to_gateway
 
+            from churn.job_metrics import JobMetricsCollector
+
+            reg = self.registry()
+            # Scoring and drift metrics ride along: pushed once, not re-exported by every API replica.
+            reg.register(JobMetricsCollector(self.settings))
             try:
-                pushadd_to_gateway(url, job=PUSH_JOB, registry=self.registry(), timeout=PUSH_TIMEOUT_S)
+                pushadd_to_gateway(url, job=PUSH_JOB, registry=reg, timeout=PUSH_TIMEOUT_S)
             except Exception as exc:  # unreachable, refused, HTTP error: the run itself stands
                 _warn(f"daily metrics not pushed to {url}: {exc}")
                 return f"daily metrics: push to {url} failed"

@@ -15,9 +15,10 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from churn.io import TMP_PREFIX, clean_tmp
+from churn.io import TMP_PREFIX, clean_tmp, remove_tree
 from churn.layout import partition_dates, partition_dir
 from churn.settings import Settings
+from churn.storage import is_remote
 
 
 @dataclass
@@ -43,9 +44,12 @@ def prune_prediction_log(root: Path, today: dt.date, retention_days: int) -> lis
         if day >= oldest_kept:
             continue
         part = partition_dir(root, day)
-        doomed = part.with_name(f"{TMP_PREFIX}prune-{part.name}")
-        os.replace(part, doomed)  # readers now see the whole day or none of it
-        shutil.rmtree(doomed, ignore_errors=True)
+        if is_remote(part):  # no rename on object storage: a day past retention is read by no one
+            remove_tree(part)
+        else:
+            doomed = part.with_name(f"{TMP_PREFIX}prune-{part.name}")
+            os.replace(part, doomed)  # readers now see the whole day or none of it
+            shutil.rmtree(doomed, ignore_errors=True)
         removed.append(day.isoformat())
     return removed
 
@@ -54,9 +58,10 @@ def housekeeping(settings: Settings, today: dt.date | None = None) -> Housekeepi
     today = today or dt.datetime.now(dt.UTC).date()
     result = HousekeepingResult(today)
     result.pruned_days = prune_prediction_log(
-        Path(settings.prediction_log_dir), today, int(settings.prediction_log_retention_days)
+        settings.prediction_log_dir, today, int(settings.prediction_log_retention_days)
     )
     max_age_s = max(float(settings.tmp_max_age_hours), 0.0) * 3600.0
-    for root in {Path(settings.data_dir), Path(settings.registry_root)}:
+    roots = {str(r): r for r in (settings.data_dir, settings.registry_root)}  # the registry may lie inside
+    for root in roots.values():
         result.tmp_removed += clean_tmp(root, older_than_s=max_age_s)
     return result

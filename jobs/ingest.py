@@ -22,6 +22,7 @@ from churn.io import atomic_dir, replace_dir, write_json_atomic
 from churn.layout import partition_dates, partition_dir
 from churn.schema import GENERIC_EVENT_TYPE, RAW_SCHEMAS, RAW_TIME_COLUMN
 from churn.settings import Settings
+from churn.storage import DataPath, duckdb_connect
 from jobs.event_map import EventMap, Resolution
 from jobs.generate import GenerateResult, generate
 from jobs.validation import (
@@ -113,8 +114,8 @@ def _counts(counts: dict[str, int]) -> str:
     return Resolution(unmapped=counts).unmapped_summary()
 
 
-def _connect() -> duckdb.DuckDBPyConnection:
-    con = duckdb.connect()
+def _connect(*roots: DataPath) -> duckdb.DuckDBPyConnection:
+    con = duckdb_connect(*roots)
     con.execute("SET TimeZone = 'UTC'")
     con.execute("SET enable_progress_bar = false")
     return con
@@ -290,8 +291,8 @@ def import_batch(
         event_map = EventMap(event_map.mapping, unmapped)
     as_of = as_of or dt.datetime.now(dt.UTC)
     batch_id = f"{as_of:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
-    staging = settings.data_dir / f".tmp-import-{batch_id}"
-    con = _connect()
+    staging = settings.scratch_dir / f".tmp-import-{batch_id}"  # node-local even for an s3:// store
+    con = _connect(settings.data_dir)
     try:
         try:
             staged = {

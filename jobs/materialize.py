@@ -38,6 +38,7 @@ from churn.errors import JobError
 from churn.layout import partition_dates, partition_files
 from churn.schema import CREATED_FIELD, ENTITY_KEY, FEATURE_VIEWS, TIMESTAMP_FIELD
 from churn.settings import Settings
+from churn.storage import duckdb_connect
 
 if TYPE_CHECKING:
     from feast import FeatureStore, FeatureView
@@ -106,9 +107,7 @@ def latest_partition_date(settings: Settings) -> dt.date | None:
 
 def read_latest(files: list[Path], batch_rows: int, end: dt.datetime, columns: list[str]) -> Iterator[pa.RecordBatch]:
     """Latest row per user across ``files`` with ``event_timestamp <= end``, in record batches."""
-    import duckdb
-
-    con = duckdb.connect()
+    con = duckdb_connect(*files[:1])
     try:
         con.execute("SET threads TO 2")
         con.execute("SET memory_limit = '1GB'")

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from churn.errors import ChurnError, JobError
+from churn.io import append_line
 from churn.settings import Settings
 
 
@@ -159,16 +159,9 @@ def promote_candidate(settings: Settings, version: str) -> tuple[bool, str]:
 
 
 def append_log(settings: Settings, entry: dict[str, Any]) -> Path:
-    """Append one JSON line (a single write on an O_APPEND file, fsynced) to the retrain log."""
+    """Append one JSON line to the retrain log (``churn.io.append_line``)."""
     path = settings.layout.retrain_log
-    path.parent.mkdir(parents=True, exist_ok=True)
-    line = (json.dumps(entry, sort_keys=True, default=str) + "\n").encode()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    try:
-        os.write(fd, line)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    append_line(path, json.dumps(entry, sort_keys=True, default=str))
     return path
 
 

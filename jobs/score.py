@@ -32,6 +32,7 @@ from churn.layout import PREDICTIONS_CSV, PREDICTIONS_PARQUET, SCORED_FEATURES
 from churn.policies import TIERS, RiskPolicy
 from churn.schema import ENTITY_KEY, FEATURE_VIEWS
 from churn.settings import Settings
+from churn.storage import duckdb_connect
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -130,7 +131,7 @@ def read_active_features(settings: Settings, date: dt.date, features: list[str])
         f"WHERE {alias[base]}.{ACTIVITY_COLUMN} <= {float(settings.active_days)!r} "
         f"ORDER BY {alias[base]}.{ENTITY_KEY}"
     )
-    con = duckdb.connect()
+    con = duckdb_connect(settings.data_dir)
     try:
         con.execute("SET enable_progress_bar = false")
         con.execute(f"SET threads = {BATCH_THREADS}")

@@ -13,10 +13,9 @@ import datetime as dt
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import duckdb
-
 from churn.layout import PARTITION_GLOB, partitions_glob
 from churn.schema import CANONICAL_EVENT_TYPES, PAYMENT_STATUSES, PLANS, RAW_SCHEMAS
+from churn.storage import duckdb_connect
 
 MAX_EXAMPLES = 3
 MAX_LISTED_VALUES = 20  # bad values named (with their counts) in a failed *_values check
@@ -170,7 +169,7 @@ class BatchValidator:
         self.batch_dir = batch_dir
         self.as_of = as_of
         self.freshness_max_hours = freshness_max_hours
-        self.con = duckdb.connect()
+        self.con = duckdb_connect(batch_dir, *([existing_raw] if existing_raw is not None else []))
         self.con.execute("SET TimeZone = 'UTC'")
         self.con.execute("SET enable_progress_bar = false")
         self.tables: list[str] = []

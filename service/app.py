@@ -21,12 +21,12 @@ from litestar import Litestar
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 
+from churn.job_metrics import JobMetricsCollector
 from churn.settings import Settings, get_settings
 from service.controllers import Services, build_handlers
 from service.errors import EXCEPTION_HANDLERS
 from service.features import FeatureGateway
 from service.health import HealthService
-from service.job_metrics import JobMetricsCollector
 from service.logs import configure_logging, log
 from service.metrics import ApiMetrics
 from service.middleware import ObservabilityMiddleware
@@ -51,7 +51,8 @@ def create_app(
     limit_malloc_arenas()
     configure_logging()
     metrics = ApiMetrics()
-    metrics.registry.register(JobMetricsCollector(settings))  # drift/scoring textfiles
+    if not settings.remote:  # with object storage the daily run pushes them (jobs.daily_metrics)
+        metrics.registry.register(JobMetricsCollector(settings))  # drift/scoring textfiles
     features = FeatureGateway(settings, metrics, reader=reader)
     holder_kwargs: dict[str, Any] = {"required_features": features.feature_names}
     if registry_factory is not None:

@@ -33,7 +33,9 @@ import msgspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from churn.io import write_parquet_atomic
 from churn.layout import partition_dir
+from churn.storage import is_remote
 from service.logs import log
 
 SCHEMA = pa.schema(
@@ -95,7 +97,7 @@ class PredictionLog:
         on_dropped: Callable[[int], None] | None = None,
         on_error: Callable[[], None] | None = None,
     ) -> None:
-        self.root = Path(root)
+        self.root = Path(root) if isinstance(root, str) else root  # local folder or s3:// prefix
         self.flush_interval_s = max(float(flush_interval_s), 0.01)
         self.max_records = max(int(max_records), 1)
         self.max_pending = 10 * self.max_records
@@ -209,10 +211,14 @@ class PredictionLog:
 
     def _write_file(self, day: str, table: pa.Table) -> Path:
         folder = partition_dir(self.root, dt.date.fromisoformat(day))
-        folder.mkdir(parents=True, exist_ok=True)
         now = dt.datetime.now(dt.UTC)
         name = f"part-{now:%H%M%S}-{os.getpid()}-{next(self._seq):06d}.parquet"
         final = folder / name
+        if is_remote(final):
+            write_parquet_atomic(final, table)
+            self.files.append(final)
+            return final
+        folder.mkdir(parents=True, exist_ok=True)
         tmp = folder / f"{TMP_PREFIX}{name}"
         try:
             with open(tmp, "wb") as fh:

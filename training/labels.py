@@ -42,6 +42,7 @@ from churn.layout import partition_dates, partition_files
 from churn.policies import LabelPolicy
 from churn.schema import ENTITY_KEY, FEATURE_VIEWS
 from churn.settings import Settings
+from churn.storage import duckdb_connect
 
 SCOPE_VIEW = "recency"
 """The view whose partition at T lists the eligible users (``days_since_last_activity``)."""
@@ -65,7 +66,7 @@ def active_users(settings: Settings, start: dt.date, end: dt.date) -> pa.Table:
     files = [str(f) for f in partition_files(settings.layout.raw_table("events"), days)]
     if not files:
         return pa.table({ENTITY_KEY: pa.array([], pa.string())})
-    con = duckdb.connect()
+    con = duckdb_connect(settings.data_dir)
     try:
         con.execute("SET enable_progress_bar = false")
         return con.sql(
@@ -199,7 +200,7 @@ def build_labels(settings: Settings, cutoffs: list[dt.date]) -> pd.DataFrame:
     horizon = dt.timedelta(days=policy.horizon_days)
     event_root = settings.layout.raw_table("events")
     available = set(event_days(settings))
-    con = duckdb.connect()
+    con = duckdb_connect(settings.data_dir)
     con.execute("SET TimeZone = 'UTC'")
     frames = []
     try:

@@ -36,7 +36,7 @@ BASELINE_FILE = "baseline.joblib"
 
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as fh:
+    with path.open("rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
@@ -306,7 +306,7 @@ class ChurnModel:
     @classmethod
     def load(cls, path: Path | str, kind: str | None = None) -> ChurnModel:
         """Load the served model of a version folder (or ``kind``); verify it and smoke-test it."""
-        path = Path(path)
+        path = Path(path) if isinstance(path, str) else path  # a local folder or an s3:// one
         try:
             meta = json.loads((path / METADATA).read_text())
         except FileNotFoundError:
@@ -325,11 +325,12 @@ class ChurnModel:
             if kind == "lightgbm":
                 import lightgbm as lgb
 
-                booster = lgb.Booster(model_file=str(path / spec["model_file"]))
+                booster = lgb.Booster(model_str=(path / spec["model_file"]).read_text())
             else:
                 import joblib
 
-                pipeline = joblib.load(path / spec["model_file"])
+                with (path / spec["model_file"]).open("rb") as fh:
+                    pipeline = joblib.load(fh)
             calib = spec.get("calibration")
             model = cls(
                 version=str(meta.get("version", path.name)),

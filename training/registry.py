@@ -23,7 +23,6 @@ same online features as production.
 from __future__ import annotations
 
 import datetime as dt
-import fcntl
 import getpass
 import json
 import os
@@ -35,11 +34,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from churn.errors import NoProductionModel, PromotionRefused, RegistryError
-from churn.io import atomic_dir, write_json_atomic, write_text_atomic
+from churn.io import append_line, atomic_dir, exclusive_lock, write_json_atomic, write_text_atomic
 from churn.settings import Settings
+from churn.storage import read_table
 from training.model import METADATA, ChurnModel, ModelLoadError, feature_service_mismatch
 from training.stages import RolloutState, Stage, read_state, write_state
 
@@ -152,13 +150,8 @@ class ModelRegistry:
 
     @contextmanager
     def _lock(self) -> Iterator[None]:
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / LOCK_FILE, "a+") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+        with exclusive_lock(self.root / LOCK_FILE):
+            yield
 
     def gate(self, version: str) -> dict[str, Any]:
         """Score candidate and current production on the candidate's test cutoff (same rows).
@@ -175,7 +168,7 @@ class ModelRegistry:
         test_path = self.layout.model_dir(version) / TEST_SET
         if not test_path.exists():
             raise PromotionRefused(f"{version} has no {TEST_SET}: cannot compare it with production")
-        test = pd.read_parquet(test_path)
+        test = read_table(test_path).to_pandas()
         y = test[LABEL].to_numpy()
         out["test_cutoff"] = str(test["cutoff"].iloc[0]) if "cutoff" in test and len(test) else None
         out["candidate_score"] = score_metric(metric, y, candidate.predict_proba_frame(test))
@@ -336,13 +329,7 @@ class ModelRegistry:
             "reason": reason,
             "metrics": metrics,
         }
-        self.root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.audit_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, (json.dumps(entry, sort_keys=True, default=str) + "\n").encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        append_line(self.audit_path, json.dumps(entry, sort_keys=True, default=str))
 
 
 def _validate_version(path: Path) -> None:

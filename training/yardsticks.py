@@ -24,6 +24,7 @@ from sklearn import metrics as skm
 from churn.layout import ORACLE_TABLE, partition_files
 from churn.schema import ENTITY_KEY
 from churn.settings import Settings
+from churn.storage import read_table
 from training.evaluate import TOP_SHARE, top_mask
 
 RECENCY_FEATURE = "days_since_last_activity"
@@ -75,10 +76,10 @@ def recency_yardstick(test: pd.DataFrame, label: str) -> dict[str, Any]:
 def read_oracle(raw_dir: Path, cutoff: dt.date) -> pd.DataFrame | None:
     """The generator's ``user_id, p_churn`` (float64) for ``cutoff``, or ``None`` when ``raw_dir``
     has none (imported data, or a date the generator did not cover)."""
-    files = partition_files(Path(raw_dir) / ORACLE_TABLE, {cutoff})
+    files = partition_files(raw_dir / ORACLE_TABLE, {cutoff})
     if not files:
         return None
-    df = pd.concat([pd.read_parquet(f, columns=[ENTITY_KEY, "p_churn"]) for f in files], ignore_index=True)
+    df = pd.concat([read_table(f, [ENTITY_KEY, "p_churn"]).to_pandas() for f in files], ignore_index=True)
     df[ENTITY_KEY] = df[ENTITY_KEY].astype(str)
     df["p_churn"] = df["p_churn"].astype("float64")
     return df.drop_duplicates(ENTITY_KEY, keep="last")

@@ -39,11 +39,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from churn.errors import DataError
 from churn.layout import SCORED_FEATURES
 from churn.settings import Settings
+from churn.storage import read_schema, read_table
 from jobs.drift.psi import (
     DEFAULT_BINS,
     CategoricalEncoder,
@@ -109,12 +109,12 @@ def _read_parquet(path: Path, columns: list[str], what: str) -> pd.DataFrame:
     if not path.exists():
         raise DriftInputError(f"{what} not found: {path}")
     try:
-        schema = pq.read_schema(path)
+        schema = read_schema(path)
         missing = [c for c in columns if c not in schema.names]
         if missing:
             shown = ", ".join(missing[:5]) + (f" (+{len(missing) - 5} more)" if len(missing) > 5 else "")
             raise DriftInputError(f"{what} {path} lacks column(s): {shown}")
-        df = pq.read_table(path, columns=columns).to_pandas()
+        df = read_table(path, columns=columns).to_pandas()
     except DriftInputError:
         raise
     except (OSError, pa.ArrowException) as exc:

@@ -70,7 +70,9 @@ def run_drift(settings: Settings, date: dt.date | str, exit_zero: bool = False) 
             "(or set CHURN_DRIFT_PYTHON to its interpreter)"
         )
     with _code_path() as code:
-        env = {k: os.environ[k] for k in ("PATH", "HOME") if k in os.environ}
+        env = {k: os.environ[k] for k in ("PATH", "HOME", "TMPDIR") if k in os.environ}
+        # An s3:// data dir: the child finds its credentials the standard AWS way too.
+        env.update({k: v for k, v in os.environ.items() if k.startswith("AWS_")})
         env.update(settings.as_env())
         env["PYTHONPATH"] = str(code)
         env["PYTHONUNBUFFERED"] = "1"  # stream lines as they come

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, generate_latest
 
 from churn.io import write_json_atomic, write_text_atomic
-from service.job_metrics import JobMetricsCollector
+from churn.job_metrics import JobMetricsCollector
 from tests.support.settings import make_settings
 
 
