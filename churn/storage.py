@@ -48,7 +48,9 @@ def data_path(text: str, s3_endpoint_url: str = "") -> DataPath:
     bucket = text.split("://", 1)[1].split("/", 1)[0]
     if not bucket:
         raise ValueError(f"storage URL {text!r} names no bucket: use s3://bucket/prefix")
-    options: dict[str, Any] = {}
+    # No listing cache: other pods publish new versions and partitions, and a long-running API
+    # must see them on its next look, not when a cached listing happens to expire.
+    options: dict[str, Any] = {"use_listings_cache": False}
     if s3_endpoint_url:
         options["endpoint_url"] = s3_endpoint_url
     return UPath(text.rstrip("/"), **options)
@@ -131,10 +133,19 @@ def mtime(path: DataPath) -> float | None:
     return modified.timestamp() if modified is not None and hasattr(modified, "timestamp") else None
 
 
-def signature(path: DataPath) -> str:
-    """Changes whenever the object's content is replaced: ETag on S3, mtime and size locally."""
+def signature(path: DataPath) -> str | None:
+    """Changes whenever the object is replaced (ETag on S3; inode, mtime and size locally);
+    ``None`` when it does not exist. What the API's pollers compare, cheaply, every few seconds."""
+    try:
+        return _signature(path)
+    except FileNotFoundError:
+        return None
+
+
+def _signature(path: DataPath) -> str:
     if is_remote(path):
+        path.fs.invalidate_cache(fs_path(path))
         info = path.fs.info(fs_path(path))
         return str(info.get("ETag") or info.get("etag") or info.get("size"))
     st = path.stat()
-    return f"{st.st_mtime_ns}:{st.st_size}"
+    return f"{st.st_ino}:{st.st_mtime_ns}:{st.st_size}"

@@ -73,7 +73,11 @@ def materialize_step(settings: Settings, date: dt.date) -> str:
 
 def score_step(settings: Settings, date: dt.date) -> str:
     from jobs.score import score
+    from training.registry import ModelRegistry
 
+    if ModelRegistry(settings).production_version() is None:
+        # A first install (or a first import): the retrain step trains and promotes the first model.
+        return f"score {date}: skipped: no production model yet (the retrain step trains the first)"
     return score(settings, date).summary()
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import math
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -29,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from churn.storage import signature
 from service.logs import log
 
 if TYPE_CHECKING:
@@ -113,12 +113,8 @@ class ModelHolder:
             self._registry = self._registry_factory(self.settings)
         return self._registry
 
-    def _stat_pointer(self) -> tuple[int, int, int] | None:
-        try:
-            st = os.stat(self.pointer_path)
-        except FileNotFoundError:
-            return None
-        return (st.st_ino, st.st_size, st.st_mtime_ns)
+    def _stat_pointer(self) -> str | None:
+        return signature(self.pointer_path)  # local file or S3 object alike
 
     def _pointer_version(self) -> str | None:
         return self.registry.production_version()

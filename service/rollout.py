@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import os
 import queue
 import threading
 import time
@@ -34,6 +33,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from prometheus_client import Counter, Gauge, Histogram, Info
 
 from churn.policies import RiskPolicy
+from churn.storage import signature
 from service.logs import log
 from service.prediction_log import LogRecord, PredictionLog
 from service.routing import CHALLENGER, PRODUCTION, SHADOW, assign_arm
@@ -144,12 +144,8 @@ class RolloutManager:
         )
 
     # --- stage state (worker thread) ----------------------------------------------------------------
-    def _stat(self) -> tuple[int, int, int] | None:
-        try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
-            return None
-        return (st.st_ino, st.st_size, st.st_mtime_ns)
+    def _stat(self) -> str | None:
+        return signature(self.path)  # local file or S3 object alike
 
     def _load_slot(self, version: str | None, loaded: ServingModel | None, slot: str) -> ServingModel | None:
         from service.model_holder import ModelRefused

@@ -58,7 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from churn.settings import Settings
-    from jobs.drift.detect import DriftInputError, analyse, load_inputs
+    from jobs.drift.detect import DriftInputError, NoProductionModelYet, analyse, load_inputs
     from jobs.drift.report import write_outputs
 
     t0 = time.perf_counter()
@@ -75,6 +75,13 @@ def main(argv: list[str] | None = None) -> int:
             n_bins=getattr(settings, "psi_bins", 10),
         )
         out_dir, report, latest_updated = write_outputs(settings, result)
+    except NoProductionModelYet as exc:
+        if not args.exit_zero:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_ERROR
+        # In the daily chain a first install has no model yet: the retrain step after this trains it.
+        print(f"drift {args.date}: skipped: {exc}")
+        return EXIT_OK
     except DriftInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR

@@ -62,6 +62,10 @@ class DriftInputError(DataError):
     """Missing or unreadable inputs: reported as one line, exit status 1, nothing written."""
 
 
+class NoProductionModelYet(DriftInputError):
+    """A new install before its first model: nothing was scored, so there is nothing to compare."""
+
+
 # --- inputs --------------------------------------------------------------------------------------
 @dataclass
 class DriftInputs:
@@ -84,7 +88,7 @@ def production_version(settings: Settings) -> str:
     try:
         version = pointer.read_text().strip()
     except FileNotFoundError:
-        raise DriftInputError(f"no production model: {pointer} is missing (train and promote one)") from None
+        raise NoProductionModelYet(f"no production model: {pointer} is missing (train and promote one)") from None
     except OSError as exc:
         raise DriftInputError(f"cannot read {pointer}: {exc}") from None
     if not version:

@@ -12,6 +12,8 @@ each other (enforced by tests/unit/test_test_layout.py).
 - :mod:`tests.support.servers`   ``free_port()``, ``port_open()``, ``create()``, ``live_server()``,
                                  ``RedisProcess``, ``reachable_redis()``, ``http_receiver()``
                                  (integration tests only)
+- :mod:`tests.support.objectstore` ``s3_server()``/``S3Server`` (moto's S3 API server), ``s3_settings()``
+                                 (integration tests only)
 - :mod:`tests.support.tools`     subprocess runners: ``run()``, ``run_cli()``/``cli_env()``/``CHURN``,
                                  Helm: ``helm_template()``, ``render_cases()``, ``Rendered``, ``CASES``...
                                  (integration and deploy tests only)
