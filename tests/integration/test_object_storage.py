@@ -110,7 +110,8 @@ def test_writer_killed_mid_write_leaves_no_partial_object(s3: S3Server, site: Se
         from tests.support.objectstore import s3_settings, S3Server
         from churn.io import write_parquet_atomic
         server = S3Server(); server.port = {s3.port}
-        s = s3_settings(server, {site.data_dir.path.split("/")[0]!r}, __import__('pathlib').Path({str(site.scratch_dir)!r}))
+        bucket, scratch = {site.data_dir.path.split("/")[0]!r}, {str(site.scratch_dir)!r}
+        s = s3_settings(server, bucket, __import__("pathlib").Path(scratch))
         table = pa.table({{"x": np.random.default_rng(0).random(6_000_000)}})
         print("writing", flush=True)
         write_parquet_atomic(s.data_dir / "features" / "big" / "date=2026-11-01" / "part-0.parquet", table)
