@@ -274,7 +274,19 @@ def test_daily_end_to_end(store: Settings) -> None:
 def test_daily_stops_at_first_failing_step(store: Settings) -> None:
     from jobs.daily import DailyError, daily
 
-    (store.registry_root / "production").unlink()  # score fails: no production model
+    # score fails: the pointer names a version the registry does not hold
+    (store.registry_root / "production").write_text("20990101T000000Z-abcdef\n")
     with pytest.raises(DailyError, match="step 'score'"):
         daily(store, LAST_DAY)
     assert not (store.drift_dir / "latest.json").exists()
+
+
+def test_daily_on_a_new_install_skips_scoring_until_a_model_exists(store: Settings) -> None:
+    from jobs.daily import daily
+
+    (store.registry_root / "production").unlink()
+    out = store.predictions_dir / f"date={LAST_DAY}"
+    before = sorted(out.iterdir()) if out.exists() else None
+    result = daily(store, LAST_DAY, first="score", last="score")
+    assert result.steps == ["score"]
+    assert (sorted(out.iterdir()) if out.exists() else None) == before  # nothing scored, nothing failed
