@@ -432,8 +432,8 @@ def test_features_build_killed_between_views_rerun_completes(site: Site, tmp_pat
         shutil.rmtree(part)  # the day to build
     previous = snapshot(settings.features_dir)
 
-    # 4 views: replace_dir is called once per new partition per view; the 2nd call = 2nd view
-    proc = run_killed_at(settings, "jobs.aggregate", "replace_dir", 2, "features", "build")
+    # replace_dirs publishes each view's new partitions in one call: the 2nd call = the 2nd view
+    proc = run_killed_at(settings, "jobs.aggregate", "replace_dirs", 2, "features", "build")
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     first_view, second_view = list(FEATURE_VIEWS)[:2]
     assert (settings.features_dir / first_view / newest).is_dir()
