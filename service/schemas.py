@@ -36,7 +36,10 @@ class Factor(Struct):
     """One feature pushing this user's risk up: its value and its contribution (log-odds)."""
 
     feature: str
-    value: float | int | str | None
+    value: float | str | None
+    """A count or an amount (JSON numbers: an integral one is still a number, so the OpenAPI
+    schema lists ``number`` once; ``int | float`` made every integral value match two branches
+    of its ``oneOf``), or a category."""
     contribution: float
 
 

@@ -254,6 +254,17 @@ def test_openapi_schema_is_exact(client) -> None:  # noqa: ANN001
     assert client.get("/schema").status_code == 200
 
 
+def test_integral_factor_values_validate_against_the_schema(client) -> None:  # noqa: ANN001
+    """A count such as ``logins_14d = 8`` is one JSON number: it must match exactly one branch of
+    the factor value's ``oneOf`` (``int | float`` once made it match two, an invalid response)."""
+    import jsonschema
+
+    components = client.get("/schema/openapi.json").json()["components"]
+    validator = jsonschema.Draft202012Validator({"$ref": "#/components/schemas/Factor", "components": components})
+    for value in (8, 8.5, "premium", None):
+        assert not list(validator.iter_errors({"feature": "f", "value": value, "contribution": 0.1})), value
+
+
 # --- metrics -------------------------------------------------------------------------------------------
 def test_metrics_increase_as_expected(site: Site, client) -> None:  # noqa: ANN001
     before = metrics_of(client.get("/metrics").text)
