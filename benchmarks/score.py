@@ -88,7 +88,8 @@ def register_model(settings: Settings, tables: dict[str, pa.Table], sample: int,
     """
     import lightgbm as lgb
 
-    from training.model import ChurnModel, category_index, encode_frame, sha256_file
+    from churn.storage import sha256
+    from training.model import ChurnModel, category_index, encode_frame
 
     features = [c for cols in FEATURE_VIEWS.values() for c in cols]
     joined = tables["engagement"].select(["user_id"])
@@ -129,7 +130,7 @@ def register_model(settings: Settings, tables: dict[str, pa.Table], sample: int,
                 "model_file": "model.txt",
                 "categories": CATEGORIES,
                 "threshold": 0.5,
-                "files": {"model.txt": sha256_file(vdir / "model.txt")},
+                "files": {"model.txt": sha256(vdir / "model.txt")},
             }
         },
     }

@@ -197,7 +197,6 @@ def exclusive_lock(path: DataPath, stale_after_s: float = 600.0, timeout_s: floa
                 fh.write(token)
             break
         except FileExistsError:
-            fs.invalidate_cache(key)
             with contextlib.suppress(FileNotFoundError):
                 modified = fs.info(key).get("LastModified")
                 if modified is not None and time.time() - modified.timestamp() > stale_after_s:
@@ -211,7 +210,6 @@ def exclusive_lock(path: DataPath, stale_after_s: float = 600.0, timeout_s: floa
     finally:
         with contextlib.suppress(FileNotFoundError):
             fs.rm_file(key)
-        fs.invalidate_cache(key)
 
 
 def publish_file(local: Path, final: DataPath) -> None:
@@ -225,11 +223,9 @@ def publish_file(local: Path, final: DataPath) -> None:
     finally:
         with contextlib.suppress(FileNotFoundError):
             fs.rm_file(tmp)
-        fs.invalidate_cache()
 
 
 def _check_size(fs: Any, key: str, local: Path) -> None:
-    fs.invalidate_cache(key)
     size = fs.info(key)["size"]
     if size != local.stat().st_size:
         raise OSError(f"upload of {local.name} is incomplete ({size} of {local.stat().st_size} bytes)")
@@ -269,7 +265,6 @@ def _publish_dirs(pairs: list[tuple[Path, DataPath]]) -> None:
     try:
         if local:
             fs.put([str(p) for p in local], staged)
-        fs.invalidate_cache()
         sizes = {k: v["size"] for k, v in fs.find(staging, detail=True).items()} if local else {}
         for p, key in zip(local, staged, strict=True):
             if sizes.get(key) != p.stat().st_size:
@@ -284,7 +279,6 @@ def _publish_dirs(pairs: list[tuple[Path, DataPath]]) -> None:
     finally:
         with contextlib.suppress(FileNotFoundError):
             fs.rm(staging, recursive=True)
-        fs.invalidate_cache()
 
 
 def remove_tree(path: DataPath) -> None:
@@ -292,7 +286,6 @@ def remove_tree(path: DataPath) -> None:
     if is_remote(path):
         with contextlib.suppress(FileNotFoundError):
             path.fs.rm(fs_path(path), recursive=True)
-        path.fs.invalidate_cache()
     else:
         shutil.rmtree(path, ignore_errors=True)
 
@@ -340,7 +333,6 @@ def _clean_tmp_remote(root: DataPath, older_than_s: float) -> int:
     for key in sorted(doomed):
         with contextlib.suppress(FileNotFoundError):
             fs.rm(key, recursive=True)
-    fs.invalidate_cache()
     return len(doomed)
 
 

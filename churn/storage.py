@@ -14,10 +14,6 @@ group is published object by object, then made current by one small pointer obje
 
 from __future__ import annotations
 
-import contextlib
-import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -100,37 +96,16 @@ def read_schema(path: DataPath) -> pa.Schema:
     return pq.read_schema(path)
 
 
-def parquet_rows(path: DataPath) -> int:
-    import pyarrow.parquet as pq
 
-    if is_remote(path):
-        with path.open("rb") as fh:
-            return pq.read_metadata(fh).num_rows
-    return pq.read_metadata(path).num_rows
+def sha256(path: DataPath) -> str:
+    """Hex SHA-256 of a file's content, read in chunks (model files, landing files)."""
+    import hashlib
 
-
-@contextlib.contextmanager
-def local_copy(path: DataPath) -> Iterator[Path]:
-    """A real local file or folder with ``path``'s content, for libraries that only take file names."""
-    if not is_remote(path):
-        yield path
-        return
-    tmp = Path(tempfile.mkdtemp(prefix="churn-copy-"))
-    try:
-        target = tmp / path.name
-        path.fs.get(fs_path(path), str(target), recursive=path.is_dir())
-        yield target
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def mtime(path: DataPath) -> float | None:
-    """Last modification time (seconds since the epoch), ``None`` when the store does not say."""
-    if not is_remote(path):
-        return path.stat().st_mtime
-    info = path.fs.info(fs_path(path))
-    modified = info.get("LastModified") or info.get("mtime")
-    return modified.timestamp() if modified is not None and hasattr(modified, "timestamp") else None
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def signature(path: DataPath) -> str | None:
@@ -144,7 +119,6 @@ def signature(path: DataPath) -> str | None:
 
 def _signature(path: DataPath) -> str:
     if is_remote(path):
-        path.fs.invalidate_cache(fs_path(path))
         info = path.fs.info(fs_path(path))
         return str(info.get("ETag") or info.get("etag") or info.get("size"))
     st = path.stat()

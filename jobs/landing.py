@@ -10,7 +10,7 @@ delivery, so a backfill is not refused as stale).
 
 Every file goes through :func:`jobs.ingest.import_batch`, the code of ``churn data import``
 (normalisation, event map, user inference, the same validation gates, quarantine). Each import is
-recorded in ``landing/_imported/date=D.json`` (file size, modification time or ETag, SHA-256), so a
+recorded in ``landing/_imported/date=D.json`` (file size, signature, SHA-256), so a
 rerun imports only files that were not imported yet; a recorded file whose content changed is
 refused (the store already holds its first version). A day whose events folder is absent or empty
 fails with :class:`LandingMissingError` unless it was imported before.
@@ -22,16 +22,15 @@ Paths may be ``pathlib.Path`` or ``upath.UPath`` (object storage): only ``/``, `
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from churn import errors
 from churn.io import write_json_atomic
 from churn.layout import LANDING_TABLES, partition_dates
 from churn.settings import Settings
+from churn.storage import sha256, signature
 
 DATA_SUFFIXES = (".parquet", ".csv", ".csv.gz")
 """What a landing folder may hold (anything else is listed as ignored)."""
@@ -140,44 +139,18 @@ def landing_status(settings: Settings, day: dt.date) -> list[TableStatus]:
 # --- fingerprints -------------------------------------------------------------------------------------
 
 
-def _sha256(path: Any) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _quick_id(path: Any) -> dict[str, Any]:
-    """Size, plus what identifies a version without reading it: mtime (local) or ETag (object store)."""
-    st = path.stat()
-    out: dict[str, Any] = {"size": int(st.st_size)}
-    if isinstance(path, Path):
-        out["mtime"] = float(st.st_mtime)
-        return out
-    try:  # fsspec filesystems (s3fs: ETag); a store without one falls back to the content hash
-        info = path.fs.info(path.path)
-    except Exception:
-        info = {}
-    tag = info.get("ETag") or info.get("etag")
-    if tag:
-        out["etag"] = str(tag).strip('"')
-    return out
-
-
 def fingerprint(path: Any) -> dict[str, Any]:
-    """What the manifest records of a file: size, mtime or ETag when known, and its SHA-256."""
-    return {**_quick_id(path), "sha256": _sha256(path)}
+    """What the manifest records of a file: its size, its signature (ETag on object storage; inode,
+    mtime and size locally) and its SHA-256."""
+    return {"size": int(path.stat().st_size), "signature": signature(path), "sha256": sha256(path)}
 
 
 def _unchanged(recorded: dict[str, Any], path: Any) -> bool:
-    quick = _quick_id(path)
-    if quick["size"] != recorded.get("size"):
+    if int(path.stat().st_size) != recorded.get("size"):
         return False
-    for key in ("etag", "mtime"):  # the same version without reading it
-        if quick.get(key) is not None and quick.get(key) == recorded.get(key):
-            return True
-    return _sha256(path) == recorded.get("sha256")
+    if signature(path) == recorded.get("signature"):  # the same version, without reading it
+        return True
+    return sha256(path) == recorded.get("sha256")
 
 
 # --- the manifest -------------------------------------------------------------------------------------

@@ -15,7 +15,6 @@ weighting while keeping the ranking.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import math
 from pathlib import Path
@@ -25,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from churn.errors import ModelLoadError  # re-exported: callers catch it from here
+from churn.storage import sha256
 
 MISSING = "__missing__"
 """Category token for a missing value (the baseline one-hot encodes it when training saw it)."""
@@ -32,14 +32,6 @@ MISSING = "__missing__"
 METADATA = "metadata.json"
 LIGHTGBM_FILE = "model.txt"
 BASELINE_FILE = "baseline.joblib"
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -319,7 +311,7 @@ class ChurnModel:
             raise ModelLoadError(f"{path.name}: no model of kind {kind!r} in metadata")
         try:
             for name, digest in (spec.get("files") or {}).items():
-                if sha256_file(path / name) != digest:
+                if sha256(path / name) != digest:
                     raise ModelLoadError(f"{path.name}: {name} is corrupt (checksum mismatch)")
             booster = pipeline = None
             if kind == "lightgbm":

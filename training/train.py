@@ -23,11 +23,12 @@ import pandas as pd
 from churn.io import write_json_atomic, write_parquet_atomic, write_text_atomic
 from churn.schema import ENTITY_KEY
 from churn.settings import Settings
+from churn.storage import sha256
 from training.dataset import LABEL, TrainingSet, build_training_set
 from training.evaluate import choose_threshold, classification_metrics, segment_metrics
 from training.fit import Fitted, fit_baseline, fit_platt, margins, search_lightgbm
 from training.labels import NotEnoughDataError
-from training.model import BASELINE_FILE, LIGHTGBM_FILE, METADATA, sha256_file
+from training.model import BASELINE_FILE, LIGHTGBM_FILE, METADATA
 from training.registry import TEST_SET, ModelRegistry, VersionInfo
 from training.report import metrics_table, ranking_table, render_report, write_plots
 from training.yardsticks import RANKING_METRICS, compute_yardsticks
@@ -320,7 +321,7 @@ def _write_version(out: Path, version: str, c: dict[str, Any]) -> None:
         a, b = fit.model.calibration or (1.0, 0.0)
         models[name] = {
             "model_file": files[name],
-            "files": {files[name]: sha256_file(out / files[name])},
+            "files": {files[name]: sha256(out / files[name])},
             "categories": fit.model.categories,
             "threshold": c["thresholds"][name],
             "threshold_rule": c["rules"][name],
