@@ -81,3 +81,37 @@ def test_release_pipeline() -> None:
     assert "charts/churn-platform/values-production.yaml" in script and "git push" in script
     prod = yaml.safe_load((CHART / "values-production.yaml").read_text())
     assert isinstance(prod["image"]["tag"], str) and prod["image"]["tag"]
+
+
+APT_BINARIES = {"redis-server": {"redis-server"}}
+"""Debian/Ubuntu package → the binaries the suite looks for that it installs."""
+
+
+def _demanded_binaries() -> set[str]:
+    """Every executable a test asks for by name, through ``require_tool`` or ``shutil.which``."""
+    names: set[str] = set()
+    for path in (REPO / "tests").rglob("*.py"):
+        text = path.read_text()
+        names |= set(re.findall(r'require_tool\("([\w.-]+)"', text))
+        names |= set(re.findall(r'shutil\.which\("([\w.-]+)"\)', text))
+    return names - {"mount"}  # the tmpfs case needs root, not a package
+
+
+def test_ci_installs_every_binary_the_suite_demands() -> None:
+    script = (REPO / "scripts" / "install-tools.sh").read_text()
+    loop = re.findall(r"^for exe in ([\w .-]+); do", script, flags=re.M)
+    assert loop, "install-tools.sh lists the tools it installs in a `for exe in ...; do` check loop"
+    from_script = set(loop[-1].split())
+    steps = _load("ci.yml")["jobs"]["test"]["steps"]
+    packages: set[str] = set()
+    for st in steps:
+        for line in str(st.get("run", "")).splitlines():
+            if "apt-get install" in line:
+                packages |= {w for w in line.split("apt-get install", 1)[1].split() if not w.startswith("-")}
+    from_apt = set().union(*(APT_BINARIES.get(p, set()) for p in packages))
+    demanded = _demanded_binaries()
+    assert "redis-server" in demanded and "helm" in demanded  # the scan sees the suite's demands
+    missing = demanded - from_script - from_apt
+    assert not missing, f"ci.yml's test job does not install {sorted(missing)} (apt packages: {sorted(packages)})"
+    names = [st.get("name", st.get("run", "")) for st in steps]
+    assert names.index("System packages") < next(i for i, st in enumerate(steps) if st.get("run") == "make test")
