@@ -36,7 +36,7 @@ import pytest
 
 from churn.schema import ENTITY_KEY, FEATURE_VIEWS
 from churn.settings import Settings
-from tests.support.env import REPO, require_tool
+from tests.support.env import REPO, require_tool, skip_or_fail
 from tests.support.metrics import metric, metrics_of
 from tests.support.servers import RedisProcess, create, live_server
 from tests.support.sites import (
@@ -461,19 +461,22 @@ def test_features_build_killed_between_views_rerun_completes(site: Site, tmp_pat
 # =====================================================================================================
 @contextlib.contextmanager
 def tiny_tmpfs(path: Path, size_kb: int) -> Iterator[Path]:
+    """A tmpfs of ``size_kb`` at ``path``, owned by this user: mounted directly as root, else through
+    passwordless ``sudo -n`` (as on CI runners); otherwise skipped here and failed under CI."""
     path.mkdir(parents=True, exist_ok=True)
-    if os.geteuid() != 0 or not shutil.which("mount"):
-        pytest.skip("mounting a tmpfs needs root: disk-full case not runnable here")
+    prefix = [] if os.geteuid() == 0 else ["sudo", "-n"]
+    if not shutil.which("mount") or (prefix and not shutil.which("sudo")):
+        skip_or_fail("mounting a tmpfs needs root or passwordless sudo: disk-full case not runnable here")
+    options = f"size={size_kb}k,mode=0755,uid={os.getuid()},gid={os.getgid()}"
     r = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size_kb}k,mode=0755", "tmpfs", str(path)],
-        capture_output=True, text=True,
-    )  # fmt: skip
+        [*prefix, "mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True, text=True
+    )
     if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({r.stderr.strip()}): disk-full case not runnable")
+        skip_or_fail(f"cannot mount a tmpfs here ({r.stderr.strip()}): disk-full case not runnable")
     try:
         yield path
     finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
+        subprocess.run([*prefix, "umount", "-l", str(path)], check=False)
 
 
 def _fill(path: Path) -> None:
