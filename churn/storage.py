@@ -58,23 +58,81 @@ def fs_path(path: DataPath) -> str:
 
 
 def duckdb_connect(*roots: DataPath) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection that can read and write under ``roots`` (local or object storage).
-
-    Object storage goes through the same fsspec filesystem as every other read (registered with
-    DuckDB), not DuckDB's httpfs extension: that extension is downloaded at run time, which
-    air-gapped clusters cannot do, and it would need the credentials and endpoint configured twice.
-    """
+    """A DuckDB connection that can read and write under ``roots`` (local or object storage)."""
     import duckdb
 
     con = duckdb.connect()
-    registered: set[str] = set()
-    for root in roots:
-        if is_remote(root) and root.protocol not in registered:
-            con.execute("SET autoinstall_known_extensions = false")
-            con.execute("SET autoload_known_extensions = false")
-            con.register_filesystem(root.fs)
-            registered.add(root.protocol)
+    remote = [r for r in roots if is_remote(r)]
+    if remote:
+        enable_object_storage(con, remote[0])
     return con
+
+
+def enable_object_storage(con: Any, root: DataPath) -> None:
+    """Give a DuckDB connection S3 access for ``root``: DuckDB's own httpfs extension, installed
+    from the ``duckdb-extension-httpfs`` wheel (never downloaded: air-gapped clusters cannot) and
+    an S3 secret built from the standard AWS credential chain and the configured endpoint.
+
+    httpfs rather than DuckDB reading through the fsspec filesystem registered with it: measured
+    an order of magnitude faster (README), since it fetches ranges in parallel outside Python.
+    """
+    con.execute("SET autoinstall_known_extensions = false")
+    con.execute(f"INSTALL '{_sql_text(httpfs_extension())}'")  # into DuckDB's extension folder, once
+    con.execute("LOAD httpfs")
+    con.execute(s3_secret_sql(root))
+
+
+def httpfs_extension() -> str:
+    """The httpfs extension file the ``duckdb-extension-httpfs`` wheel ships for this DuckDB."""
+    import duckdb
+
+    try:
+        import duckdb_extension_httpfs
+    except ImportError:
+        raise RuntimeError(
+            "object storage needs DuckDB's httpfs extension: install duckdb-extension-httpfs "
+            f"=={duckdb.__version__} (requirements/main.txt pins it)"
+        ) from None
+    folder = Path(duckdb_extension_httpfs.__file__).parent
+    found = sorted(folder.rglob(f"v{duckdb.__version__}/**/httpfs.duckdb_extension")) or sorted(
+        folder.rglob(f"v{duckdb.__version__}/httpfs.duckdb_extension")
+    )
+    if not found:
+        raise RuntimeError(f"duckdb-extension-httpfs holds no httpfs extension for DuckDB {duckdb.__version__}")
+    return str(found[0])
+
+
+def s3_secret_sql(root: DataPath) -> str:
+    """``CREATE SECRET`` for ``root``'s bucket: credentials and region resolved the standard AWS
+    way (environment, profile, web identity: botocore's chain, as s3fs does), the endpoint from
+    ``CHURN_S3_ENDPOINT_URL`` (path-style addressing, as MinIO and Ceph expect) or AWS's."""
+    import os
+    from urllib.parse import urlparse
+
+    import botocore.session
+
+    session = botocore.session.get_session()
+    region = session.get_config_variable("region") or "us-east-1"
+    parts = ["TYPE s3", f"REGION '{_sql_text(region)}'"]
+    creds = session.get_credentials()
+    if creds is not None:
+        frozen = creds.get_frozen_credentials()
+        parts += [f"KEY_ID '{_sql_text(frozen.access_key)}'", f"SECRET '{_sql_text(frozen.secret_key)}'"]
+        if frozen.token:
+            parts.append(f"SESSION_TOKEN '{_sql_text(frozen.token)}'")
+    endpoint = root.storage_options.get("endpoint_url") or os.environ.get("AWS_ENDPOINT_URL", "")
+    if endpoint:
+        url = urlparse(endpoint if "://" in endpoint else f"https://{endpoint}")
+        parts += [
+            f"ENDPOINT '{_sql_text(url.netloc)}'",
+            "URL_STYLE 'path'",
+            f"USE_SSL {'false' if url.scheme == 'http' else 'true'}",
+        ]
+    return f"CREATE OR REPLACE SECRET churn_s3 ({', '.join(parts)})"
+
+
+def _sql_text(value: str) -> str:
+    return str(value).replace("'", "''")
 
 
 def read_table(path: DataPath, columns: list[str] | None = None) -> pa.Table:

@@ -311,3 +311,17 @@ def record_materialization(store: FeatureStore, views: list[FeatureView], start:
     for fv in views:
         store.registry.apply_materialization(fv, store.project, start, end, commit=False)
     store.registry.commit()
+
+
+def enable_offline_object_storage(root: Any) -> None:
+    """S3 access for Feast's DuckDB offline store, which reads every FileSource through ibis's
+    default DuckDB connection (``feast.infra.offline_stores.duckdb``: ``ibis.read_parquet``).
+
+    ibis insists on httpfs for ``s3://`` paths and would download it; installed from its wheel
+    first (``churn.storage``), ibis finds it installed and only loads it. Idempotent.
+    """
+    import ibis
+
+    from churn.storage import enable_object_storage
+
+    enable_object_storage(ibis.get_backend().con, root)

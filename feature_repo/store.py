@@ -78,10 +78,9 @@ def config_dict(settings: Settings) -> dict[str, Any]:
         "provider": "local",
         "registry": registry,
         "online_store": online,
-        # DuckDB reads local partitions fastest; on object storage Feast's file store (dask and
-        # s3fs, honouring each FileSource's endpoint override) reads what DuckDB's httpfs would
-        # otherwise have to download at run time.
-        "offline_store": {"type": "dask" if settings.remote else "duckdb"},
+        # On object storage too: feast_adapter.enable_offline_object_storage gives Feast's DuckDB
+        # connection the httpfs extension from its wheel and the S3 secret.
+        "offline_store": {"type": "duckdb"},
         "entity_key_serialization_version": 3,
         # Only used when someone runs Feast's own materialize: bounded batches keep memory flat.
         "materialization": {"online_write_batch_size": max(1, min(settings.materialize_batch_rows, 50_000))},
@@ -118,6 +117,10 @@ def get_store(settings: Settings) -> FeatureStore:
     from feast import FeatureStore
 
     settings.feast_dir.mkdir(parents=True, exist_ok=True)
+    if settings.remote:
+        from feature_repo.feast_adapter import enable_offline_object_storage
+
+        enable_offline_object_storage(settings.data_dir)
     return FeatureStore(repo_path=str(settings.feature_repo), config=repo_config(settings))
 
 
@@ -175,7 +178,7 @@ def historical_features(
     df[TIMESTAMP_FIELD] = to_utc_us(df[TIMESTAMP_FIELD]).to_numpy()
     df[TIMESTAMP_FIELD] = df[TIMESTAMP_FIELD].astype("datetime64[us, UTC]")
     refs: Any = features or store.get_feature_service(settings.feature_service)
-    with warnings.catch_warnings():  # ibis calls a DuckDB API that DuckDB 2 deprecates: not ours to fix
+    with warnings.catch_warnings():  # ibis calls a DuckDB API that DuckDB deprecates: not ours to fix
         warnings.filterwarnings("ignore", message=r"fetch_arrow_table\(\) is deprecated", category=DeprecationWarning)
         return store.get_historical_features(entity_df=df, features=refs).to_df()
 

@@ -217,3 +217,14 @@ def test_sqlite_timestamp_is_what_feasts_adapter_stores():
         assert fa.sqlite_epoch(ts) == adapt(to_naive_utc(ts))
         # and Feast's read converter gives the naive UTC time back
         assert feast_sqlite.convert_timestamp(str(fa.sqlite_epoch(ts)).encode()) == to_naive_utc(ts)
+
+
+def test_feast_duckdb_offline_store_reads_sources_through_ibis_default_backend() -> None:
+    """``enable_offline_object_storage`` prepares ibis's default DuckDB connection: that only helps
+    while Feast's DuckDB store reads FileSources with ``ibis.read_parquet`` (that connection)."""
+    import inspect
+
+    from feast.infra.offline_stores import duckdb as feast_duckdb
+
+    source = inspect.getsource(feast_duckdb._read_data_source)
+    assert "ibis.read_parquet(" in source
