@@ -140,6 +140,10 @@ class Settings:
     pushgateway_url: str = ""
     """Prometheus Pushgateway (``host:port`` or URL) the daily run pushes its step metrics to; empty:
     the metrics stay in textfiles under the data dir."""
+    namespace: str = ""
+    """The Kubernetes namespace of this deployment (the chart sets it from the pod's own): the daily
+    run pushes its metrics grouped by it, so environments sharing one Pushgateway stay apart and
+    alerts tell them apart by their ``namespace`` label."""
 
     # --- feature store -----------------------------------------------------------------
     online_store: OnlineStore = "sqlite"

@@ -117,6 +117,11 @@ class DailyMetrics:
 
         return generate_latest(self.registry()).decode()
 
+    def grouping_key(self) -> dict[str, str]:
+        """The Pushgateway group beyond the job: the deployment's namespace, when it has one."""
+        namespace = self.settings.namespace.strip()
+        return {"namespace": namespace} if namespace else {}
+
     def publish(self) -> str:
         """Keep the state, then push (or write the textfile); a one-line note of where it went."""
         layout = self.settings.layout
@@ -134,7 +139,9 @@ class DailyMetrics:
             # Scoring and drift metrics ride along: pushed once, not re-exported by every API replica.
             reg.register(JobMetricsCollector(self.settings))
             try:
-                pushadd_to_gateway(url, job=PUSH_JOB, registry=reg, timeout=PUSH_TIMEOUT_S)
+                pushadd_to_gateway(
+                    url, job=PUSH_JOB, registry=reg, grouping_key=self.grouping_key(), timeout=PUSH_TIMEOUT_S
+                )
             except Exception as exc:  # unreachable, refused, HTTP error: the run itself stands
                 _warn(f"daily metrics not pushed to {url}: {exc}")
                 return f"daily metrics: push to {url} failed"

@@ -82,6 +82,8 @@ class RolloutMetrics:
         self.stage = Info("churn_rollout", "Staged shadow / challenger versions and the challenger share.", registry=r)
         self.stage.info({"shadow": "none", "challenger": "none", "share": "0"})
         self.reload = Counter("churn_rollout_reload", "Stage (re)load attempts by result.", ["result"], registry=r)
+        for result in ("success", "failed"):  # at 0 from the start, so the first failure is an increase
+            self.reload.labels(result=result)
         self._arm_children: dict[tuple[str, str], Any] = {}
 
     def count(self, version: str, arm: str) -> None:

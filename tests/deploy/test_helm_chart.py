@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import fnmatch
+import hashlib
 import json
 import os
 import re
+import shlex
 import shutil
 import tempfile
+import tomllib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -16,7 +20,18 @@ import yaml
 from churn.settings import Settings
 from tests.support.contracts import contract_commands, contract_drift_options, contract_metrics, contract_routes
 from tests.support.env import REPO, require_tool
-from tests.support.tools import CASES, CHART, CHURN, VALUES_FILES, Rendered, containers, helm_template, run, values_for
+from tests.support.tools import (
+    CASES,
+    CHART,
+    CHURN,
+    VALUES_FILES,
+    Rendered,
+    containers,
+    helm_template,
+    run,
+    split_image,
+    values_for,
+)
 
 pytestmark = pytest.mark.deploy
 
@@ -119,9 +134,7 @@ def _config(r: Rendered) -> dict[str, str]:
 def test_api_deployment_probes_service_hpa(rendered: dict[str, Rendered], case: str) -> None:
     r = rendered[case]
     dep = next(
-        d
-        for d in r.of_kind("Deployment")
-        if d["metadata"]["labels"].get("app.kubernetes.io/component") == "api"
+        d for d in r.of_kind("Deployment") if d["metadata"]["labels"].get("app.kubernetes.io/component") == "api"
     )
     pod = dep["spec"]["template"]["spec"]
     (api,) = pod["containers"]
@@ -129,7 +142,7 @@ def test_api_deployment_probes_service_hpa(rendered: dict[str, Rendered], case: 
     cfg = _config(r)
     assert ports["http"] == int(cfg["CHURN_PORT"]) == 8000
     assert api["command"] == ["churn"] and api["args"][0] == "serve"
-    assert api["image"].rsplit(":", 1)[0].endswith("/api")
+    assert split_image(api["image"])[0].endswith("/api")
 
     routes = contract_routes()
     assert {"/live", "/ready"} <= routes
@@ -162,10 +175,7 @@ def test_api_deployment_probes_service_hpa(rendered: dict[str, Rendered], case: 
 
     pdbs = r.of_kind("PodDisruptionBudget")
     for pdb in pdbs:
-        assert (
-            pdb["spec"]["selector"]["matchLabels"].items()
-            <= dep["spec"]["template"]["metadata"]["labels"].items()
-        )
+        assert pdb["spec"]["selector"]["matchLabels"].items() <= dep["spec"]["template"]["metadata"]["labels"].items()
     if case == "production":
         assert pdbs
 
@@ -229,9 +239,7 @@ def test_churn_workloads_use_object_storage_and_local_scratch(rendered: dict[str
     r = rendered[case]
     data_dir = _data_dir(case)
     assert re.fullmatch(r"s3://[a-z0-9][a-z0-9.-]+[a-z0-9](/[^/\s]+)*", data_dir), data_dir
-    cm_name = next(d for d in r.of_kind("ConfigMap") if d["metadata"]["name"].endswith("-config"))[
-        "metadata"
-    ]["name"]
+    cm_name = next(d for d in r.of_kind("ConfigMap") if d["metadata"]["name"].endswith("-config"))["metadata"]["name"]
     seen = 0
     for obj, pod in _churn_workloads(r):
         vols = {v["name"]: v for v in pod["volumes"]}
@@ -281,7 +289,13 @@ def test_config_and_secrets(rendered: dict[str, Rendered], case: str) -> None:
     assert not (S3_KEYS & cfg.keys())
     for obj, pod in _churn_workloads(r):
         for c in containers(pod):
-            refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in c.get("env", []) if "valueFrom" in e}
+            env = c.get("env", [])
+            refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in env if "secretKeyRef" in e.get("valueFrom", {})}
+            # the pod's own namespace, by which the daily run groups its pushed metrics
+            fields = {
+                e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in env if "fieldRef" in e.get("valueFrom", {})
+            }
+            assert fields == {"CHURN_NAMESPACE": "metadata.namespace"}, f"{obj['metadata']['name']}/{c['name']}"
             assert set(refs) == SECRET_KEYS, f"{obj['metadata']['name']}/{c['name']}"
             for key, ref in refs.items():
                 assert ref["name"] == values["existingSecret"] and ref["key"] == key
@@ -320,12 +334,12 @@ def test_jobs_run_the_contract_commands(rendered: dict[str, Rendered], case: str
     ]
     assert len(pod["initContainers"]) == 2 and len(pod["containers"]) == 1
     for (image, command, args), ((repo, cmd), exp_args) in zip(_steps(pod), expected_chain, strict=True):
-        assert image.rsplit(":", 1)[0].endswith(repo) and command == cmd and args == exp_args, (image, args)
+        assert split_image(image)[0].endswith(repo) and command == cmd and args == exp_args, (image, args)
 
     def churn_args(pod: dict) -> list[list[str]]:
         out = []
         for image, command, args in _steps(pod):
-            assert command == ["churn"] and image.rsplit(":", 1)[0].endswith("/ml"), (image, command)
+            assert command == ["churn"] and split_image(image)[0].endswith("/ml"), (image, command)
             out.append(args)
         return out
 
@@ -609,8 +623,11 @@ def test_network_policies(rendered: dict[str, Rendered], case: str) -> None:
         assert minio_pol["spec"]["egress"] == []
         (ingress,) = minio_pol["spec"]["ingress"]
         assert _ports(ingress) == {(9000, "TCP")}
-        callers = {_pod_labels(o)["app.kubernetes.io/component"] for o, _ in r.workloads()
-                   if any(_selects(f["podSelector"], _pod_labels(o)) for f in ingress["from"])}
+        callers = {
+            _pod_labels(o)["app.kubernetes.io/component"]
+            for o, _ in r.workloads()
+            if any(_selects(f["podSelector"], _pod_labels(o)) for f in ingress["from"])
+        }
         assert callers == {"api", "job", "minio-bucket"}
     else:
         assert "minio" not in by_component
@@ -639,43 +656,315 @@ def test_vendored_redis_subchart(rendered: dict[str, Rendered]) -> None:
     sub = yaml.safe_load((CHART / "charts" / "redis" / "Chart.yaml").read_text())
     assert sub["name"] == "redis" and sub["version"] == dep["version"]
     assert dep.get("repository", "file://charts/redis") == "file://charts/redis"  # vendored, no fetch
-    assert not [
-        d
-        for d in rendered["default"].docs
-        if d["metadata"]["labels"].get("app.kubernetes.io/name") == "redis"
-    ]
+    assert not [d for d in rendered["default"].docs if d["metadata"]["labels"].get("app.kubernetes.io/name") == "redis"]
     r = rendered["all-features"]
     svc = r.one("Service", "churn-platform-redis")
-    assert (
-        _config(r)["CHURN_REDIS_URL"]
-        == f"redis://{svc['metadata']['name']}:{svc['spec']['ports'][0]['port']}/0"
-    )
+    assert _config(r)["CHURN_REDIS_URL"] == f"redis://{svc['metadata']['name']}:{svc['spec']['ports'][0]['port']}/0"
     r.one("Deployment", "churn-platform-redis")
 
 
 def test_dashboard_configmap(rendered: dict[str, Rendered]) -> None:
-    cm = next(
-        d
-        for d in rendered["default"].of_kind("ConfigMap")
-        if d["metadata"]["labels"].get("grafana_dashboard")
-    )
-    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    """The Grafana sidecar finds the dashboard by configurable labels; it shows one environment
+    (namespace) at a time, from a chosen data source, and only metrics the contract names."""
+    dashboards = values_for("default")["dashboards"]
+    (cm,) = [d for d in rendered["default"].of_kind("ConfigMap") if d["metadata"]["name"].endswith("-dashboard")]
+    assert dashboards["labels"] and cm["metadata"]["labels"].items() >= dashboards["labels"].items()
+    assert cm["metadata"].get("annotations", {}) == dashboards["annotations"]
     (payload,) = cm["data"].values()
     dash = json.loads(payload)
-    assert dash == json.loads((CHART / "files" / "dashboard.json").read_text())
-    exprs = [t["expr"] for p in dash["panels"] for t in p.get("targets", [])]
-    assert exprs
-    used = {re.sub(r"_(bucket|sum|count)$", "", m) for e in exprs for m in re.findall(r"\bchurn_[a-z_]+", e)}
-    unknown = used - contract_metrics()
+    assert dash["uid"] and dash["title"]
+
+    variables = {v["name"]: v for v in dash["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == "prometheus"
+    ns = variables["namespace"]
+    assert ns["type"] == "query" and ns["datasource"]["uid"] == "${datasource}"
+    assert re.fullmatch(r"label_values\(.*,\s*namespace\)", ns["query"]["query"]), ns["query"]
+    assert not ns.get("includeAll") and not ns.get("multi"), "one environment at a time, never a sum of two"
+
+    # Every series selector of every query is narrowed to the chosen namespace.
+    not_metrics = {"by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless", "bool"}
+    not_metrics |= {"sum", "min", "max", "avg", "count", "group", "stddev", "stdvar", "topk", "bottomk", "quantile"}
+    token = re.compile(
+        r"\b(?:by|without|on|ignoring)\s*\([^)]*\)|\"[^\"]*\"|\[[^\]]*\]|\b([a-zA-Z_:][\w:]*)\b(\s*\{[^}]*\})?(\s*\()?"
+    )
+    targets = [(p["title"], t) for p in dash["panels"] for t in p.get("targets", [])]
+    assert targets
+    used: set[str] = set()
+    for title, t in targets:
+        assert t["datasource"]["uid"] == "${datasource}", title
+        selectors = [
+            (m.group(1), m.group(2) or "")
+            for m in token.finditer(t["expr"])
+            if m.group(1) and not m.group(3) and m.group(1) not in not_metrics
+        ]
+        assert selectors, (title, t["expr"])
+        for name, matchers in selectors:
+            assert 'namespace=~"$namespace"' in matchers, f"{title}: {name} is not narrowed to $namespace"
+            used.add(re.sub(r"_(bucket|sum|count)$", "", name))
+    unknown = {m for m in used if m.startswith("churn_")} - contract_metrics()
     assert not unknown, f"dashboard uses metrics not in docs/contracts.md: {unknown}"
+
+    # The sidecar label and folder annotation follow the values.
+    proc = helm_template(["--set", "dashboards.labels.grafana_dashboard=churn", "--set", "dashboards.annotations.x=y"])
+    assert proc.returncode == 0, proc.stderr
+    override = Rendered("override", proc.stdout).of_kind("ConfigMap")
+    (cm,) = [d for d in override if d["metadata"]["name"].endswith("-dashboard")]
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "churn"
+    assert cm["metadata"]["annotations"] == {**dashboards["annotations"], "x": "y"}
 
 
 def test_images_match_dockerfiles(rendered: dict[str, Rendered]) -> None:
-    values = values_for("default")
-    for name in ("api", "ml", "drift"):
-        assert (REPO / "docker" / f"Dockerfile.{values['image'][name]}").exists()
-    prod = rendered["production"]
-    tag = str(values_for("production")["image"]["tag"])
-    for _obj, pod in _churn_workloads(prod):
+    """Every churn container of every rendering names an image CI builds (docker/Dockerfile.<key>),
+    runs that image's ENTRYPOINT, and every module of this repository its command imports, from the
+    console script or `python -m` target down, is in that image where Python looks for it."""
+    image_values = values_for("default")["image"]
+    repos = {f"{image_values['repositoryPrefix']}/{image_values[k]}": k for k in ("api", "ml", "drift")}
+    ci = yaml.safe_load((REPO / ".github" / "workflows" / "ci.yml").read_text())
+    assert ci["jobs"]["images"]["strategy"]["matrix"]["image"] == list(repos.values()), "CI builds every image"
+    images = {key: _image_contents(key) for key in repos.values()}
+    missing_by_root: dict[tuple[str, str], list[str]] = {}
+    seen = set()
+    for case, r in rendered.items():
+        for obj, pod in _churn_workloads(r):
+            for c in containers(pod):
+                where = f"[{case}] {obj['metadata']['name']}/{c['name']}: {c['image']}"
+                repo = re.sub(r"(@[^/]*|:[^/:]*)$", "", c["image"])
+                assert repo in repos, f"{where}: not an image CI builds"
+                key = repos[repo]
+                image = images[key]
+                assert c["command"] == image["entrypoint"], (
+                    f"{where}: runs {c['command']}, image runs {image['entrypoint']}"
+                )
+                if c["command"][:2] == ["python", "-m"]:
+                    root = c["command"][2]
+                else:
+                    assert c["command"][0] in image["scripts"], f"{where}: no `{c['command'][0]}` in the image"
+                    root = image["scripts"][c["command"][0]].split(":")[0]
+                if (key, root) not in missing_by_root:
+                    missing_by_root[key, root] = _missing_modules(image, root)
+                assert not missing_by_root[key, root], f"{where}: the image lacks {missing_by_root[key, root]}"
+                seen.add(key)
+    assert seen == set(repos.values()), f"no container runs {set(repos.values()) - seen}"
+
+
+# ---- images: what a rendered container runs must exist in the image it names ------------------
+FIRST_PARTY_ROOTS = ("churn", "cli", "jobs", "training", "service", "feature_repo")
+
+
+def _dockerfile_stages(path: Path) -> list[dict]:
+    """Stages of a Dockerfile: {"name", "instructions": [(INSTRUCTION, args)], ...} in order."""
+    lines, buf = [], ""
+    for raw in path.read_text().splitlines():
+        if not buf and (not raw.strip() or raw.lstrip().startswith("#")):
+            continue
+        if raw.rstrip().endswith("\\"):
+            buf += raw.rstrip()[:-1] + " "
+            continue
+        lines.append(buf + raw)
+        buf = ""
+    stages: list[dict] = []
+    for line in lines:
+        instr, _, args = line.strip().partition(" ")
+        instr = instr.upper()
+        if instr == "FROM":
+            words = args.split()
+            name = words[-1] if len(words) >= 3 and words[-2].upper() == "AS" else str(len(stages))
+            stages.append({"name": name, "instructions": []})
+        elif stages:
+            stages[-1]["instructions"].append((instr, args.strip()))
+    return stages
+
+
+def _flags(words: list[str]) -> tuple[dict[str, str], list[str]]:
+    flags = {}
+    while words and words[0].startswith("--"):
+        key, _, value = words.pop(0)[2:].partition("=")
+        flags[key] = value
+    return flags, words
+
+
+def _stage_files(stage: dict) -> tuple[dict[str, Path], dict[str, str], str, list[str]]:
+    """What a stage copies from the build context ({image path: repo path}), its ENV, WORKDIR and
+    the stages or named contexts it copies from (``COPY --from``)."""
+    files: dict[str, Path] = {}
+    env: dict[str, str] = {}
+    workdir = "/"
+    copied_from: list[str] = []
+    for instr, args in stage["instructions"]:
+        if instr == "WORKDIR":
+            workdir = args if args.startswith("/") else f"{workdir.rstrip('/')}/{args}"
+        elif instr == "ENV":
+            for word in shlex.split(args):
+                key, _, value = word.partition("=")
+                env[key] = value
+        elif instr in {"COPY", "ADD"}:
+            flags, words = _flags(shlex.split(args))
+            if "from" in flags:
+                copied_from.append(flags["from"])
+                continue
+            *srcs, dest = words
+            if not dest.startswith("/"):
+                dest = f"{workdir.rstrip('/')}/{dest}"
+            into_dir = dest.endswith("/") or len(srcs) > 1
+            for src in srcs:
+                local = REPO / src
+                if local.is_dir():
+                    for f in local.rglob("*"):
+                        if f.is_file() and "__pycache__" not in f.parts:
+                            files[f"{dest.rstrip('/')}/{f.relative_to(local)}"] = f
+                elif local.is_file():
+                    files[f"{dest.rstrip('/')}/{local.name}" if into_dir else dest] = local
+    return files, env, workdir, copied_from
+
+
+def _first_party_imports(path: Path, package: str) -> set[str]:
+    """First-party modules a file imports, statically or by a dotted module name in a string
+    (an importlib registry), with relative imports resolved against ``package``."""
+    import ast
+
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*parts, base] if base else parts)
+            names.add(base)
+            names |= {f"{base}.{a.name}" for a in node.names}
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            if re.fullmatch(r"[a-z_]+(\.[a-z_0-9]+)+", node.value):
+                names.add(node.value)
+    return {n for n in names if n.split(".")[0] in FIRST_PARTY_ROOTS and _repo_module(n)}
+
+
+def _repo_module(name: str) -> Path | None:
+    base = REPO.joinpath(*name.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _module_closure(root: str) -> dict[str, Path]:
+    """Every first-party module reachable by imports from ``root``, with its file."""
+    seen: dict[str, Path] = {}
+    todo = [root]
+    while todo:
+        name = todo.pop()
+        path = _repo_module(name)
+        if name in seen or path is None:
+            continue
+        seen[name] = path
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        todo += sorted(_first_party_imports(path, package))
+        parent = name.rpartition(".")[0]
+        if parent:
+            todo.append(parent)  # importing a.b runs a/__init__.py first
+    return seen
+
+
+def _image_contents(key: str) -> dict:
+    """The final stage of docker/Dockerfile.<key>: ENTRYPOINT, ENV, WORKDIR, the repo files it holds
+    at their image paths, and the importable roots (PYTHONPATH, WORKDIR, the installed project)."""
+    stages = _dockerfile_stages(REPO / "docker" / f"Dockerfile.{key}")
+    by_name = {s["name"]: s for s in stages}
+    final = stages[-1]
+    files, env, workdir, copied_from = _stage_files(final)
+    entrypoint = next((json.loads(a) for i, a in final["instructions"] if i == "ENTRYPOINT"), None)
+    installed: dict[str, Path] = {}  # module file -> repo file, for `pip install .` in a copied stage
+    scripts: dict[str, str] = {}
+    for name in copied_from:
+        stage = by_name.get(name)
+        if stage is None:
+            continue  # a named build context (e.g. a wheelhouse), not a stage
+        s_files, _env, s_workdir, _ = _stage_files(stage)
+        project = any(i == "RUN" and re.search(r"pip install\b[^&;|]*\s\.(\s|$)", a) for i, a in stage["instructions"])
+        if project:
+            pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+            scripts = pyproject["project"]["scripts"]
+            include = pyproject["tool"]["setuptools"]["packages"]["find"]["include"]
+            prefix = s_workdir.rstrip("/") + "/"
+            for image_path, repo_path in s_files.items():
+                rel = image_path.removeprefix(prefix)
+                if image_path.startswith(prefix) and any(fnmatch.fnmatch(rel.split("/")[0], p) for p in include):
+                    installed["/site-packages/" + rel] = repo_path
+    roots = [p for p in env.get("PYTHONPATH", "").split(":") if p] + [workdir]
+    return {
+        "entrypoint": entrypoint,
+        "env": env,
+        "files": {**files, **installed},
+        "roots": [*roots, "/site-packages"],
+        "scripts": scripts if "/opt/venv/bin" in env.get("PATH", "") else {},
+    }
+
+
+def _missing_modules(image: dict, root_module: str) -> list[str]:
+    """First-party modules reachable from ``root_module`` that the image cannot import."""
+    missing = []
+    for name, repo_path in sorted(_module_closure(root_module).items()):
+        rel = repo_path.relative_to(REPO).as_posix()
+        if any(image["files"].get(f"{root.rstrip('/')}/{rel}") == repo_path for root in image["roots"]):
+            continue
+        # A package directory without its __init__.py still imports, as a namespace package.
+        if repo_path.name == "__init__.py":
+            pkg = rel.rsplit("/", 1)[0] + "/"
+            if any(f.startswith(f"{root.rstrip('/')}/{pkg}") for root in image["roots"] for f in image["files"]):
+                continue
+        missing.append(f"{name} ({rel})")
+    return missing
+
+
+def _digest_values(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    digests = {key: "sha256:" + hashlib.sha256(key.encode()).hexdigest() for key in ("api", "ml", "drift")}
+    path = tmp_path / "digests.yaml"
+    path.write_text(yaml.safe_dump({"image": {"digests": digests}}))
+    return path, digests
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_images_pinned_by_digest_when_set(case: str, tmp_path: Path) -> None:
+    """With image.digests set, every churn container (API, daily chain, seed) is <repo>@<its digest>:
+    what CI tested, and a new build is a new reference that rolls the pods."""
+    path, digests = _digest_values(tmp_path)
+    proc = helm_template([*CASES[case], "-f", str(path), "--set", "demo.enabled=true"])
+    assert proc.returncode == 0, proc.stderr
+    image = values_for("default")["image"]
+    r = Rendered(case, proc.stdout)
+    seen = set()
+    for obj, pod in _churn_workloads(r):
         for c in containers(pod):
-            assert c["image"].endswith(f":{tag}"), c["image"]
+            repo, _, digest = c["image"].partition("@")
+            key = next(k for k in digests if repo == f"{image['repositoryPrefix']}/{image[k]}")
+            assert digest == digests[key], f"[{case}] {obj['metadata']['name']}/{c['name']}: {c['image']}"
+            seen.add(key)
+    assert seen == set(digests)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_images_fall_back_to_the_tag(rendered: dict[str, Rendered], case: str) -> None:
+    """As each case's values say: <repo>@<digest> where one is set, else <repo>:<image.tag>, or
+    :<appVersion> when the tag is empty."""
+    image = values_for(case if case in VALUES_FILES else "default")["image"]
+    tag = str(image["tag"] or yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"])
+    expected = {
+        f"{image['repositoryPrefix']}/{image[k]}" + (f"@{image['digests'][k]}" if image["digests"][k] else f":{tag}")
+        for k in ("api", "ml", "drift")
+    }
+    refs = {c["image"] for _obj, pod in _churn_workloads(rendered[case]) for c in containers(pod)}
+    assert refs and refs <= expected, refs
+
+
+def test_values_schema_rejects_bad_digests() -> None:
+    good = "sha256:" + "0" * 64
+    assert helm_template(["--set", f"image.digests.api={good}"]).returncode == 0
+    for bad in (
+        f"image.digests.api={good[:-1]}",
+        f"image.digests.api={good.upper()}",
+        "image.digests.ml=latest",
+        f"image.digests.drift=sha512:{'0' * 64}",
+        f"image.digests.web={good}",
+    ):
+        proc = helm_template(["--set", bad])
+        assert proc.returncode != 0, f"values.schema.json accepted {bad}"

@@ -211,12 +211,13 @@ def test_step_metrics_are_pushed_once_to_the_pushgateway(site: Settings, capsys:
     assert metric(m, "churn_landing_missing", table="events") == 0
     assert not site.layout.daily_metrics.exists()  # pushed, not written
 
-    # host:port works as well; a failed step is pushed too, its last success kept from before.
+    # host:port works as well; a failed step is pushed too, its last success kept from before; in a
+    # namespace (the chart sets it) the group carries it, so environments sharing a gateway stay apart.
     with http_receiver() as (address, received):
-        pushed = make_settings(site.data_dir, pushgateway_url=address)
+        pushed = make_settings(site.data_dir, pushgateway_url=address, namespace="churn-staging")
         with pytest.raises(DailyError, match="step 'ingest'"):
             daily(pushed, RUN + dt.timedelta(days=1), first="ingest", last="ingest")
-    assert len(received) == 1
+    assert [(r.method, r.path) for r in received] == [("POST", "/metrics/job/churn_daily/namespace/churn-staging")]
     again = metrics_of(received[0].body.decode())
     assert metric(again, "churn_daily_step_failed", step="ingest") == 1
     assert metric(again, "churn_daily_step_last_success_timestamp_seconds", step="ingest") == metric(

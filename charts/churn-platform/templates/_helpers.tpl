@@ -53,11 +53,19 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | 
 {{- default .Chart.AppVersion .Values.image.tag | toString -}}
 {{- end -}}
 
-{{/* include "churn.image" (list . "api") */}}
+{{/* include "churn.image" (list . "api"): <prefix>/<name>@<digest> when image.digests.<key> is set,
+else <prefix>/<name>:<tag>. A digest is what CI tested and cannot be re-pointed; a tag is only a
+fallback for local installs, and a changed digest is also what makes Argo CD roll the pods. */}}
 {{- define "churn.image" -}}
 {{- $root := index . 0 -}}
-{{- $name := index $root.Values.image (index . 1) -}}
-{{- printf "%s/%s:%s" (trimSuffix "/" $root.Values.image.repositoryPrefix) $name (include "churn.imageTag" $root) -}}
+{{- $key := index . 1 -}}
+{{- $repo := printf "%s/%s" (trimSuffix "/" $root.Values.image.repositoryPrefix) (index $root.Values.image $key) -}}
+{{- $digest := index ($root.Values.image.digests | default dict) $key | default "" -}}
+{{- if $digest -}}
+{{- printf "%s@%s" $repo $digest -}}
+{{- else -}}
+{{- printf "%s:%s" $repo (include "churn.imageTag" $root) -}}
+{{- end -}}
 {{- end -}}
 
 {{/* Redis URL when the vendored subchart is enabled (no password: reachable only in-release). */}}
@@ -101,6 +109,11 @@ envFrom:
   - configMapRef:
       name: {{ include "churn.configMapName" . }}
 env:
+  {{- /* The daily run groups its pushed metrics by namespace (docs/cluster.md, Alerts). */}}
+  - name: CHURN_NAMESPACE
+    valueFrom:
+      fieldRef:
+        fieldPath: metadata.namespace
   - name: CHURN_REDIS_URL
     valueFrom:
       secretKeyRef:
