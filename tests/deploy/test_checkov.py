@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from tests.support.env import REPO, require_tool
-from tests.support.tools import Rendered, containers, run
+from tests.support.tools import Rendered, containers, run, split_image
 
 pytestmark = pytest.mark.deploy
 
@@ -152,9 +152,12 @@ def test_skip_k8s_43_15_images_are_tagged(rendered: dict[str, Rendered]) -> None
         for obj, pod in rendered[case].workloads():
             for c in containers(pod):
                 where = f"[{case}] {obj['metadata']['name']}: {c['image']}"
-                repo, _, tag = c["image"].rpartition(":")
-                assert repo and "/" not in tag and tag not in {"", "latest"}, where
-                # A mutable (non-version) tag such as `staging` must be pulled every time.
+                repo, tag, digest = split_image(c["image"])
+                if digest:  # a digest names one image for good: nothing to re-pull
+                    assert re.fullmatch(r"sha256:[0-9a-f]{64}", digest), where
+                    continue
+                assert repo and tag not in {"", "latest"}, where
+                # A mutable (non-version) tag such as `main` must be pulled every time.
                 if not version_tag.fullmatch(tag):
                     assert c.get("imagePullPolicy") == "Always", where
 
@@ -184,7 +187,7 @@ def test_skip_docker_7_base_image_is_tagged() -> None:
         stages: set[str] = set()
         for image, stage in re.findall(r"^FROM (?:--platform=\S+ )?(\S+)(?: AS (\S+))?", text, re.M | re.I):
             resolved = _expand(image, args)
-            if resolved not in stages:
+            if resolved not in stages and resolved != "scratch":  # scratch: the empty image, no tag to pin
                 name, _, tag = resolved.rpartition(":")
                 assert name and tag and tag != "latest" and "$" not in resolved, f"{dockerfile.name}: FROM {image}"
             if stage:

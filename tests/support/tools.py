@@ -136,6 +136,15 @@ class Rendered:
                 yield obj, pod
 
 
+def split_image(ref: str) -> tuple[str, str, str]:
+    """`registry/repo:tag@sha256:…` -> (repository, tag, digest); tag and digest may be empty."""
+    ref, _, digest = ref.partition("@")
+    repo, sep, tag = ref.rpartition(":")
+    if not sep or "/" in tag:  # no tag; the colon (if any) was a registry port
+        return ref, "", digest
+    return repo, tag, digest
+
+
 def containers(pod: dict[str, Any]) -> list[dict[str, Any]]:
     """Init containers then containers of a pod spec."""
     return [*pod.get("initContainers", []), *pod["containers"]]
