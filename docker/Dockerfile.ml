@@ -1,25 +1,46 @@
 # syntax=docker/dockerfile:1
 # Batch image for features, training, batch scoring and retraining: `churn <command>`.
 # Build from the repository root:  docker build -f docker/Dockerfile.ml -t churn-ml .
+# Air-gapped (no package index; docs/deploy.md):
+#   scripts/wheelhouse.sh WH requirements/main.txt requirements/build.txt
+#   docker build --build-context wheelhouse=WH --build-arg PYTHON_IMAGE=<mirrored base> ...
 ARG PYTHON_IMAGE=python:3.11-slim
+
+# ---- wheels: from the package index, each checked against the lock's hashes. A build context
+# named `wheelhouse` (a folder made by scripts/wheelhouse.sh) replaces this stage, and then
+# nothing below reaches the network.
+FROM ${PYTHON_IMAGE} AS download
+COPY requirements/main.txt requirements/build.txt /tmp/locks/
+RUN python -m pip download --no-cache-dir --disable-pip-version-check --require-hashes \
+      --only-binary=:all: --no-deps --dest /wheels -r /tmp/locks/main.txt -r /tmp/locks/build.txt
+
+FROM scratch AS wheelhouse
+COPY --from=download /wheels /
 
 # ---- build stage: a virtualenv with the hashed runtime lock + the project ----------------------
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_INDEX=1 \
+    PIP_FIND_LINKS=/wheels \
     PYTHONDONTWRITEBYTECODE=1
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
+# Dependencies first (only the lock file), so code changes do not rebuild this layer.
 COPY requirements/main.txt requirements/main.txt
-RUN pip install --no-cache-dir --require-hashes -r requirements/main.txt
+RUN --mount=type=bind,from=wheelhouse,target=/wheels \
+    pip install --no-cache-dir --require-hashes -r requirements/main.txt
 COPY pyproject.toml README.md ./
 COPY churn churn
+COPY cli cli
 COPY jobs jobs
 COPY training training
 COPY service service
 COPY feature_repo feature_repo
-RUN pip install --no-cache-dir --no-deps . \
+# The project's build backend comes from the wheelhouse too (requirements/build.txt).
+RUN --mount=type=bind,from=wheelhouse,target=/wheels \
+    pip install --no-cache-dir --no-deps . \
  && pip uninstall --yes pip
 
 # ---- final stage ---------------------------------------------------------------------------------
@@ -27,7 +48,11 @@ FROM ${PYTHON_IMAGE} AS final
 LABEL org.opencontainers.image.title="churn-platform-ml" \
       org.opencontainers.image.description="churn-platform batch jobs: features, training, scoring, retraining" \
       org.opencontainers.image.licenses="Apache-2.0"
-RUN groupadd --system --gid 10001 churn \
+# LightGBM links the system OpenMP runtime; a base image that already has it needs no package index.
+# hadolint ignore=DL3008
+RUN (python -c "import ctypes.util, sys; sys.exit(ctypes.util.find_library('gomp') is None)" \
+      || (apt-get update && apt-get install -y --no-install-recommends libgomp1 && rm -rf /var/lib/apt/lists/*)) \
+ && groupadd --system --gid 10001 churn \
  && useradd --system --no-log-init --uid 10001 --gid churn --home-dir /app --shell /usr/sbin/nologin churn \
  && mkdir -p /data /app \
  && chown churn:churn /data

@@ -152,6 +152,20 @@ def apply(settings: Settings, store: FeatureStore | None = None) -> dict[str, in
     }
 
 
+def ensure_registry(settings: Settings) -> bool:
+    """Register the definitions from code when this pod has no registry yet; True if it did.
+
+    On object storage each pod keeps Feast's file registry in its own scratch folder, empty at
+    start: a serving pod that never ran `churn features apply` would otherwise never be ready. A
+    shared SQL registry (``CHURN_FEAST_REGISTRY_URL``) and a local data dir are left as they are:
+    there the registry is shared, and applying is the operator's step.
+    """
+    if not settings.remote or settings.feast_registry_url or registry_path(settings).exists():
+        return False
+    apply(settings)
+    return True
+
+
 # --- offline retrieval ------------------------------------------------------------------------
 
 

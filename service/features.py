@@ -32,7 +32,9 @@ class StoreUnavailable(Exception):
 def _default_reader(settings: Settings) -> OnlineStore:
     """The configured online store, connected: an unreadable registry fails here, like a dead store."""
     from feature_repo.online import online_store
+    from feature_repo.store import ensure_registry
 
+    ensure_registry(settings)
     return online_store(settings).connect()
 
 

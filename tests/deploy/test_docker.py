@@ -44,9 +44,28 @@ def test_multistage_slim_nonroot(name: str) -> None:
     assert user and user[-1].split(":")[0] not in {"root", "0"}
     assert re.match(r"\d+(:\d+)?$", user[-1]), "numeric USER so runAsNonRoot can verify it"
     assert "COPY --from=build /opt/venv /opt/venv" in final
-    # no build tools / package caches in the final stage
-    assert not re.search(r"apt-get|apk |gcc|build-essential|pip install", final)
+    # no build tools / package caches in the final stage; a package manager only as the fallback
+    # for LightGBM's OpenMP runtime on a base image without it
+    assert not re.search(r"apk |gcc|build-essential|pip install", final)
+    for line in re.findall(r"apt-get install[^&]*", final):
+        assert line.split() == ["apt-get", "install", "-y", "--no-install-recommends", "libgomp1"], line
+    if "apt-get" in final:
+        assert "find_library('gomp')" in final and "rm -rf /var/lib/apt/lists/*" in final
     assert "CHURN_DATA_DIR=/data" in final
+
+
+@pytest.mark.parametrize("name", IMAGES)
+def test_wheels_come_from_one_replaceable_stage(name: str) -> None:
+    """Every pip install reads the `wheelhouse` stage, never an index: an air-gapped build replaces that
+    stage with `--build-context wheelhouse=DIR` (tests/deploy/test_images.py builds with no network)."""
+    text = _dockerfile(name)
+    stages = dict((stage, image) for image, stage in re.findall(r"^FROM (\S+) AS (\S+)", text, re.M))
+    assert stages.get("wheelhouse") == "scratch"
+    build = re.split(r"^FROM ", text, flags=re.M)[3]
+    assert re.search(r"PIP_NO_INDEX=1", build) and re.search(r"PIP_FIND_LINKS=/wheels", build)
+    installs = re.findall(r"^RUN (.*?)(?<!\\)$", build, re.M | re.S)
+    pip = [r for r in installs if "pip install" in r]
+    assert pip and all(r.startswith("--mount=type=bind,from=wheelhouse,target=/wheels") for r in pip), pip
 
 
 @pytest.mark.parametrize("name", ["api", "ml"])
@@ -83,9 +102,7 @@ def test_drift_image_is_isolated() -> None:
 
 def test_dockerignore() -> None:
     lines = {
-        ln.strip()
-        for ln in (REPO / ".dockerignore").read_text().splitlines()
-        if ln.strip() and not ln.startswith("#")
+        ln.strip() for ln in (REPO / ".dockerignore").read_text().splitlines() if ln.strip() and not ln.startswith("#")
     }
     assert {".git", ".venv", ".venv-drift", "data", "**/__pycache__"} <= lines
     # what the Dockerfiles COPY must not be ignored
