@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ["data", "materialize", "online_read", "train", "score", "drift", "serve", "soak"]
+ORDER = ["data", "materialize", "online_read", "train", "score", "drift", "serve", "soak", "uplift"]
 
 
 def main(names: list[str]) -> int:

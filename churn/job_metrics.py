@@ -1,4 +1,4 @@
-"""The batch jobs' Prometheus textfiles (batch scoring, drift) as one collector.
+"""The batch jobs' Prometheus textfiles (batch scoring, drift, interventions report) as one collector.
 
 The jobs write their metrics in the text exposition format next to their outputs. Finished Jobs
 cannot be scraped, so the metrics travel one of two ways, never both: on one machine (a local
@@ -17,8 +17,17 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
-from churn.layout import DRIFT_METRICS
+from churn.layout import DRIFT_METRICS, INTERVENTION_METRICS
 from churn.settings import Settings
+
+
+def _latest_date(pointer: Path, key: str) -> dt.date | None:
+    """The date a ``latest.json`` pointer names; None when absent or hand-edited into nonsense."""
+    try:
+        value = json.loads(pointer.read_text()).get(key)
+        return dt.date.fromisoformat(value) if isinstance(value, str) else None
+    except (OSError, ValueError, AttributeError):  # a broken pointer must never break /metrics
+        return None
 
 
 class JobMetricsCollector(Collector):
@@ -30,17 +39,12 @@ class JobMetricsCollector(Collector):
     def files(self) -> list[Path]:
         layout = self.settings.layout
         out = [layout.scoring_metrics]
-        latest = layout.drift_latest
-        try:
-            date = json.loads(latest.read_text()).get("date")
-        except (OSError, ValueError):
-            date = None
-        try:
-            day = dt.date.fromisoformat(date) if isinstance(date, str) else None
-        except ValueError:  # a hand-edited latest.json must not break /metrics
-            day = None
+        day = _latest_date(layout.drift_latest, "date")
         if day is not None:
             out.append(layout.drift(day) / DRIFT_METRICS)
+        since = _latest_date(layout.intervention_reports_latest, "since")
+        if since is not None:
+            out.append(layout.intervention_report(since) / INTERVENTION_METRICS)
         return [p for p in out if p.is_file()]
 
     def collect(self) -> Iterator:

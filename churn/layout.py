@@ -29,8 +29,13 @@ SCORED_FEATURES = "scored_features.parquet"
 DRIFT_REPORT_JSON = "report.json"
 DRIFT_REPORT_HTML = "report.html"
 DRIFT_METRICS = "metrics.prom"
+INTERVENTION_METRICS = "metrics.prom"
 SCORING_METRICS = "metrics.prom"
 DAILY_METRICS = "metrics.prom"
+# Interventions: the day's plan, the append-only outbox, CRM exports, the suppression list.
+INTERVENTION_PLAN = "plan.parquet"
+SUPPRESSION_FILE = "suppression.parquet"
+INTERVENTIONS_LOCK = "interventions.lock"
 # The landing prefix: what upstream delivers, one folder per table and delivery day.
 LANDING_TABLES = ("events", "payments", "users")
 LANDING_IMPORTED = "_imported"
@@ -210,6 +215,62 @@ class DataLayout:
     def daily_state(self) -> Path:
         """Each daily step's last outcome, kept so every push and textfile carries every step."""
         return self.daily_dir / "steps.json"
+
+    # --- interventions --------------------------------------------------------------------------
+    @property
+    def interventions_dir(self) -> Path:
+        return self.data_dir / "interventions"
+
+    @property
+    def intervention_plans_dir(self) -> Path:
+        return self.interventions_dir / "plan"
+
+    def intervention_plan(self, day: dt.date) -> Path:
+        """``interventions/plan/date=D/plan.parquet``: whom to contact (and hold out) on D."""
+        return partition_dir(self.intervention_plans_dir, day) / INTERVENTION_PLAN
+
+    @property
+    def outbox_dir(self) -> Path:
+        return self.interventions_dir / "outbox"
+
+    def outbox(self, day: dt.date) -> Path:
+        """``interventions/outbox/date=D/``: one new Parquet object per append, never rewritten."""
+        return partition_dir(self.outbox_dir, day)
+
+    @property
+    def exports_dir(self) -> Path:
+        return self.interventions_dir / "exports"
+
+    def exports(self, day: dt.date) -> Path:
+        return partition_dir(self.exports_dir, day)
+
+    def export_file(self, day: dt.date, action: str, fmt: str) -> Path:
+        """``interventions/exports/date=D/<action>.csv|.parquet``: one CRM upload per action and day."""
+        return self.exports(day) / f"{action}.{fmt}"
+
+    @property
+    def suppression_file(self) -> Path:
+        """``interventions/suppression.parquet``: users never to contact (replaced whole on change)."""
+        return self.interventions_dir / SUPPRESSION_FILE
+
+    @property
+    def intervention_reports_dir(self) -> Path:
+        """``interventions/reports/``: one folder per ``--since``, plus ``latest.json``."""
+        return self.interventions_dir / "reports"
+
+    def intervention_report(self, since: dt.date) -> Path:
+        """``interventions/reports/since=D/``: report.json, report.html, metrics.prom."""
+        return self.intervention_reports_dir / f"since={since.isoformat()}"
+
+    @property
+    def intervention_reports_latest(self) -> Path:
+        """Names the newest report (by matured labels): what /metrics and the Pushgateway carry."""
+        return self.intervention_reports_dir / "latest.json"
+
+    @property
+    def interventions_lock(self) -> Path:
+        """Held while planning, sending or suppressing, so two runs never deliver the same day."""
+        return self.interventions_dir / INTERVENTIONS_LOCK
 
     @property
     def prediction_log_dir(self) -> Path:

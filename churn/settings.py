@@ -214,6 +214,35 @@ class Settings:
     risk_medium: float = 0.3
     risk_high: float = 0.6
     interventions: str = "high:support_outreach,medium:discount_offer,low:none"
+    """Risk tier → recommended action (``none``: nobody is contacted for that tier)."""
+
+    # --- interventions (churn interventions plan | send) -------------------------------
+    intervention_capacity: str = "support_outreach:200,discount_offer:1000"
+    """``action:N,...``: at most N users contacted per day for the action, the riskiest first; an
+    action of the tier map not listed has no cap. Naming an action the tier map does not use is refused."""
+    intervention_cooldown_days: int = 14
+    """A user contacted (or held out) for an action is not selected for it again for this many days."""
+    intervention_control_share: float = 0.1
+    """Share of each action's eligible users held out as the control group (recorded, never
+    contacted), in [0, 0.5]; chosen by a stable hash of user, action and campaign period."""
+    intervention_campaign_days: int = 28
+    """Length of a campaign period: the control group stays the same within one."""
+    intervention_sinks: str = "export"
+    """Where ``churn interventions send`` delivers: a comma list of ``webhook`` and ``export``."""
+    intervention_export_format: Literal["csv", "parquet"] = "csv"
+    """File format of the per-action CRM exports."""
+    intervention_webhook_url: str = ""
+    """The receiver's ``http(s)://`` URL (required by the ``webhook`` sink; from the Secret)."""
+    intervention_webhook_secret: str = field(default="", repr=False)
+    """HMAC-SHA256 key signing every webhook body (required by the ``webhook`` sink; from the Secret)."""
+    intervention_webhook_batch: int = 100
+    """Users per webhook request."""
+    intervention_webhook_timeout_s: float = 10.0
+    """Per-request timeout; a timeout is retried like a 5xx."""
+    intervention_webhook_retries: int = 5
+    """Retries of a batch after a 5xx, 408, 429, timeout or connection error before it is dead-lettered."""
+    intervention_webhook_backoff_s: float = 1.0
+    """Wait before the first retry, doubled for each further one."""
     prediction_log: bool = True
     """Log every served and shadow prediction to ``<data_dir>/prediction_log`` (Parquet, append-only)."""
     prediction_log_flush_s: float = 5.0
@@ -245,6 +274,11 @@ class Settings:
     def __post_init__(self) -> None:
         # The one place a Redis address is parsed: everything downstream sees a redis(s):// URL.
         object.__setattr__(self, "redis_url", normalise_redis_url(self.redis_url))
+        # Refused here rather than at send time: a misconfigured sink would otherwise surface only
+        # after the plan was written, in the middle of the night's chain.
+        problems = self._intervention_problems()
+        if problems:
+            raise SettingsError("intervention settings refused: " + "; ".join(problems))
 
     # --- derived paths (the map itself is churn.layout; these forward to it) ------------
     @property
@@ -329,6 +363,62 @@ class Settings:
         pairs = (item.split(":", 1) for item in self.interventions.split(",") if ":" in item)
         return {k.strip(): v.strip() for k, v in pairs}
 
+    @property
+    def intervention_capacities(self) -> dict[str, int]:
+        """``intervention_capacity`` parsed (checked when the settings were built)."""
+        return _parse_capacity(self.intervention_capacity)[0]
+
+    @property
+    def intervention_sink_list(self) -> list[str]:
+        return [s.strip() for s in self.intervention_sinks.split(",") if s.strip()]
+
+    def _intervention_problems(self) -> list[str]:
+        """Everything wrong with the intervention settings, each naming its variable."""
+        problems: list[str] = []
+        used = sorted({a for a in self.intervention_map.values() if a and a != "none"})
+        capacity, bad = _parse_capacity(self.intervention_capacity)
+        problems += [f"{PREFIX}INTERVENTION_CAPACITY {item!r} is not action:N with N >= 0" for item in bad]
+        for action in sorted(set(capacity) - set(used)):
+            problems.append(
+                f"{PREFIX}INTERVENTION_CAPACITY names unknown action {action!r} "
+                f"({PREFIX}INTERVENTIONS uses: {', '.join(used) or 'none'})"
+            )
+        share = self.intervention_control_share
+        if not 0.0 <= share <= 0.5:
+            problems.append(f"{PREFIX}INTERVENTION_CONTROL_SHARE {share} is outside [0, 0.5]")
+        if self.intervention_cooldown_days < 0:
+            problems.append(f"{PREFIX}INTERVENTION_COOLDOWN_DAYS must be >= 0")
+        if self.intervention_campaign_days < 1:
+            problems.append(f"{PREFIX}INTERVENTION_CAMPAIGN_DAYS must be >= 1")
+        sinks = self.intervention_sink_list
+        unknown = [s for s in sinks if s not in _INTERVENTION_SINKS]
+        if unknown or not sinks:
+            problems.append(
+                f"{PREFIX}INTERVENTION_SINKS {self.intervention_sinks!r}: expected a comma list of "
+                f"{', '.join(_INTERVENTION_SINKS)}"
+            )
+        if "webhook" in sinks:
+            url = urlparse(self.intervention_webhook_url)
+            if url.scheme not in ("http", "https") or not url.netloc:
+                problems.append(
+                    f"{PREFIX}INTERVENTION_WEBHOOK_URL must be an http(s):// URL when "
+                    f"{PREFIX}INTERVENTION_SINKS includes webhook"
+                )
+            if not self.intervention_webhook_secret:
+                problems.append(
+                    f"{PREFIX}INTERVENTION_WEBHOOK_SECRET is missing: the webhook sink signs every "
+                    "request with it (set it in the Secret)"
+                )
+        if self.intervention_webhook_batch < 1:
+            problems.append(f"{PREFIX}INTERVENTION_WEBHOOK_BATCH must be >= 1")
+        if self.intervention_webhook_retries < 0:
+            problems.append(f"{PREFIX}INTERVENTION_WEBHOOK_RETRIES must be >= 0")
+        if self.intervention_webhook_timeout_s <= 0:
+            problems.append(f"{PREFIX}INTERVENTION_WEBHOOK_TIMEOUT_S must be > 0")
+        if self.intervention_webhook_backoff_s < 0:
+            problems.append(f"{PREFIX}INTERVENTION_WEBHOOK_BACKOFF_S must be >= 0")
+        return problems
+
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
         """Build settings from ``CHURN_*`` variables (``env`` defaults to ``os.environ``)."""
@@ -355,6 +445,24 @@ class Settings:
             if v is not None:
                 out[PREFIX + f.name.upper()] = str(v)
         return out
+
+
+_INTERVENTION_SINKS = ("webhook", "export")
+
+
+def _parse_capacity(text: str) -> tuple[dict[str, int], list[str]]:
+    """``action:N,...`` → ({action: N}, the items that are not ``action:N``)."""
+    out: dict[str, int] = {}
+    bad: list[str] = []
+    for item in (i.strip() for i in text.split(",")):
+        if not item:
+            continue
+        action, sep, number = item.partition(":")
+        if not sep or not action.strip() or not number.strip().isdigit():
+            bad.append(item)
+            continue
+        out[action.strip()] = int(number)
+    return out, bad
 
 
 _STORAGE_FIELDS = {"data_dir", "registry_dir"}

@@ -31,6 +31,7 @@ _COMMAND_MODULES: list[tuple[str, str | None]] = [
     ("cli.commands.models", "models"),
     ("cli.commands.serve", None),
     ("cli.commands.jobs", None),
+    ("cli.commands.interventions", "interventions"),
     ("cli.commands.demo", None),
 ]
 

@@ -1,13 +1,14 @@
 """The daily loop, run locally in order (``churn daily --date D [--from STEP] [--to STEP]``).
 
 ingest D's landing files (skipped when the data dir has no ``landing/`` prefix) → build features
-(up to D) → feast apply (idempotent) → materialize (up to D) → score D → drift D → retrain if
-needed → housekeeping (prediction-log retention, stale temp files). Each step prints its own
-one-line summary; the loop stops at the first failing step (non-zero exit) so later steps never run
-on stale or half-built inputs: with a landing prefix, D's events not having arrived stops it at
-``ingest``. Drift runs with exit-zero semantics: detected drift is a verdict for the retrain step,
-not a failure. ``first``/``last`` run a contiguous part of the chain. After the run (success or
-failure) the steps' metrics are published once (:mod:`jobs.daily_metrics`).
+(up to D) → feast apply (idempotent) → materialize (up to D) → score D → plan and send D's
+interventions → drift D → retrain if needed → housekeeping (prediction-log retention, stale temp
+files). Each step prints its own one-line summary; the loop stops at the first failing step
+(non-zero exit) so later steps never run on stale or half-built inputs: with a landing prefix,
+D's events not having arrived stops it at ``ingest``. Drift runs with exit-zero semantics:
+detected drift is a verdict for the retrain step, not a failure. ``first``/``last`` run a
+contiguous part of the chain. After the run (success or failure) the steps' metrics are published
+once (:mod:`jobs.daily_metrics`).
 """
 
 from __future__ import annotations
@@ -81,6 +82,18 @@ def score_step(settings: Settings, date: dt.date) -> str:
     return score(settings, date).summary()
 
 
+def interventions_step(settings: Settings, date: dt.date) -> str:
+    from churn.layout import PREDICTIONS_PARQUET
+    from jobs.interventions.plan import plan
+    from jobs.interventions.send import send
+
+    if not (settings.layout.predictions(date) / PREDICTIONS_PARQUET).exists():
+        # The score step skipped the day (no production model yet): nobody to choose from.
+        return f"interventions {date}: skipped: no scores for the day"
+    planned = plan(settings, date)
+    return f"{planned.summary()}; {send(settings, date).summary()}"
+
+
 def drift_step(settings: Settings, date: dt.date) -> str:
     from jobs.drift.launch import run_drift
 
@@ -114,6 +127,7 @@ STEPS: list[tuple[str, Callable[[Settings, dt.date], str]]] = [
     ("apply", apply_step),
     ("materialize", materialize_step),
     ("score", score_step),
+    ("interventions", interventions_step),
     ("drift", drift_step),
     ("retrain", retrain_step),
     ("housekeeping", housekeeping_step),

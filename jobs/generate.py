@@ -27,13 +27,20 @@ it uses no random numbers and only information from before T. Random draws come 
 for the static user parameters and one stream per day, so a day's draws never depend on other days'
 output. Generation is vectorised over users and streamed day by day, so memory stays flat at 1M
 users and the output is identical for a given seed.
+
+Interventions can be simulated too (``treatment=``, see :class:`Treatment`): each day, after the
+oracle and before anything happens, a callback names the users acted on (treated) or held out
+(control); an action wins a drifting or fading user back to their normal rhythm with a chance set
+per action (and per plan), drawn from a stream of its own, so a run without treatment, or with
+effects of zero, writes the very same bytes. The oracle then also gives each of those users'
+churn probability with and without the action, the truth a measured uplift is compared with.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -136,6 +143,20 @@ QUIZ_P = 0.3
 COMPLETE_P = 0.02
 
 
+TREATMENT_SCHEMA = pa.schema(
+    [
+        ("day", pa.date32()),
+        ("user_id", pa.string()),
+        ("action", pa.string()),
+        ("treated", pa.bool_()),
+        ("p_untreated", pa.float64()),
+        ("p_treated", pa.float64()),
+    ]
+)
+"""What the oracle knows about each simulated assignment: its churn probability (no event in
+``[day, day + horizon)``) without the action and with it, whichever group the user was in."""
+
+
 @dataclass(frozen=True)
 class GenerateResult:
     users: int
@@ -143,6 +164,8 @@ class GenerateResult:
     payments: int
     start: dt.date
     end: dt.date
+    treatments: pa.Table | None = None
+    """With ``treatment=``: one row per assignment (:data:`TREATMENT_SCHEMA`)."""
 
 
 @dataclass(frozen=True)
@@ -177,6 +200,61 @@ class LatentState:
     completions: np.ndarray
 
 
+@dataclass(frozen=True)
+class Effect:
+    """What an action does to a user it reaches.
+
+    With chance ``win_back`` it brings a DRIFTING or FADING user back to NORMAL: their own rhythm
+    again, so they come back soon. It cannot help a user whose phase is already NORMAL or BREAK
+    (their risk is only their rhythm or a break they will end anyway) nor one who has left for
+    good. ``plans`` limits it to users on those plans (a discount means nothing on the free plan);
+    ``None`` is every plan.
+    """
+
+    win_back: float = 0.0
+    plans: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.win_back <= 1.0:
+            raise ValueError(f"win_back must be in [0, 1], got {self.win_back}")
+        unknown = set(self.plans or ()) - set(PLANS)
+        if unknown:
+            raise ValueError(f"unknown plans {sorted(unknown)}; known: {list(PLANS)}")
+
+    def chance(self, plan: np.ndarray) -> np.ndarray:
+        """The win-back chance of users with these plan indices."""
+        if self.plans is None:
+            return np.full(plan.size, self.win_back)
+        covered = np.isin(plan, [PLANS.index(p) for p in self.plans])
+        return np.where(covered, self.win_back, 0.0)
+
+
+@dataclass(frozen=True)
+class AtRisk:
+    """What a treatment callback sees at the start of a day: the oracle's users, before any action.
+
+    ``days_since_active`` is 1 for a user active yesterday, as in the ``recency`` features.
+    """
+
+    day: dt.date
+    user_ids: pa.Array
+    p_churn: np.ndarray
+    days_since_active: np.ndarray
+
+
+@dataclass(frozen=True)
+class Treatment:
+    """Simulated interventions: who is assigned each day, and what each action does.
+
+    ``assign(at_risk)`` returns the day's assignments as a table with ``user_id``, ``action`` and
+    ``treated`` (False: held out as control), at most one row per user; an action missing from
+    ``effects`` has no effect.
+    """
+
+    assign: Callable[[AtRisk], pa.Table]
+    effects: Mapping[str, Effect] = field(default_factory=dict)
+
+
 def _utc_us(day: dt.date) -> int:
     return int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp()) * 1_000_000
 
@@ -188,6 +266,11 @@ def _ts_array(us: np.ndarray) -> pa.Array:
 def _daily_rng(seed: int, day_index: int) -> np.random.Generator:
     """An independent stream per simulated day: a day's draws never depend on other days."""
     return np.random.default_rng([seed, 1, day_index + BURN_IN_DAYS])
+
+
+def _treatment_rng(seed: int, day_index: int) -> np.random.Generator:
+    """Win-back draws have their own stream, so treating nobody leaves every other draw as it was."""
+    return np.random.default_rng([seed, 2, day_index + BURN_IN_DAYS])
 
 
 def _draw_population(rng: np.random.Generator, users: int, days: int, start_us: int) -> Population:
@@ -326,7 +409,14 @@ def _oracle(pop: Population, state: LatentState, d: int, start: dt.date) -> tupl
     staying quiet, is exact. It reads the state only; it draws no random numbers.
     """
     idx = np.flatnonzero((pop.signup_day < d) & (state.gap >= 1) & (state.gap <= ORACLE_SCOPE_DAYS))
-    phase, gap0 = state.phase[idx], state.gap[idx]
+    return idx, _no_event_prob(pop, state, d, start, idx, state.phase[idx])
+
+
+def _no_event_prob(
+    pop: Population, state: LatentState, d: int, start: dt.date, idx: np.ndarray, phase: np.ndarray
+) -> np.ndarray:
+    """The oracle's forward pass for users ``idx`` as if their phase were ``phase``."""
+    gap0 = state.gap[idx]
     mass = {k: (phase == k).astype(np.float64) for k in (NORMAL, DRIFTING, FADING, BREAK, GONE)}
     rhythm = pop.rhythm[idx]
     tenure0 = (d - pop.signup_day[idx]).astype(np.float64)
@@ -348,16 +438,77 @@ def _oracle(pop: Population, state: LatentState, d: int, start: dt.date) -> tupl
         for ph, p_fail in fail.items():
             cancelled = np.where(due, mass[ph] * p_fail * shock, 0.0)
             mass[ph], mass[GONE] = mass[ph] - cancelled, mass[GONE] + cancelled
-    return idx, np.clip(sum(mass.values()), 0.0, 1.0)
+    return np.clip(sum(mass.values()), 0.0, 1.0)
+
+
+def _won_back(phase: np.ndarray) -> np.ndarray:
+    return np.where((phase == DRIFTING) | (phase == FADING), NORMAL, phase).astype(phase.dtype)
+
+
+def _treat(
+    pop: Population,
+    state: LatentState,
+    d: int,
+    start: dt.date,
+    treatment: Treatment,
+    at_risk: AtRisk,
+    index: dict[str, int],
+    rng: np.random.Generator,
+) -> pa.Table | None:
+    """Apply the day's assignments and say, from the oracle, what each one was worth.
+
+    A user's churn probability with the action is the mix of staying as they are and being won
+    back, ``(1 - w) * p(phase) + w * p(NORMAL)``: exact, because the win-back draw is independent
+    of everything else. Control users get the same two numbers, so the true effect is defined on
+    everyone assigned, as the measured one is.
+    """
+    rows = treatment.assign(at_risk)
+    if rows is None or rows.num_rows == 0:
+        return None
+    ids = rows["user_id"].to_pylist()
+    actions = rows["action"].to_pylist()
+    treated = np.asarray(rows["treated"].to_numpy(zero_copy_only=False), dtype=bool)
+    idx = np.fromiter((index[u] for u in ids), dtype=np.int64, count=len(ids))
+    if np.unique(idx).size != idx.size:
+        raise ValueError("a treatment assigned the same user twice on one day")
+    chance = np.zeros(idx.size)
+    for action in set(actions):
+        rows_of = np.array([a == action for a in actions])
+        chance[rows_of] = treatment.effects.get(action, Effect()).chance(pop.plan[idx[rows_of]])
+    phase = state.phase[idx]
+    p_as_is = _no_event_prob(pop, state, d, start, idx, phase)
+    p_won = _no_event_prob(pop, state, d, start, idx, _won_back(phase))
+    won = treated & (rng.random(idx.size) < chance)
+    state.phase[idx[won]] = _won_back(phase[won])
+    return pa.table(
+        {
+            "day": pa.array([start + dt.timedelta(days=d)] * idx.size, pa.date32()),
+            "user_id": pa.array(ids, pa.string()),
+            "action": pa.array(actions, pa.string()),
+            "treated": pa.array(treated),
+            "p_untreated": pa.array(p_as_is),
+            "p_treated": pa.array((1.0 - chance) * p_as_is + chance * p_won),
+        },
+        schema=TREATMENT_SCHEMA,
+    )
 
 
 def generate(
-    out_dir: Path, *, users: int, days: int, seed: int, end_date: dt.date, on_day: Callable[[int], None] | None = None
+    out_dir: Path,
+    *,
+    users: int,
+    days: int,
+    seed: int,
+    end_date: dt.date,
+    on_day: Callable[[int], None] | None = None,
+    treatment: Treatment | None = None,
 ) -> GenerateResult:
     """Write ``users/``, ``events/date=*/``, ``payments/date=*/`` and ``oracle/date=*/`` under ``out_dir``.
 
     Events cover the ``days`` days before ``end_date`` (exclusive), so features as of
     ``end_date`` see the whole history. ``on_day(n)`` is called after each of the ``days`` days.
+    ``treatment`` is asked each day of the window, right after the oracle, whom to act on (see
+    :class:`Treatment`); the assignments and their true effect come back in ``treatments``.
     """
     start = end_date - dt.timedelta(days=days)
     start_us = _utc_us(start)
@@ -365,19 +516,24 @@ def generate(
     _write_users(out_dir, pop)
     state = _initial_state(users)
     n_events = n_payments = 0
+    index = {u: i for i, u in enumerate(pop.user_ids.to_pylist())} if treatment is not None else {}
+    assigned: list[pa.Table] = []
     for d in range(-BURN_IN_DAYS, days):
         day = start + dt.timedelta(days=d)
         rng = _daily_rng(seed, d)
         if d >= 0:
             idx, p = _oracle(pop, state, d, start)
+            scoped_ids = pop.user_ids.take(pa.array(idx))
             _write_partition(
                 out_dir / ORACLE_TABLE,
                 day,
-                pa.table(
-                    {"user_id": pop.user_ids.take(pa.array(idx)), "p_churn": pa.array(p.astype(np.float32))},
-                    schema=ORACLE_SCHEMA,
-                ),
+                pa.table({"user_id": scoped_ids, "p_churn": pa.array(p.astype(np.float32))}, schema=ORACLE_SCHEMA),
             )
+            if treatment is not None:
+                at_risk = AtRisk(day, scoped_ids, p, state.gap[idx].copy())
+                rows = _treat(pop, state, d, start, treatment, at_risk, index, _treatment_rng(seed, d))
+                if rows is not None:
+                    assigned.append(rows)
         _transition(pop, state, d, rng)
         active = _draw_activity(pop, state, d, calendar_factor(day), rng)
         events = _sessions(pop, state, active, d, start_us + d * DAY_US, rng)
@@ -391,7 +547,10 @@ def generate(
         state.gap = np.where(active, 1, np.where(state.gap > 0, state.gap + 1, 0)).astype(np.int32)
         if d >= 0 and on_day is not None:
             on_day(d + 1)
-    return GenerateResult(users, n_events, n_payments, start, end_date)
+    treatments = None
+    if treatment is not None:
+        treatments = pa.concat_tables(assigned) if assigned else TREATMENT_SCHEMA.empty_table()
+    return GenerateResult(users, n_events, n_payments, start, end_date, treatments)
 
 
 def _draw_activity(

@@ -57,6 +57,28 @@ def _sample_user(settings: Settings, date: dt.date) -> str | None:
     return str(table["user_id"][int(pc.index(table["churn_probability"], pc.max(table["churn_probability"])))])
 
 
+def _interventions(settings: Settings, date: dt.date) -> str:
+    """Where the daily loop's plan and CRM exports of the day are, with their head counts."""
+    import pyarrow.compute as pc
+
+    from churn.interventions import CONTROL, TREATMENT
+    from churn.storage import read_table
+
+    path = settings.layout.intervention_plan(date)
+    if not path.exists():
+        return f"no plan for {date}: the daily loop had no scores for it"
+    plan = read_table(path, columns=["action", "group"])
+    lines = [f"plan: {path}"]
+    for action in sorted(set(plan["action"].to_pylist())):
+        rows = plan.filter(pc.equal(plan["action"], action))
+        treated = pc.sum(pc.equal(rows["group"], TREATMENT)).as_py() or 0
+        held = pc.sum(pc.equal(rows["group"], CONTROL)).as_py() or 0
+        export = settings.layout.export_file(date, action, settings.intervention_export_format)
+        where = f"export {export}" if export.exists() else "no export (sinks: " + settings.intervention_sinks + ")"
+        lines.append(f"  {action}: {treated:,} to contact, {held:,} held out as control; {where}")
+    return "\n".join(lines)
+
+
 @app.command("demo")
 def demo_cmd(
     users: Annotated[int, typer.Option(help="Synthetic users to generate.")] = 20_000,
@@ -74,20 +96,27 @@ def demo_cmd(
         ("feast apply", lambda: apply_step(settings, today)),
         ("materialize to the online store", lambda: materialize_step(settings, today)),
         ("train + promote", lambda: _train(settings)),
-        ("daily loop (score → drift → retrain if needed)", lambda: daily(settings, today).summary()),
+        (
+            "daily loop (score → interventions → drift → retrain if needed)",
+            lambda: daily(settings, today).summary(),
+        ),
     ]
     with user_errors(), step("demo") as r:
         for i, (name, fn) in enumerate(stages, 1):
             console.rule(f"{i}/{len(stages)} {name}")
             console.print(fn())
         user = _sample_user(settings, today) or "u0000001"
+        console.rule("the day's interventions")
+        console.print(_interventions(settings, today))
         r.wrote.append(str(settings.data_dir))
     print(
         "\nThe platform is ready. Start the API (port 8000) with:\n\n"
         "    .venv/bin/churn serve\n\n"
         "then, from another shell:\n\n"
         f"    curl -s -X POST localhost:8000/predict -H 'content-type: application/json' "
-        f"-d '{{\"user_id\": \"{user}\"}}'\n\n"
+        f'-d \'{{"user_id": "{user}"}}\'\n\n'
         f"Predictions: {settings.layout.predictions(today) / PREDICTIONS_CSV}   "
         f"Drift report: {settings.layout.drift(today) / DRIFT_REPORT_HTML}\n"
+        f"Interventions: {settings.layout.intervention_plan(today)} and "
+        f"{settings.layout.exports(today)}/ (README, Interventions)\n"
     )

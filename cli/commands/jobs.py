@@ -43,9 +43,7 @@ def score_cmd(date: DateOption = None) -> None:
 @app.command("drift")
 def drift_cmd(
     date: DateOption = None,
-    exit_zero: Annotated[
-        bool, typer.Option("--exit-zero", help="Exit 0 even when drift is detected.")
-    ] = False,
+    exit_zero: Annotated[bool, typer.Option("--exit-zero", help="Exit 0 even when drift is detected.")] = False,
 ) -> None:
     """Compare the day's scored features with the model's reference (isolated drift env); exit 3 on drift."""
     from jobs.drift.launch import run_drift
@@ -109,7 +107,7 @@ def daily_cmd(
         typer.Option("--to", metavar="STEP", help="Stop after this step (default: housekeeping, the last)."),
     ] = None,
 ) -> None:
-    """The daily loop: ingest → build → apply → materialize → score → drift → retrain-if-needed → housekeeping."""
+    """The daily loop: ingest → build → apply → materialize → score → interventions → drift → retrain → housekeeping."""
     from jobs.daily import daily
 
     settings = get_settings()

@@ -38,7 +38,8 @@ pytestmark = pytest.mark.deploy
 # Kubernetes versions the manifests are validated against (kubernetes-validate schemas).
 KUBE_VERSIONS = ("1.30.0", "1.34.0")
 S3_KEYS = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
-SECRET_KEYS = {"CHURN_REDIS_URL", "CHURN_ADMIN_TOKEN", "CHURN_FEAST_REGISTRY_URL", *S3_KEYS}
+WEBHOOK_KEYS = {"CHURN_INTERVENTION_WEBHOOK_URL", "CHURN_INTERVENTION_WEBHOOK_SECRET"}
+SECRET_KEYS = {"CHURN_REDIS_URL", "CHURN_ADMIN_TOKEN", "CHURN_FEAST_REGISTRY_URL", *S3_KEYS, *WEBHOOK_KEYS}
 # CHURN_DATA_DIR of the --set cases (the values-file cases derive it from their values).
 SET_CASE_DATA_DIRS = {"all-features": "s3://churn-platform", "minimal": "s3://acme-ml/churn/eu"}
 
@@ -302,6 +303,8 @@ def test_config_and_secrets(rendered: dict[str, Rendered], case: str) -> None:
             assert refs["CHURN_REDIS_URL"]["optional"] is redis_enabled
             # Workload identity (IRSA, GKE) needs no keys: the S3 credentials are optional.
             assert refs["AWS_ACCESS_KEY_ID"]["optional"] is refs["AWS_SECRET_ACCESS_KEY"]["optional"] is True
+            # Needed only by a webhook sink, which the settings refuse to start without them.
+            assert all(refs[k]["optional"] is True for k in WEBHOOK_KEYS)
             assert all("value" not in e or e["name"] not in SECRET_KEYS for e in c.get("env", []))
 
 
@@ -328,7 +331,8 @@ def test_jobs_run_the_contract_commands(rendered: dict[str, Rendered], case: str
     assert job["template"]["metadata"]["labels"]["app.kubernetes.io/component"] == "job"
     ml, drift = ("/ml", ["churn"]), ("/drift", ["python", "-m", "jobs.drift"])
     expected_chain = [
-        (ml, ["daily", "--date", "yesterday", "--to", "score"]),  # ingest → build → apply → materialize → score
+        # ingest → build → apply → materialize → score → interventions (plan + send)
+        (ml, ["daily", "--date", "yesterday", "--to", "interventions"]),
         (drift, ["--date", "yesterday", "--exit-zero"]),  # the drift image: alibi-detect never in the ML image
         (ml, ["daily", "--date", "yesterday", "--from", "retrain"]),  # retrain → housekeeping
     ]
@@ -637,6 +641,27 @@ def test_network_policies(rendered: dict[str, Rendered], case: str) -> None:
         for pol in (api, jobs):
             redis_rule = [rl for rl in pol["spec"]["egress"] if rl["ports"][0]["port"] == redis_port][0]
             assert redis_rule["to"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/name"] == "redis"
+
+
+def test_a_webhook_sink_opens_egress_to_it_for_the_jobs_only() -> None:
+    proc = helm_template(
+        [
+            "--set",
+            "config.CHURN_INTERVENTION_SINKS=webhook\\,export,networkPolicy.interventionsWebhook.port=8443",
+            "--set-json",
+            'networkPolicy.interventionsWebhook.to=[{"ipBlock":{"cidr":"203.0.113.0/24"}}]',
+        ]
+    )
+    assert proc.returncode == 0, proc.stderr
+    r = Rendered("webhook", proc.stdout)
+    assert _config(r)["CHURN_INTERVENTION_SINKS"] == "webhook,export"
+    pols = {p["metadata"]["labels"]["app.kubernetes.io/component"]: p for p in r.of_kind("NetworkPolicy")}
+    (rule,) = [rl for rl in pols["job"]["spec"]["egress"] if _ports(rl) == {(8443, "TCP")}]
+    assert rule["to"] == [{"ipBlock": {"cidr": "203.0.113.0/24"}}]
+    assert not [rl for rl in pols["api"]["spec"]["egress"] if (8443, "TCP") in _ports(rl)]
+    default = Rendered("default", helm_template([]).stdout)
+    (jobs,) = [p for p in default.of_kind("NetworkPolicy") if p["metadata"]["name"].endswith("-jobs")]
+    assert len(jobs["spec"]["egress"]) == len(pols["job"]["spec"]["egress"]) - 1  # no sink, no rule
 
 
 def test_helm_dependency_build_is_offline(tmp_path: Path) -> None:

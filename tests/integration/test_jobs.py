@@ -261,12 +261,15 @@ def test_daily_end_to_end(store: Settings) -> None:
     require_drift_env(store)
     proc = run_cli(store, "daily", "--date", LAST_DAY.isoformat())
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    steps = ["ingest", "build", "apply", "materialize", "score", "drift", "retrain", "housekeeping"]
+    steps = ["ingest", "build", "apply", "materialize", "score", "interventions", "drift", "retrain", "housekeeping"]
     for i, name in enumerate(steps, 1):
-        assert f"daily {i}/8 {name}:" in proc.stdout
-    assert "daily 1/8 ingest: result=no landing prefix; skipped" in proc.stdout  # a site importing by hand
+        assert f"daily {i}/9 {name}:" in proc.stdout
+    assert "daily 1/9 ingest: result=no landing prefix; skipped" in proc.stdout  # a site importing by hand
     assert f"daily metrics: wrote {store.layout.daily_metrics}" in proc.stdout
     assert (store.predictions_dir / f"date={LAST_DAY}" / "predictions.csv").exists()
+    assert store.layout.intervention_plan(LAST_DAY).exists()  # the default sink: CRM exports
+    exports = {p.name for p in store.layout.exports(LAST_DAY).iterdir()}
+    assert exports and exports <= {"discount_offer.csv", "support_outreach.csv"}
     assert json.loads((store.drift_dir / "latest.json").read_text())["date"] == str(LAST_DAY)
     assert proc.stdout.strip().splitlines()[-1].startswith("daily:")
 

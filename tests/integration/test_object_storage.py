@@ -20,7 +20,7 @@ from churn.io import atomic_dir, clean_tmp, exclusive_lock, replace_dirs, write_
 from churn.settings import Settings
 from churn.storage import fs_path, read_table
 from tests.support.objectstore import S3Server, s3_server, s3_settings
-from tests.support.servers import create, live_server
+from tests.support.servers import RedisProcess, create, live_server
 
 END = dt.date(2026, 11, 1)
 
@@ -128,7 +128,7 @@ def test_writer_killed_mid_write_leaves_no_partial_object(s3: S3Server, site: Se
     assert [k for k in _keys(site) if "big" in k] == ["features/big/date=2026-11-01/part-0.parquet"]
 
 
-def test_daily_loop_and_api_run_on_object_storage(s3: S3Server, tmp_path) -> None:
+def test_daily_loop_and_api_run_on_object_storage(s3: S3Server, tmp_path, request: pytest.FixtureRequest) -> None:
     """From an empty bucket: data, features, the daily chain (which trains the first model), scoring
     and drift, then the API loading models from the bucket and hot-reloading a promotion."""
     from jobs.aggregate import build_features
@@ -137,15 +137,19 @@ def test_daily_loop_and_api_run_on_object_storage(s3: S3Server, tmp_path) -> Non
     from tests.support.env import require_drift_env
     from training.registry import ModelRegistry
 
-    settings = s3_settings(
-        s3,
-        s3.bucket(),
-        tmp_path / "scratch",
+    redis = RedisProcess()  # the online store pods share, as in a cluster
+    redis.start()
+    request.addfinalizer(redis.stop)
+    site = dict(
         reference_sample_rows=300,
         reload_interval_s=0.2,
         prediction_log="false",
         min_history_days=14,
+        online_store="redis",
+        redis_url=f"{redis.url}/0",
     )
+    bucket = s3.bucket()
+    settings = s3_settings(s3, bucket, tmp_path / "scratch", **site)
     require_drift_env(settings)
     generate_store(settings, users=250, days=110, seed=5, end_date=END)
     build_features(settings)
@@ -156,10 +160,11 @@ def test_daily_loop_and_api_run_on_object_storage(s3: S3Server, tmp_path) -> Non
     assert version is not None, "the retrain step trains the first model of a new install"
 
     again = daily(settings, END, first="score", last="drift")
-    assert again.steps == ["score", "drift"]
+    assert again.steps == ["score", "interventions", "drift"]
     keys = _keys(settings)
     for expected in (
         f"predictions/date={END}/predictions.parquet",
+        f"interventions/plan/date={END}/plan.parquet",
         f"drift/date={END}/report.json",
         "drift/latest.json",
         f"registry/models/{version}/metadata.json",
@@ -173,7 +178,10 @@ def test_daily_loop_and_api_run_on_object_storage(s3: S3Server, tmp_path) -> Non
     assert local == ["feast"], local  # nothing but Feast's repo files lands on the node
 
     user = read_table(settings.layout.predictions(END) / "predictions.parquet", ["user_id"]).column(0)[0].as_py()
-    with live_server(create(settings)) as base:
+    # The API runs in a pod of its own: an empty scratch folder, no Feast registry until it builds
+    # one from the definitions in code.
+    api_pod = s3_settings(s3, bucket, tmp_path / "api-pod", **site)
+    with live_server(create(api_pod)) as base:
         r = httpx.post(f"{base}/predict", json={"user_id": user}, timeout=30)
         assert r.status_code == 200, r.text
         assert r.json()["model_version"] == version

@@ -7,7 +7,8 @@ each other (enforced by tests/unit/test_test_layout.py).
 - :mod:`tests.support.sites`     data dirs: ``build_small_store()``, ``build_feature_data()``,
                                  ``clone_data_dir()``, ``copy_site()``, ``build_store_env()``,
                                  ``build_served_site()``, ``clone_version()``, ``set_pointer()``,
-                                 ``snapshot()``, ``tmp_leftovers()``
+                                 ``snapshot()``, ``tmp_leftovers()``,
+                                 ``synthetic_scores()`` (a day's scores without a model)
 - :mod:`tests.support.metrics`   ``metrics_of()``, ``metric()`` (Prometheus text scraping)
 - :mod:`tests.support.servers`   ``free_port()``, ``port_open()``, ``create()``, ``live_server()``,
                                  ``RedisProcess``, ``reachable_redis()``, ``http_receiver()``

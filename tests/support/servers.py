@@ -11,7 +11,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -145,9 +145,15 @@ class Received:
 
 
 @contextlib.contextmanager
-def http_receiver(status: int = 200) -> Iterator[tuple[str, list[Received]]]:
+def http_receiver(
+    status: int = 200, respond: Callable[[Received], int] | None = None
+) -> Iterator[tuple[str, list[Received]]]:
     """A tiny HTTP server on a free 127.0.0.1 port (a thread) that records every PUT/POST/DELETE and
-    answers ``status``: a stand-in Pushgateway. Yields (``host:port``, the list requests land in)."""
+    answers ``status``: a stand-in Pushgateway. Yields (``host:port``, the list requests land in).
+
+    ``respond`` (called on the request's own thread, after it is recorded) decides the status
+    instead, and may sleep or block first: a slow, flaky or dying webhook receiver. An answer to a
+    client that gave up waiting is dropped quietly."""
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     received: list[Received] = []
@@ -155,10 +161,15 @@ def http_receiver(status: int = 200) -> Iterator[tuple[str, list[Received]]]:
     class Handler(BaseHTTPRequestHandler):
         def _record(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            received.append(Received(self.command, self.path, dict(self.headers.items()), body))
-            self.send_response(status)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
+            request = Received(self.command, self.path, dict(self.headers.items()), body)
+            received.append(request)
+            code = respond(request) if respond is not None else status
+            try:
+                self.send_response(code)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+            except OSError:  # the client timed out or was killed meanwhile
+                pass
 
         do_PUT = do_POST = do_DELETE = _record
 

@@ -158,6 +158,33 @@ def set_pointer(settings: Settings, version: str) -> None:
     write_text_atomic(settings.registry_root / "production", version + "\n")
 
 
+def synthetic_scores(settings: Settings, day: dt.date, users: int, seed: int = 0) -> Path:
+    """Write a day's batch scores as ``jobs/score.py`` would (the columns the intervention plan
+    reads), without a model: seeded probabilities, tiered and mapped to actions by the settings."""
+    import numpy as np
+    import pyarrow as pa
+
+    from churn.io import write_parquet_atomic
+    from churn.layout import PREDICTIONS_PARQUET
+    from churn.policies import TIERS, RiskPolicy
+
+    rng = np.random.default_rng(seed)
+    proba = np.round(rng.beta(2, 3, users), 6)
+    risk = RiskPolicy.from_settings(settings)
+    idx = risk.tier_index(proba)
+    table = pa.table(
+        {
+            "user_id": [f"u{i:06d}" for i in range(users)],
+            "churn_probability": proba,
+            "risk_tier": pa.array(np.array(TIERS, dtype=object)[idx], pa.string()),
+            "recommended_action": pa.array(risk.action_array(idx), pa.string()),
+        }
+    )
+    path = settings.layout.predictions(day) / PREDICTIONS_PARQUET
+    write_parquet_atomic(path, table)
+    return path
+
+
 def snapshot(root: Path) -> dict[str, bytes]:
     """Every file under ``root``: relative path → bytes."""
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}

@@ -61,7 +61,17 @@ def test_drift_entry_point_accepts_the_same_dates(capsys: pytest.CaptureFixture[
 def test_steps_run_in_the_documented_order() -> None:
     from jobs.daily import STEP_NAMES
 
-    assert STEP_NAMES == ["ingest", "build", "apply", "materialize", "score", "drift", "retrain", "housekeeping"]
+    assert STEP_NAMES == [
+        "ingest",
+        "build",
+        "apply",
+        "materialize",
+        "score",
+        "interventions",
+        "drift",
+        "retrain",
+        "housekeeping",
+    ]
 
 
 def test_step_ranges() -> None:
@@ -70,7 +80,7 @@ def test_step_ranges() -> None:
     names = lambda first=None, last=None: [STEP_NAMES[i] for i in select_steps(first, last)]  # noqa: E731
     assert names() == STEP_NAMES
     assert names("ingest", "build") == ["ingest", "build"]
-    assert names("score") == ["score", "drift", "retrain", "housekeeping"]
+    assert names("score") == ["score", "interventions", "drift", "retrain", "housekeeping"]
     assert names(last="apply") == ["ingest", "build", "apply"]
     assert names("drift", "drift") == ["drift"]
 
@@ -92,7 +102,8 @@ def test_bad_step_ranges_are_refused_listing_the_steps(
     with pytest.raises(DailyError) as info:
         daily(settings, DAY, first=first, last=last)
     assert message in str(info.value)
-    assert "ingest → build → apply → materialize → score → drift → retrain → housekeeping" in str(info.value)
+    order = "ingest → build → apply → materialize → score → interventions → drift → retrain → housekeeping"
+    assert order in str(info.value)
     assert not (tmp_path / "data").exists()  # refused before anything ran or was published
 
 

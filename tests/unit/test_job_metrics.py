@@ -33,3 +33,21 @@ def test_latest_drift_and_scoring_metrics_are_served(tmp_path):
 
     (settings.drift_dir / "date=2026-11-02" / "metrics.prom").write_text("not { valid")
     assert "churn_drift_detected" not in generate_latest(registry).decode()  # broken file skipped
+
+
+def test_latest_interventions_report_metrics_are_served(tmp_path):
+    settings = make_settings(tmp_path)
+    registry = CollectorRegistry()
+    registry.register(JobMetricsCollector(settings))
+    layout = settings.layout
+    for since, value in [("2026-10-01", 0.01), ("2026-11-01", 0.04)]:
+        write_text_atomic(
+            layout.intervention_reports_dir / f"since={since}" / "metrics.prom",
+            "# HELP churn_intervention_uplift Uplift.\n# TYPE churn_intervention_uplift gauge\n"
+            f'churn_intervention_uplift{{action="support_outreach"}} {value}\n',
+        )
+    write_json_atomic(layout.intervention_reports_latest, {"since": "2026-11-01"})
+    text = generate_latest(registry).decode()
+    assert 'churn_intervention_uplift{action="support_outreach"} 0.04' in text and "0.01" not in text
+    write_json_atomic(layout.intervention_reports_latest, {"since": "yesterday"})  # hand-edited: ignored
+    assert "churn_intervention_uplift" not in generate_latest(registry).decode()

@@ -133,6 +133,20 @@ env:
         name: {{ .Values.existingSecret }}
         key: CHURN_FEAST_REGISTRY_URL
         optional: true
+  {{- /* The interventions webhook (config CHURN_INTERVENTION_SINKS with webhook): the settings
+  refuse to start without both, so a sink configured without them fails loudly, not silently. */}}
+  - name: CHURN_INTERVENTION_WEBHOOK_URL
+    valueFrom:
+      secretKeyRef:
+        name: {{ .Values.existingSecret }}
+        key: CHURN_INTERVENTION_WEBHOOK_URL
+        optional: true
+  - name: CHURN_INTERVENTION_WEBHOOK_SECRET
+    valueFrom:
+      secretKeyRef:
+        name: {{ .Values.existingSecret }}
+        key: CHURN_INTERVENTION_WEBHOOK_SECRET
+        optional: true
   {{- /* Static S3 credentials; absent with workload identity (IRSA / GKE annotations on the
   ServiceAccount), where the AWS SDK finds its credentials on its own. */}}
   - name: AWS_ACCESS_KEY_ID
@@ -235,7 +249,7 @@ volumeMounts:
 {{- end -}}
 
 {{/* NetworkPolicy egress shared by the API and the jobs: DNS, Redis, the object store, for the
-jobs ("pushgateway" true) the Pushgateway, extraEgress. */}}
+jobs ("pushgateway" true) the Pushgateway and the interventions webhook when it is a sink, extraEgress. */}}
 {{- define "churn.egressRules" -}}
 # DNS
 - ports:
@@ -294,6 +308,16 @@ jobs ("pushgateway" true) the Pushgateway, extraEgress. */}}
         matchLabels:
           {{- include "churn.selectorLabels" .root | nindent 10 }}
           app.kubernetes.io/component: pushgateway
+{{- end }}
+{{- if contains "webhook" (toString (index .root.Values.config "CHURN_INTERVENTION_SINKS" | default "")) }}
+# The interventions webhook receiver the daily run delivers to: networkPolicy.interventionsWebhook
+- ports:
+    - port: {{ .root.Values.networkPolicy.interventionsWebhook.port }}
+      protocol: TCP
+  {{- with .root.Values.networkPolicy.interventionsWebhook.to }}
+  to:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
 {{- end }}
 {{- end }}
 {{- with .root.Values.networkPolicy.extraEgress }}
