@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the offline deployment-check tools: helm, kubernetes-validate, hadolint, actionlint,
-# ShellCheck, promtool, checkov and pip-audit, into $TOOLS_DIR, OUTSIDE the repository, and expose them in $TOOLS_DIR/bin.
+# ShellCheck, promtool, checkov and pip-audit, into $TOOLS_DIR, OUTSIDE the repository, and expose them in $TOOLS_DIR/bin;
+# and, through apt, the Debian packages the suite starts itself (podman, runc, mmdebstrap, chromium).
 #
 #   TOOLS_DIR=~/.cache/churn-platform/tools bash scripts/install-tools.sh   (or: make tools)
 #
@@ -120,7 +121,32 @@ else
   log "promtool from prometheus $version"
 fi
 
-for exe in helm kubernetes-validate hadolint actionlint shellcheck promtool checkov pip-audit; do
-  [[ -x $BIN/$exe ]] || die "$BIN/$exe is not executable"
+# --- system packages the suite runs itself: image builds (tests/deploy/test_images.py) and the
+# console's browser tests. Debian's own builds through apt, installed system-wide because podman
+# needs its runtime and uid maps there; skipped when every binary is already on PATH. The
+# policy-rc.d guard keeps apt from starting daemons. Packages -> the binaries they must provide:
+SYSTEM_PACKAGES="podman runc uidmap fuse-overlayfs mmdebstrap chromium chromium-driver"
+SYSTEM_BINARIES="podman runc newuidmap newgidmap fuse-overlayfs mmdebstrap chromium chromedriver"
+missing=()
+for exe in $SYSTEM_BINARIES; do
+  command -v "$exe" >/dev/null 2>&1 || missing+=("$exe")
+done
+if ((${#missing[@]})); then
+  log "system packages missing (${missing[*]}): apt-get install $SYSTEM_PACKAGES"
+  command -v apt-get >/dev/null 2>&1 || die "apt-get not found: install $SYSTEM_PACKAGES by hand"
+  sudo=()
+  [[ $(id -u) -eq 0 ]] || sudo=(sudo -n)
+  if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+    printf '#!/bin/sh\nexit 101\n' | "${sudo[@]}" tee /usr/sbin/policy-rc.d >/dev/null
+    "${sudo[@]}" chmod +x /usr/sbin/policy-rc.d
+  fi
+  "${sudo[@]}" apt-get update -qq || die "apt-get update failed (needs root or passwordless sudo)"
+  # shellcheck disable=SC2086  # word splitting of the package list is intended
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $SYSTEM_PACKAGES \
+    >/dev/null || die "apt-get install $SYSTEM_PACKAGES failed"
+fi
+
+for exe in helm kubernetes-validate hadolint actionlint shellcheck promtool checkov pip-audit $SYSTEM_BINARIES; do
+  command -v "$exe" >/dev/null 2>&1 || [[ -x $BIN/$exe ]] || die "$exe is not installed"
 done
 log "ready: export PATH=\"$BIN:\$PATH\""

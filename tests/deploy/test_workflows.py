@@ -383,9 +383,11 @@ def _demanded_binaries() -> set[str]:
 
 def test_ci_installs_every_binary_the_suite_demands() -> None:
     script = (REPO / "scripts" / "install-tools.sh").read_text()
-    loop = re.findall(r"^for exe in ([\w .-]+); do", script, flags=re.M)
+    loop = re.findall(r"^for exe in ([\w .$-]+); do", script, flags=re.M)
     assert loop, "install-tools.sh lists the tools it installs in a `for exe in ...; do` check loop"
-    from_script = set(loop[-1].split())
+    system = re.search(r'^SYSTEM_BINARIES="([\w .-]+)"$', script, flags=re.M)
+    assert system, "install-tools.sh names the binaries of the system packages it installs"
+    from_script = set(loop[-1].replace("$SYSTEM_BINARIES", system.group(1)).split())
     steps = _load("ci.yml")["jobs"]["test"]["steps"]
     packages: set[str] = set()
     for st in steps:
