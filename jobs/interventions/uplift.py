@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-from scipy.stats import norm
+from scipy.stats import binomtest, norm
 
 HELPS = "helps"
 HARMS = "harms"
@@ -45,15 +45,11 @@ def _z(confidence: float) -> float:
 
 
 def wilson(x: int, n: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
-    """Wilson score interval of a proportion ``x / n`` (``(0, 1)`` when ``n`` is 0)."""
+    """Wilson score interval of a proportion ``x / n`` (``(0, 1)`` when ``n`` is 0), from SciPy."""
     if n <= 0:
         return 0.0, 1.0
-    z = _z(confidence)
-    p = x / n
-    denom = 1.0 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z / denom * math.sqrt(p * (1.0 - p) / n + z * z / (4.0 * n * n))
-    return max(0.0, centre - half), min(1.0, centre + half)
+    ci = binomtest(int(x), int(n)).proportion_ci(confidence_level=confidence, method="wilson")
+    return max(0.0, float(ci.low)), min(1.0, float(ci.high))
 
 
 def newcombe(x1: int, n1: int, x2: int, n2: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
