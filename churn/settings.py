@@ -206,6 +206,12 @@ class Settings:
     admin_token: str = ""
     """Bearer token for /admin endpoints; empty disables them (403)."""
     reload_interval_s: float = 5.0
+    console: Literal["off", "on"] = "off"
+    """The operator console at ``/console`` (read-only HTML pages: at-risk learners, user lookup,
+    model, drift, daily runs); ``off``: every ``/console`` path is a 404."""
+    console_token: str = field(default="", repr=False)
+    """When set, the console requires it: ``Authorization: Bearer`` or the cookie ``/console/login?token=``
+    sets (from the Secret in a cluster). Empty: no token asked (keep the console off where that matters)."""
     score_in_thread: Literal["auto", "always", "never"] = "auto"
     """Where /predict runs the model after its (asynchronous) online read: ``auto`` scores the
     linear baseline on the event loop (it is cheap) and tree models in a worker thread (SHAP grows

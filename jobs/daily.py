@@ -159,6 +159,7 @@ def daily(settings: Settings, date: dt.date, first: str | None = None, last: str
     t0 = time.perf_counter()
     result = DailyResult(date)
     metrics = DailyMetrics(settings)
+    metrics.begin_run(date)
     try:
         for i in selected:
             name, fn = STEPS[i]
@@ -173,7 +174,7 @@ def daily(settings: Settings, date: dt.date, first: str | None = None, last: str
                     failure = f"{type(exc).__name__}: {exc}"
                 if failure is not None:
                     r.extra["FAILED"] = failure
-            metrics.record_step(name, time.perf_counter() - started, ok=failure is None)
+            metrics.record_step(name, time.perf_counter() - started, ok=failure is None, detail=failure)
             if name == "ingest" and settings.layout.landing_dir.exists():
                 metrics.record_landing(date)
             if failure is not None:

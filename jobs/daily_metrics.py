@@ -5,7 +5,8 @@ Published to the Pushgateway (``CHURN_PUSHGATEWAY_URL``, ``host:port`` or a URL;
 there) or, without one, as the textfile ``<data_dir>/daily/metrics.prom``. A failed push or write
 is a printed warning, never a failed run: the metrics describe the run, they are not part of it.
 
-Every step's last outcome is kept in ``<data_dir>/daily/steps.json`` and every publication carries
+Every step's last outcome is kept in ``<data_dir>/daily/steps.json`` (with the last
+:data:`RUNS_KEPT` runs step by step, for the operator console's Runs page) and every publication carries
 all of them, so a partial run (``--from``/``--to``) or a failed one does not make the last success
 of the other steps disappear from the gauges alerts watch:
 
@@ -29,6 +30,9 @@ from churn.io import write_json_atomic, write_text_atomic
 from churn.settings import Settings
 
 PUSH_JOB = "churn_daily"
+RUNS_KEPT = 30
+"""Daily runs kept step by step in the state file (older ones are dropped; the file stays small)."""
+DETAIL_CHARS = 500
 PUSH_TIMEOUT_S = 10.0
 
 STEP_LAST_SUCCESS = "churn_daily_step_last_success_timestamp_seconds"
@@ -52,17 +56,32 @@ class DailyMetrics:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.state: dict[str, Any] = {"steps": {}, "landing": {}}
+        self.state: dict[str, Any] = {"steps": {}, "landing": {}, "runs": []}
+        self.run: dict[str, Any] | None = None
         path = settings.layout.daily_state
         try:
             if path.exists():
                 loaded = json.loads(path.read_text())
                 self.state["steps"].update(loaded.get("steps", {}))
                 self.state["landing"].update(loaded.get("landing", {}))
+                runs = loaded.get("runs", [])
+                self.state["runs"] = (
+                    [r for r in runs if isinstance(r, dict)][-RUNS_KEPT:] if isinstance(runs, list) else []
+                )
         except (OSError, ValueError, AttributeError) as exc:
             _warn(f"{path}: previous daily step state unreadable ({exc}); starting afresh")
 
-    def record_step(self, step: str, seconds: float, ok: bool, finished_at: float | None = None) -> None:
+    def begin_run(self, day: dt.date, started_at: float | None = None) -> None:
+        """Start recording one run (kept with its steps in the state's ``runs``, newest last)."""
+        self.run = {
+            "day": day.isoformat(),
+            "started_at": time.time() if started_at is None else started_at,
+            "steps": [],
+        }
+
+    def record_step(
+        self, step: str, seconds: float, ok: bool, finished_at: float | None = None, detail: str | None = None
+    ) -> None:
         at = time.time() if finished_at is None else finished_at
         prev = self.state["steps"].get(step, {})
         self.state["steps"][step] = {
@@ -70,7 +89,18 @@ class DailyMetrics:
             "failed": 0 if ok else 1,
             "finished_at": at,
             "last_success": at if ok else prev.get("last_success"),
+            **({"detail": detail[:DETAIL_CHARS]} if detail else {}),
         }
+        if self.run is not None:
+            self.run["steps"].append(
+                {
+                    "step": step,
+                    "duration_seconds": float(seconds),
+                    "failed": 0 if ok else 1,
+                    "finished_at": at,
+                    **({"detail": detail[:DETAIL_CHARS]} if detail else {}),
+                }
+            )
 
     def record_landing(self, day: dt.date) -> None:
         """What arrived for ``day`` (after the ingest step, whatever its outcome)."""
@@ -125,6 +155,9 @@ class DailyMetrics:
     def publish(self) -> str:
         """Keep the state, then push (or write the textfile); a one-line note of where it went."""
         layout = self.settings.layout
+        if self.run is not None:
+            self.state["runs"] = [*self.state["runs"], self.run][-RUNS_KEPT:]
+            self.run = None
         try:
             write_json_atomic(layout.daily_state, self.state)
         except Exception as exc:
@@ -154,4 +187,4 @@ class DailyMetrics:
         return f"daily metrics: wrote {layout.daily_metrics}"
 
 
-__all__ = ["METRIC_NAMES", "PUSH_JOB", "DailyMetrics"]
+__all__ = ["METRIC_NAMES", "PUSH_JOB", "RUNS_KEPT", "DailyMetrics"]

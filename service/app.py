@@ -5,8 +5,9 @@ lazily from :func:`churn.settings.get_settings` on first access (importing this 
 side effects); ``churn serve`` runs ``create_app`` as a uvicorn factory.
 
 Wiring only: metrics (per-app ``CollectorRegistry``), model holder with hot reload, feature
-gateway, prediction service, routes, error handlers, the observability middleware and the
-lifespan that loads the model and runs the pointer watcher.
+gateway, prediction service, routes (and the operator console when ``CHURN_CONSOLE=on``), error
+handlers, the observability middleware and the lifespan that loads the model and runs the pointer
+watcher.
 """
 
 from __future__ import annotations
@@ -107,11 +108,24 @@ def create_app(
                 with contextlib.suppress(Exception):
                     await aclose()
 
+    handlers: list[Any] = build_handlers(services)
+    templates = None
+    on_shutdown: list[Callable[[], None]] = []
+    if settings.console == "on":  # off: no /console route at all, so every console path is a 404
+        from service.console.controllers import console_router, template_config
+
+        templates = template_config()
+        console, stop_console = console_router(services, templates)
+        handlers.append(console)
+        on_shutdown.append(stop_console)
+
     app = Litestar(
-        route_handlers=build_handlers(services),
+        route_handlers=handlers,
+        template_config=templates,
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=int(settings.max_body_bytes),
         lifespan=[lifespan],
+        on_shutdown=on_shutdown,
         logging_config=None,
         openapi_config=OpenAPIConfig(
             title="churn-platform prediction API",

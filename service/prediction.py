@@ -78,6 +78,37 @@ class PredictionService:
             return await asyncio.to_thread(self._score_one, uf, production, sm, arm, request_id)
         return self._score_one(uf, production, sm, arm, request_id)
 
+    async def preview_async(self, user_id: str) -> tuple[Prediction | None, UserFeatures, str | None]:
+        """The operator console's look at one user: the online features and, when a production
+        model is loaded, its prediction. Read-only: no A/B routing, nothing logged to the prediction
+        log, no prediction metrics (an operator looking is not traffic). ``UnknownUser`` if the store
+        has no features; the third item says why there is no prediction (no model)."""
+        (uf,) = await self.features.read_async([user_id])
+        if not uf.known:
+            raise UnknownUser(f"unknown user {user_id!r}: no features in the online store")
+        production = self.holder.current
+        if production is None:
+            return None, uf, self.holder.last_error or NO_MODEL
+        if self._offload(production):
+            return await asyncio.to_thread(self._explain_one, uf, production), uf, None
+        return self._explain_one(uf, production), uf, None
+
+    def _explain_one(self, uf: UserFeatures, sm: ServingModel) -> Prediction:
+        probas, factors = sm.model.explain_rows([uf.features], k=3)
+        p = float(probas[0])
+        tier = self.tier(p)
+        return Prediction(
+            user_id=uf.user_id,
+            churn_probability=p,
+            risk_tier=tier,  # type: ignore[arg-type]
+            recommended_action=self.risk.action(tier),
+            will_churn=p >= sm.threshold,
+            top_factors=[Factor(f["feature"], f["value"], float(f["contribution"])) for f in factors[0]],
+            model_version=sm.version,
+            feature_age_seconds=uf.feature_age_seconds,
+            scored_at=dt.datetime.now(dt.UTC),
+        )
+
     def _route(self, uf: UserFeatures, production: ServingModel) -> tuple[ServingModel, str]:
         if not uf.known:
             raise UnknownUser(f"unknown user {uf.user_id!r}: no features in the online store")

@@ -39,7 +39,14 @@ pytestmark = pytest.mark.deploy
 KUBE_VERSIONS = ("1.30.0", "1.34.0")
 S3_KEYS = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
 WEBHOOK_KEYS = {"CHURN_INTERVENTION_WEBHOOK_URL", "CHURN_INTERVENTION_WEBHOOK_SECRET"}
-SECRET_KEYS = {"CHURN_REDIS_URL", "CHURN_ADMIN_TOKEN", "CHURN_FEAST_REGISTRY_URL", *S3_KEYS, *WEBHOOK_KEYS}
+SECRET_KEYS = {
+    "CHURN_REDIS_URL",
+    "CHURN_ADMIN_TOKEN",
+    "CHURN_CONSOLE_TOKEN",
+    "CHURN_FEAST_REGISTRY_URL",
+    *S3_KEYS,
+    *WEBHOOK_KEYS,
+}
 # CHURN_DATA_DIR of the --set cases (the values-file cases derive it from their values).
 SET_CASE_DATA_DIRS = {"all-features": "s3://churn-platform", "minimal": "s3://acme-ml/churn/eu"}
 

@@ -1,5 +1,6 @@
 """Integration fixtures: one small feature store (SQLite and Redis) built once per session, a Redis
-server, and the served site shared by test_faults.py and test_hostile_input.py.
+server, the served site shared by test_faults.py and test_hostile_input.py, and its scored copy
+the operator console shows (test_console.py).
 
 Feature tables come from the real pipeline (``jobs.generate`` + ``jobs.aggregate``) on a few hundred
 users. Redis: 127.0.0.1:6379 (databases flushed before use); if unreachable, a throw-away
@@ -20,9 +21,11 @@ from tests.support.settings import make_settings, redis_settings
 from tests.support.sites import (
     SHARED_SITE_ADMIN_TOKEN,
     SHARED_SITE_MAX_BATCH,
+    ScoredSite,
     ServedSite,
     StoreEnv,
     build_feature_data,
+    build_scored_site,
     build_served_site,
     build_store_env,
     clone_data_dir,
@@ -69,3 +72,10 @@ def shared_site(small_store: Settings, tmp_path_factory: pytest.TempPathFactory)
         max_batch_size=SHARED_SITE_MAX_BATCH,
         admin_token=SHARED_SITE_ADMIN_TOKEN,
     )
+
+
+@pytest.fixture(scope="session")
+def scored_site(shared_site: ServedSite, tmp_path_factory: pytest.TempPathFactory) -> ScoredSite:
+    """A copy of ``shared_site`` scored on its newest three days, with drift reports and a daily run
+    recorded: what the operator console shows (test_console.py and the browser tests); read-only."""
+    return build_scored_site(shared_site, tmp_path_factory.mktemp("console") / "data")

@@ -193,3 +193,87 @@ def snapshot(root: Path) -> dict[str, bytes]:
 def tmp_leftovers(root: Path) -> list[Path]:
     """Temporary files (``.tmp-*``) an interrupted atomic write left under ``root``."""
     return sorted(root.rglob(".tmp-*"))
+
+
+class ScoredSite(NamedTuple):
+    """A served site with what the operator console shows: batch scores of ``days``, drift reports of
+    the same days (``drift/latest.json`` naming the newest), a daily run's step state."""
+
+    settings: Settings
+    version: str  # the production version
+    users: list[str]  # users with a row in the newest feature partition (materialized)
+    days: list[dt.date]  # scored days, oldest first
+
+    @property
+    def root(self) -> Path:
+        return self.settings.data_dir
+
+
+def synthetic_drift_report(settings: Settings, day: dt.date, psi: dict[str, float], prediction_psi: float) -> Path:
+    """``drift/date=D/report.{json,html}`` in the drift job's format (features' PSI, verdict) without the
+    drift environment; ``latest.json`` names ``day`` when it is the newest. The report's directory."""
+    from churn.io import write_json_atomic, write_text_atomic
+
+    alert = float(settings.psi_alert)
+    drifted = sorted(n for n, v in psi.items() if v >= alert)
+    report = {
+        "date": day.isoformat(),
+        "generated_at": f"{day.isoformat()}T06:00:00+00:00",
+        "model_version": "synthetic",
+        "features": {
+            n: {"type": "numeric", "psi": v, "psi_level": "alert" if v >= alert else "ok", "drifted": v >= alert}
+            for n, v in psi.items()
+        },
+        "prediction": {"column": "churn_probability", "psi": prediction_psi, "psi_level": "ok"},
+        "verdict": {
+            "drift_detected": bool(drifted),
+            "drifted_features": drifted,
+            "psi_alert_features": drifted,
+            "reason": f"PSI >= {alert}: {', '.join(drifted)}" if drifted else "no feature drifted",
+        },
+    }
+    folder = settings.layout.drift(day)
+    write_json_atomic(folder / "report.json", report)
+    write_text_atomic(folder / "report.html", f"<!doctype html><title>drift {day}</title><h1>Drift report {day}</h1>\n")
+    latest = settings.layout.drift_latest
+    newest = json.loads(latest.read_text())["date"] if latest.exists() else ""
+    if day.isoformat() >= newest:
+        v = report["verdict"]
+        write_json_atomic(
+            latest,
+            {
+                "date": day.isoformat(),
+                "drift_detected": v["drift_detected"],
+                "drifted_features": v["drifted_features"],
+                "psi_alert_features": v["psi_alert_features"],
+                "prediction_psi": prediction_psi,
+                "model_version": "synthetic",
+                "reason": v["reason"],
+                "report": str(folder / "report.json"),
+                "generated_at": report["generated_at"],
+            },
+        )
+    return folder
+
+
+def build_scored_site(served: ServedSite, root: Path, days: int = 3, **settings_fields: Any) -> ScoredSite:
+    """A writable copy of ``served`` (``copy_site``, Settings fields as keyword arguments) scored by the
+    real batch job on its newest ``days`` feature dates, with drift reports and a recorded daily run."""
+    from jobs.daily_metrics import DailyMetrics
+    from jobs.score import score
+
+    settings = copy_site(served.root, root, symlinks=True, **settings_fields)
+    last = dt.date.fromisoformat(served.last_date)
+    scored = [last - dt.timedelta(days=i) for i in reversed(range(days))]
+    for i, day in enumerate(scored):
+        score(settings, day)
+        synthetic_drift_report(
+            settings, day, {"days_since_last_activity": 0.05 + 0.1 * i, "logins_30d": 0.02, "tenure_days": 0.3}, 0.01
+        )
+    metrics = DailyMetrics(settings)
+    metrics.begin_run(last)
+    for step, seconds in (("build", 1.5), ("materialize", 0.8), ("score", 2.25)):
+        metrics.record_step(step, seconds, ok=True)
+    metrics.record_step("drift", 0.4, ok=False, detail="drift environment missing")
+    metrics.publish()
+    return ScoredSite(settings, served.version, served.users, scored)

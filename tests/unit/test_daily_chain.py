@@ -150,3 +150,23 @@ def test_landing_prefix_without_the_day_stops_the_chain_and_says_so(tmp_path: Pa
     assert metric(m, "churn_landing_latest_day_timestamp_seconds", table="events") == newest
     state = json.loads(settings.layout.daily_state.read_text())
     assert set(state["steps"]) == {"ingest"} and state["landing"]["events"]["missing"] == 1
+
+
+def test_daily_state_keeps_the_last_runs_step_by_step_and_bounded(tmp_path: Path) -> None:
+    from jobs.daily_metrics import RUNS_KEPT, DailyMetrics
+
+    settings = make_settings(tmp_path / "data")
+    for i in range(RUNS_KEPT + 3):
+        m = DailyMetrics(settings)
+        m.begin_run(DAY + dt.timedelta(days=i))
+        m.record_step("build", 1.0, ok=True)
+        m.record_step("score", 2.0, ok=i % 2 == 0, detail=None if i % 2 == 0 else "x" * 2000)
+        m.publish()
+    state = json.loads(settings.layout.daily_state.read_text())
+    runs = state["runs"]
+    assert len(runs) == RUNS_KEPT
+    assert runs[-1]["day"] == (DAY + dt.timedelta(days=RUNS_KEPT + 2)).isoformat()
+    assert [s["step"] for s in runs[-1]["steps"]] == ["build", "score"]
+    failed = runs[-2]["steps"][1]
+    assert failed["failed"] == 1 and 0 < len(failed["detail"]) <= 500
+    assert state["steps"]["score"]["failed"] == 0 and "detail" not in state["steps"]["score"]

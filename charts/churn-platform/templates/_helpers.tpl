@@ -127,6 +127,13 @@ env:
         name: {{ .Values.existingSecret }}
         key: CHURN_ADMIN_TOKEN
         optional: true
+  {{- /* The operator console's token (config CHURN_CONSOLE "on"): without it the console asks none. */}}
+  - name: CHURN_CONSOLE_TOKEN
+    valueFrom:
+      secretKeyRef:
+        name: {{ .Values.existingSecret }}
+        key: CHURN_CONSOLE_TOKEN
+        optional: true
   - name: CHURN_FEAST_REGISTRY_URL
     valueFrom:
       secretKeyRef:
