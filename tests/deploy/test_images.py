@@ -184,3 +184,8 @@ def test_chart_pods_seed_run_the_day_and_serve(images: dict[str, BuiltImage], s3
             assert isinstance(body, dict) and 0.0 <= body["churn_probability"] <= 1.0 and body["user_id"] == user
             status, body = _http(f"{base}/predict", {"user_id": "no-such-user"})
             assert status == 404, body
+            if env.get("CHURN_CONSOLE") == "on":  # staging: the operator console over the bucket
+                status, page = _http(f"{base}/console")
+                assert status == 200 and 'data-testid="at-risk-row"' in str(page), page
+                status, page = _http(f"{base}/console/users/{user}")
+                assert status == 200 and 'data-testid="live-probability"' in str(page), page
