@@ -30,6 +30,7 @@ from tests.support.images import (
     build,
     logs,
     pod_flags,
+    prune_stale_layers,
     run_container,
     running_container,
 )
@@ -49,6 +50,7 @@ DEMO = "demo.enabled=true,demo.users=400,demo.days=120,demo.seed=7"
 def images() -> dict[str, BuiltImage]:
     base = base_image()
     built = {name: build(name, base) for name in IMAGES}
+    prune_stale_layers()
     report = CACHE / "images" / "sizes.json"
     report.write_text(json.dumps({n: b.size_bytes for n, b in built.items()}, indent=2))
     return built

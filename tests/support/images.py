@@ -126,6 +126,13 @@ def build(image: str, base: str) -> BuiltImage:
     return BuiltImage(image, tag, int(info["Size"]))
 
 
+def prune_stale_layers(older_than: str = "24h") -> None:
+    """Drop untagged images older than ``older_than``: every code change leaves the previous build's
+    final layers behind, so without this each run grows podman's store by gigabytes. Younger ones
+    stay, which keeps the layer cache of the current day's builds."""
+    podman("image", "prune", "--force", "--filter", f"until={older_than}", check=False)
+
+
 def pod_flags(pod: Mapping[str, Any], container: Mapping[str, Any], volumes: Path) -> list[str]:
     """podman flags for what the chart asks of a container: user, read-only root, dropped
     capabilities, no privilege escalation, and its emptyDir mounts as folders under ``volumes``
