@@ -64,15 +64,21 @@ def store_unavailable_handler(request: Request, exc: StoreUnavailable) -> Respon
     return _response(request, 503, str(exc), headers={"Retry-After": "1"})
 
 
-def unexpected_handler(request: Request, exc: Exception) -> Response:
+def log_unhandled(request: Request, exc: Exception, event: str = "unhandled_error") -> str | None:
+    """Log an error no handler expected, with its traceback; the request id, for the answer."""
     rid = _rid(request)
     log.error(
         "unhandled error on %s %s",
         request.method,
         request.scope.get("path"),
         exc_info=exc,
-        extra={"event": "unhandled_error", "request_id": rid},
+        extra={"event": event, "request_id": rid},
     )
+    return rid
+
+
+def unexpected_handler(request: Request, exc: Exception) -> Response:
+    rid = log_unhandled(request, exc)
     return _response(request, 500, f"internal server error (request id {rid})")
 
 

@@ -95,7 +95,12 @@ class PredictionService:
 
     def _explain_one(self, uf: UserFeatures, sm: ServingModel) -> Prediction:
         probas, factors = sm.model.explain_rows([uf.features], k=3)
-        p = float(probas[0])
+        return self._prediction(uf, sm, float(probas[0]), factors[0], dt.datetime.now(dt.UTC))
+
+    def _prediction(
+        self, uf: UserFeatures, sm: ServingModel, p: float, factors: list, now: dt.datetime, arm: str = "production"
+    ) -> Prediction:
+        """The response for one scored user: tier, action and factors by the shared risk policy."""
         tier = self.tier(p)
         return Prediction(
             user_id=uf.user_id,
@@ -103,10 +108,11 @@ class PredictionService:
             risk_tier=tier,  # type: ignore[arg-type]
             recommended_action=self.risk.action(tier),
             will_churn=p >= sm.threshold,
-            top_factors=[Factor(f["feature"], f["value"], float(f["contribution"])) for f in factors[0]],
+            top_factors=[Factor(f["feature"], f["value"], float(f["contribution"])) for f in factors],
             model_version=sm.version,
             feature_age_seconds=uf.feature_age_seconds,
-            scored_at=dt.datetime.now(dt.UTC),
+            scored_at=now,
+            arm=arm,  # type: ignore[arg-type]
         )
 
     def _route(self, uf: UserFeatures, production: ServingModel) -> tuple[ServingModel, str]:
@@ -143,18 +149,7 @@ class PredictionService:
         if age is not None:
             self.metrics.feature_age.observe(age)
             self.features.last_feature_age = age
-        return Prediction(
-            user_id=uf.user_id,
-            churn_probability=p,
-            risk_tier=tier,  # type: ignore[arg-type]
-            recommended_action=self.risk.action(tier),
-            will_churn=p >= sm.threshold,
-            top_factors=[Factor(f["feature"], f["value"], float(f["contribution"])) for f in factors[0]],
-            model_version=sm.version,
-            feature_age_seconds=age,
-            scored_at=now,
-            arm=arm,  # type: ignore[arg-type]
-        )
+        return self._prediction(uf, sm, p, factors[0], now, arm)
 
     async def predict_batch_async(self, user_ids: Sequence[str], request_id: str | None = None) -> BatchResponse:
         """One awaited online read, then the scoring of up to ``max_batch_size`` rows in a thread."""

@@ -164,6 +164,20 @@ def read_plan(settings: Settings, day: dt.date) -> pa.Table:
     return read_table(path).select(PLAN_SCHEMA.names).cast(PLAN_SCHEMA)
 
 
+def cooldown_history(settings: Settings, day: dt.date) -> pa.Table:
+    """The outbox rows of the cooldown window before ``day``: what ``select`` needs to honour it."""
+    cooldown = int(settings.intervention_cooldown_days)
+    if cooldown <= 0:
+        return OUTBOX_SCHEMA.empty_table()
+    return read_outbox(settings, since=day - dt.timedelta(days=cooldown), until=day - dt.timedelta(days=1))
+
+
+def publish(settings: Settings, day: dt.date, plan: pa.Table) -> None:
+    """Write the day's plan, then record its PLANNED and HELD_OUT rows in the outbox."""
+    write_parquet_atomic(settings.layout.intervention_plan(day), plan)
+    _record(settings, day, plan)
+
+
 def _record(settings: Settings, day: dt.date, plan: pa.Table) -> None:
     """The plan's PLANNED and HELD_OUT outbox rows, in one append."""
     parts = []
@@ -209,13 +223,6 @@ def plan(settings: Settings, day: dt.date, replace: bool = False) -> PlanResult:
                 )
             remove_tree(layout.outbox(day))
         predictions = read_predictions(settings, day)
-        cooldown = int(settings.intervention_cooldown_days)
-        history = (
-            read_outbox(settings, since=day - dt.timedelta(days=cooldown), until=day - dt.timedelta(days=1))
-            if cooldown > 0
-            else OUTBOX_SCHEMA.empty_table()
-        )
-        table = select(settings, day, predictions, history, suppressed_users(settings))
-        write_parquet_atomic(path, table)
-        _record(settings, day, table)
+        table = select(settings, day, predictions, cooldown_history(settings, day), suppressed_users(settings))
+        publish(settings, day, table)
     return PlanResult(day, path, campaign, _tally(table, TREATMENT), _tally(table, CONTROL))

@@ -90,15 +90,15 @@ class Uplift:
     control_churned: int
     treated_rate: float | None
     control_rate: float | None
-    uplift: float | None
+    uplift: float | None = None
     """Control churn rate minus contacted churn rate: churn points the action removed."""
-    ci_low: float | None
-    ci_high: float | None
-    p_value: float | None
-    verdict: str
-    users_saved: float | None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    p_value: float | None = None
+    verdict: str = NOT_ENOUGH
+    users_saved: float | None = None
     """``uplift × contacted users``: how many contacted users did not churn because of the action."""
-    users_saved_ci: tuple[float, float] | None
+    users_saved_ci: tuple[float, float] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -118,32 +118,21 @@ def uplift(
     """Rates, uplift, its Newcombe interval, the p-value and the verdict from four counts."""
     t_rate = treated_churned / treated if treated else None
     c_rate = control_churned / control if control else None
-    if not treated or not control:
-        return Uplift(
-            treated=treated,
-            treated_churned=treated_churned,
-            control=control,
-            control_churned=control_churned,
-            treated_rate=t_rate,
-            control_rate=c_rate,
-            uplift=None,
-            ci_low=None,
-            ci_high=None,
-            p_value=None,
-            verdict=NOT_ENOUGH,
-            users_saved=None,
-            users_saved_ci=None,
-        )
-    lo, hi = newcombe(control_churned, control, treated_churned, treated, confidence)
-    diff = c_rate - t_rate
-    enough = treated >= min_per_group and control >= min_per_group
-    return Uplift(
+    counts = dict(
         treated=treated,
         treated_churned=treated_churned,
         control=control,
         control_churned=control_churned,
         treated_rate=t_rate,
         control_rate=c_rate,
+    )
+    if t_rate is None or c_rate is None:
+        return Uplift(**counts)
+    lo, hi = newcombe(control_churned, control, treated_churned, treated, confidence)
+    diff = c_rate - t_rate
+    enough = treated >= min_per_group and control >= min_per_group
+    return Uplift(
+        **counts,
         uplift=diff,
         ci_low=lo,
         ci_high=hi,

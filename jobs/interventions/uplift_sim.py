@@ -33,17 +33,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from churn.interventions import CONTROL, HELD_OUT, PLANNED, TREATMENT
 from churn.io import write_parquet_atomic
 from churn.layout import PREDICTIONS_PARQUET
 from churn.policies import LabelPolicy, RiskPolicy
 from churn.settings import Settings
 from churn.storage import read_table
 from jobs.generate import AtRisk, Effect, GenerateResult, Treatment, generate
-from jobs.interventions.outbox import append_outbox, outbox_rows, read_outbox
-from jobs.interventions.plan import select
+from jobs.interventions.outbox import read_outbox
+from jobs.interventions.plan import cooldown_history, publish, select
 from jobs.interventions.report import (
     CONTACTED_ARM,
     CONTROL_ARM,
@@ -104,25 +102,7 @@ class _Campaign:
         write_parquet_atomic(settings.layout.predictions(day) / PREDICTIONS_PARQUET, predictions)
         horizon = self.label.horizon_days
         busy = {u for u, d in self.last_assigned.items() if (day - d).days < horizon}
-        cooldown = int(settings.intervention_cooldown_days)
-        history = read_outbox(settings, since=day - dt.timedelta(days=max(cooldown, 1)), until=day - dt.timedelta(1))
-        plan = select(settings, day, predictions, history, busy)
-        write_parquet_atomic(settings.layout.intervention_plan(day), plan)
-        parts = []
-        for group, status in ((TREATMENT, PLANNED), (CONTROL, HELD_OUT)):
-            rows = plan.filter(pc.equal(plan["group"], group))
-            parts.append(
-                outbox_rows(
-                    day=day,
-                    user_id=rows["user_id"].to_pylist(),
-                    action=rows["action"].to_pylist(),
-                    group=rows["group"].to_pylist(),
-                    campaign=rows["campaign"].to_pylist(),
-                    idempotency_key=rows["idempotency_key"].to_pylist(),
-                    status=status,
-                )
-            )
-        append_outbox(settings, day, pa.concat_tables(parts))
+        publish(settings, day, select(settings, day, predictions, cooldown_history(settings, day), busy))
         send(settings, day)
         units = experiment_units(read_outbox(settings, since=day, until=day))
         units = units[units["arm"].notna()]

@@ -43,8 +43,8 @@ from litestar.template.config import TemplateConfig
 
 from service.console.pages import ConsolePages, NotFound
 from service.console.queries import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, BadQuery, ConsoleQueries
+from service.errors import log_unhandled
 from service.features import StoreUnavailable
-from service.logs import log
 from service.prediction import UnknownUser
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -155,14 +155,7 @@ def console_router(services: Any, templates: TemplateConfig) -> tuple[Router, Ca
         return error_page(request, 404, str(exc))
 
     def unexpected(request: Request, exc: Exception) -> Response[str]:
-        rid = request.scope.get("request_id")
-        log.error(
-            "console error on %s %s",
-            request.method,
-            request.scope.get("path"),
-            exc_info=exc,
-            extra={"event": "console_error", "request_id": rid},
-        )
+        rid = log_unhandled(request, exc, event="console_error")
         return error_page(request, 500, f"the console failed to build this page (request id {rid})")
 
     # --- pages -------------------------------------------------------------------------------------------

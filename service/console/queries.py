@@ -17,6 +17,7 @@ are bound parameters checked against the values that exist (:class:`FilterOption
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import io
 import threading
@@ -271,10 +272,8 @@ class ConsoleQueries:
                 con.execute(f"SET threads = {DUCKDB_THREADS}")
                 old, self._base, self._base_at = self._base, con, time.monotonic()
                 if old is not None:
-                    try:
+                    with contextlib.suppress(Exception):  # cursors still reading keep the database alive
                         old.close()
-                    except Exception:  # noqa: S110 - cursors still reading keep the database alive
-                        pass
             return self._base.cursor()
 
     def _cached(self, key: str, path: DataPath, build: Any) -> Any:

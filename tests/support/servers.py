@@ -164,12 +164,10 @@ def http_receiver(
             request = Received(self.command, self.path, dict(self.headers.items()), body)
             received.append(request)
             code = respond(request) if respond is not None else status
-            try:
+            with contextlib.suppress(OSError):  # the client timed out or was killed meanwhile
                 self.send_response(code)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
-            except OSError:  # the client timed out or was killed meanwhile
-                pass
 
         do_PUT = do_POST = do_DELETE = _record
 
