@@ -164,6 +164,11 @@ class DataLayout:
         return self.registry_root / "stages.json"
 
     @property
+    def comparison_latest(self) -> Path:
+        """The last production-vs-candidate comparison (``churn models compare``, the daily chain)."""
+        return self.registry_root / "comparison.json"
+
+    @property
     def retrain_log(self) -> Path:
         return self.registry_root / "retrain.log"
 

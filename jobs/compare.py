@@ -12,7 +12,9 @@ prediction log (:mod:`service.prediction_log`), so this job needs no model and n
   production served.
 * **Recommendation**: ``promote`` / ``keep`` / ``drop``, with the command that acts on it.
 
-The result is typed (:class:`ComparisonReport`); ``to_dict()`` is the ``--json`` form.
+The result is typed (:class:`ComparisonReport`); ``to_dict()`` is the ``--json`` form, and the
+last one is kept beside the stages (:func:`save`) for the console's Model page, which reads it as
+JSON because the service layer never imports jobs.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from churn.io import write_json_atomic
 from churn.layout import partition_dates, partition_dir
 from churn.policies import LabelPolicy, RiskPolicy
 
@@ -337,3 +340,38 @@ def compare(settings: Settings, since: dt.date, until: dt.date | None = None) ->
         production_performance=production_perf,
         candidates=tuple(candidates),
     )
+
+
+def _since_day(value: str | None) -> dt.date | None:
+    if not value:
+        return None
+    try:
+        return dt.datetime.fromisoformat(value).date()
+    except ValueError:
+        return None
+
+
+def compare_staged(settings: Settings, date: dt.date) -> ComparisonReport | None:
+    """The daily comparison: what is staged now, from the day it was staged until ``date``.
+
+    ``None`` when nothing is staged (the kept report then stays as the last word on the last
+    candidate; the console shows whether its stages are still the current ones).
+    """
+    from training.registry import ModelRegistry
+
+    state = ModelRegistry(settings).stages()
+    if not (state.shadow or state.challenger):
+        return None
+    starts = [
+        d
+        for version, since in ((state.shadow, state.shadow_since), (state.challenger, state.challenger_since))
+        if version and (d := _since_day(since)) is not None
+    ]
+    since = min(starts) if starts else date
+    return compare(settings, min(since, date), date)
+
+
+def save(settings: Settings, report: ComparisonReport, now: dt.datetime | None = None) -> None:
+    """Keep ``report`` as the latest comparison (replaced atomically: a reader sees old or new)."""
+    generated = (now or dt.datetime.now(dt.UTC)).isoformat(timespec="seconds")
+    write_json_atomic(settings.layout.comparison_latest, {"generated_at": generated, **report.to_dict()})

@@ -2,10 +2,11 @@
 
 ingest D's landing files (skipped when the data dir has no ``landing/`` prefix) → build features
 (up to D) → feast apply (idempotent) → materialize (up to D) → score D → plan and send D's
-interventions → drift D → retrain if needed → housekeeping (prediction-log retention, stale temp
-files). Each step prints its own one-line summary; the loop stops at the first failing step
-(non-zero exit) so later steps never run on stale or half-built inputs: with a landing prefix,
-D's events not having arrived stops it at ``ingest``. Drift runs with exit-zero semantics:
+interventions → drift D → retrain if needed → compare what is staged with production (kept for
+the console) → housekeeping (prediction-log retention, stale temp files). Each step prints its own
+one-line summary; the loop stops at the first failing step (non-zero exit) so later steps never
+run on stale or half-built inputs: with a landing prefix, D's events not having arrived stops it
+at ``ingest``. Drift runs with exit-zero semantics:
 detected drift is a verdict for the retrain step, not a failure. ``first``/``last`` run a
 contiguous part of the chain. After the run (success or failure) the steps' metrics are published
 once (:mod:`jobs.daily_metrics`).
@@ -115,6 +116,17 @@ def retrain_step(settings: Settings, date: dt.date) -> str:
     return retrain(settings).summary()
 
 
+def compare_step(settings: Settings, date: dt.date) -> str:
+    from jobs.compare import compare_staged, save
+
+    report = compare_staged(settings, date)
+    if report is None:
+        return "nothing staged: no comparison"
+    save(settings, report)
+    r = report.recommendation
+    return f"compare {report.since}..{date}: {len(report.candidates)} candidate(s); {r.action}: {r.reason}"
+
+
 def housekeeping_step(settings: Settings, date: dt.date) -> str:
     from jobs.housekeeping import housekeeping
 
@@ -130,6 +142,7 @@ STEPS: list[tuple[str, Callable[[Settings, dt.date], str]]] = [
     ("interventions", interventions_step),
     ("drift", drift_step),
     ("retrain", retrain_step),
+    ("compare", compare_step),
     ("housekeeping", housekeeping_step),
 ]
 

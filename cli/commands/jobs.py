@@ -107,7 +107,8 @@ def daily_cmd(
         typer.Option("--to", metavar="STEP", help="Stop after this step (default: housekeeping, the last)."),
     ] = None,
 ) -> None:
-    """The daily loop: ingest → build → apply → materialize → score → interventions → drift → retrain → housekeeping."""
+    """The daily loop: ingest → build → apply → materialize → score → interventions → drift → retrain
+    → compare → housekeeping."""
     from jobs.daily import daily
 
     settings = get_settings()

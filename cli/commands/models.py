@@ -167,14 +167,20 @@ def compare_cmd(
     since: Annotated[str, typer.Option(help="First prediction-log day (YYYY-MM-DD).")],
     until: Annotated[str | None, typer.Option(help="Last day (default: all).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the whole report as JSON.")] = False,
+    keep: Annotated[
+        bool, typer.Option("--keep/--no-keep", help="Keep the report as the latest comparison (console).")
+    ] = True,
 ) -> None:
     """Production vs shadow/challenger from the prediction log: agreement (Spearman, risk-tier
     changes), ROC-AUC and precision once labels mature, and a recommendation."""
     from cli.options import parse_date
-    from jobs.compare import compare
+    from jobs.compare import compare, save
 
     with user_errors():
-        report = compare(get_settings(), parse_date(since), parse_date(until) if until else None)
+        settings = get_settings()
+        report = compare(settings, parse_date(since), parse_date(until) if until else None)
+        if keep:
+            save(settings, report)
         if json_out:
             print(json.dumps(report.to_dict(), indent=2, default=str))
             return

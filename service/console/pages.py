@@ -6,8 +6,9 @@ drift report, no model, no daily run.
 
 Sources, all read-only: ``predictions/date=D/`` (:mod:`service.console.queries`), the registry
 (:class:`training.registry.ModelRegistry`: versions, audit log, stages), ``drift/date=D/report.json``
-and ``drift/latest.json``, ``daily/steps.json`` (:mod:`jobs.daily_metrics` keeps it; read here as
-JSON, since the service layer does not import jobs).
+and ``drift/latest.json``, ``daily/steps.json`` (:mod:`jobs.daily_metrics` keeps it) and the registry's
+``comparison.json`` (:func:`jobs.compare.save`), both read here as JSON, since the service layer
+does not import jobs.
 """
 
 from __future__ import annotations
@@ -54,7 +55,18 @@ METRIC_ROWS = (
     ("recall_top10", "recall in the top 10%"),
     ("churn_rate", "churn rate"),
 )
-STEP_ORDER = ("ingest", "build", "apply", "materialize", "score", "interventions", "drift", "retrain", "housekeeping")
+STEP_ORDER = (
+    "ingest",
+    "build",
+    "apply",
+    "materialize",
+    "score",
+    "interventions",
+    "drift",
+    "retrain",
+    "compare",
+    "housekeeping",
+)
 """The daily chain's usual order (jobs.daily.STEPS); unknown steps follow, by finish time."""
 
 
@@ -306,6 +318,47 @@ class ConsolePages:
             "staged": staged,
             "stages_error": stages_error,
             "versions": versions,
+            "comparison": self.comparison(stages),
+        }
+
+    def comparison(self, stages: Any) -> dict[str, Any] | None:
+        """The kept comparison (``jobs.compare.save``), flagged stale when what is staged changed."""
+        report = _read_json(self.settings.layout.comparison_latest)
+        if not isinstance(report, dict):
+            return None
+        staged = report.get("stages") or {}
+        current = stages is not None and (staged.get("shadow"), staged.get("challenger")) == (
+            stages.shadow,
+            stages.challenger,
+        )
+        candidates = []
+        for key, c in sorted((report.get("candidates") or {}).items()):
+            agreement = c.get("agreement") or {}
+            mine, base = c.get("performance") or {}, c.get("production_performance") or {}
+            candidates.append(
+                {
+                    "key": key,
+                    "arm": c.get("arm"),
+                    "version": c.get("version"),
+                    "records": c.get("records"),
+                    "agreement": {k: _num(agreement.get(k)) for k in ("users", "spearman", "tier_differs_share")},
+                    "roc_auc": _num(mine.get("roc_auc")),
+                    "labelled": mine.get("users"),
+                    "production_roc_auc": _num(base.get("roc_auc")),
+                    "production_labelled": base.get("users"),
+                    "recommendation": c.get("recommendation") or {},
+                }
+            )
+        return {
+            "generated_at": _ts(report.get("generated_at")),
+            "since": report.get("since"),
+            "until": report.get("until"),
+            "records": report.get("records"),
+            "current": current,
+            "stages": staged,
+            "labels": report.get("labels") or {},
+            "recommendation": report.get("recommendation") or {},
+            "candidates": candidates,
         }
 
     def _card(self, info: Any) -> dict[str, Any]:

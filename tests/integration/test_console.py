@@ -368,3 +368,67 @@ def test_scoring_day_is_the_newest_partition(client: Any, site: ScoredSite) -> N
     assert site.days == sorted(site.days) and len(site.days) == 3
     assert site.days[-1] - site.days[0] == dt.timedelta(days=2)
     assert f">{site.days[-1]}<" in client.get("/console").text
+
+
+# --- the kept comparison ----------------------------------------------------------------------------------------
+def _kept_comparison(settings: Settings, shadow: str) -> None:
+    from jobs.compare import (
+        Agreement,
+        ArmPerformance,
+        CandidateComparison,
+        ComparisonReport,
+        LabelCoverage,
+        Recommendation,
+        StageSummary,
+        save,
+    )
+
+    promote = Recommendation(
+        "promote", "ROC-AUC 0.8100 vs production 0.7000 (+0.1100)", f"churn models promote {shadow}"
+    )
+    candidate = CandidateComparison(
+        arm="shadow",
+        version=shadow,
+        records=1200,
+        agreement=Agreement(1150, 0.61, 0.23, 0.08),
+        performance=ArmPerformance(900, 0.3, 0.81, 0.6),
+        production_performance=ArmPerformance(900, 0.3, 0.70, 0.5),
+        recommendation=promote,
+    )
+    report = ComparisonReport(
+        since=dt.date(2026, 3, 1),
+        until=dt.date(2026, 4, 2),
+        records=2400,
+        stages=StageSummary(shadow, None, 0.0),
+        recommendation=promote,
+        labels=LabelCoverage(("2026-03-01",), ("2026-04-02",)),
+        candidates=(candidate,),
+    )
+    save(settings, report)
+
+
+def test_model_page_shows_the_kept_comparison_and_when_it_is_stale(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path / "data", console="on")
+    with client_for(settings) as c:
+        assert 'data-testid="no-comparison"' in c.get("/console/model").text
+        settings.layout.stages_file.parent.mkdir(parents=True, exist_ok=True)
+        settings.layout.stages_file.write_text(
+            json.dumps({"shadow": {"version": "sh-v", "since": "2026-03-01T00:00:00"}})
+        )
+        _kept_comparison(settings, "sh-v")
+        html = c.get("/console/model").text
+        row = re.search(r'<tr data-candidate="shadow:sh-v" data-action="promote">(.*?)</tr>', html, re.S)
+        assert row, html
+        assert ">1150<" in row.group(1) and "0.610" in row.group(1) and "23.0%" in row.group(1)
+        assert "0.8100 (900)" in row.group(1) and "0.7000 (900)" in row.group(1)
+        assert "churn models promote sh-v" in row.group(1)
+        assert "Stale" not in html and "2026-03-01 … 2026-04-02" in html
+        # the stage changed after the comparison: still shown, flagged
+        settings.layout.stages_file.write_text(json.dumps({"challenger": {"version": "ch-v", "share": 0.2}}))
+        html = c.get("/console/model").text
+        assert "<strong>Stale:</strong>" in html and 'data-candidate="shadow:sh-v"' in html
+        # a damaged file is an empty state, never a 500
+        for text in ("{not json", json.dumps({"candidates": {"x": {"agreement": {"spearman": "high"}}}}), "[]"):
+            settings.layout.comparison_latest.write_text(text)
+            r = c.get("/console/model")
+            assert r.status_code == 200, r.text[:500]

@@ -261,10 +261,12 @@ def test_daily_end_to_end(store: Settings) -> None:
     require_drift_env(store)
     proc = run_cli(store, "daily", "--date", LAST_DAY.isoformat())
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    steps = ["ingest", "build", "apply", "materialize", "score", "interventions", "drift", "retrain", "housekeeping"]
+    steps = ["ingest", "build", "apply", "materialize", "score", "interventions", "drift", "retrain", "compare",
+             "housekeeping"]  # fmt: skip
     for i, name in enumerate(steps, 1):
-        assert f"daily {i}/9 {name}:" in proc.stdout
-    assert "daily 1/9 ingest: result=no landing prefix; skipped" in proc.stdout  # a site importing by hand
+        assert f"daily {i}/{len(steps)} {name}:" in proc.stdout
+    assert "daily 9/10 compare: result=nothing staged: no comparison" in proc.stdout
+    assert "daily 1/10 ingest: result=no landing prefix; skipped" in proc.stdout  # a site importing by hand
     assert f"daily metrics: wrote {store.layout.daily_metrics}" in proc.stdout
     assert (store.predictions_dir / f"date={LAST_DAY}" / "predictions.csv").exists()
     assert store.layout.intervention_plan(LAST_DAY).exists()  # the default sink: CRM exports

@@ -70,6 +70,7 @@ def test_steps_run_in_the_documented_order() -> None:
         "interventions",
         "drift",
         "retrain",
+        "compare",
         "housekeeping",
     ]
 
@@ -80,7 +81,7 @@ def test_step_ranges() -> None:
     names = lambda first=None, last=None: [STEP_NAMES[i] for i in select_steps(first, last)]  # noqa: E731
     assert names() == STEP_NAMES
     assert names("ingest", "build") == ["ingest", "build"]
-    assert names("score") == ["score", "interventions", "drift", "retrain", "housekeeping"]
+    assert names("score") == ["score", "interventions", "drift", "retrain", "compare", "housekeeping"]
     assert names(last="apply") == ["ingest", "build", "apply"]
     assert names("drift", "drift") == ["drift"]
 
@@ -102,7 +103,7 @@ def test_bad_step_ranges_are_refused_listing_the_steps(
     with pytest.raises(DailyError) as info:
         daily(settings, DAY, first=first, last=last)
     assert message in str(info.value)
-    order = "ingest → build → apply → materialize → score → interventions → drift → retrain → housekeeping"
+    order = "ingest → build → apply → materialize → score → interventions → drift → retrain → compare → housekeeping"
     assert order in str(info.value)
     assert not (tmp_path / "data").exists()  # refused before anything ran or was published
 

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from jobs.compare import compare
+from jobs.compare import compare, compare_staged, save
 from service.prediction_log import SCHEMA, LogRecord, PredictionLog, feature_hash
 from service.routing import assign_arm
 from tests.support.settings import make_settings
@@ -270,6 +270,15 @@ def test_compare_reports_agreement_performance_and_a_recommendation(tmp_path: Pa
     assert set(as_json["candidates"]) == {"shadow:sh-v", "challenger:ch-v"}
     assert as_json["candidates"]["shadow:sh-v"]["agreement"]["users"] == len(users)
     assert as_json["labels"]["mature_dates"] == [day.isoformat()] and as_json["recommendation"]["action"] == "promote"
+
+    # the daily step compares what is staged since it was staged, and keeps the report
+    assert compare_staged(settings, day).to_dict() == {**report.to_dict(), "until": day.isoformat()}
+    save(settings, report, now=dt.datetime(2026, 4, 1, tzinfo=dt.UTC))
+    kept = json.loads(settings.layout.comparison_latest.read_text())
+    assert kept["generated_at"] == "2026-04-01T00:00:00+00:00"
+    assert kept["candidates"] == as_json["candidates"] and kept["stages"]["shadow"] == "sh-v"
+    settings.layout.stages_file.write_text(json.dumps({"shadow": None, "challenger": None}))
+    assert compare_staged(settings, day) is None
 
     # before labels mature: keep collecting
     early = compare(make_settings(tmp_path, churn_horizon_days=60), day)
