@@ -20,8 +20,10 @@ No ``from __future__ import annotations`` here: Litestar reads the handlers' ann
 """
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
+import os
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -56,10 +58,21 @@ CONSOLE_THREADS = 2
 PAGES_AT_ONCE = 1
 """Console pages built at the same time (more wait their turn): operators share one slot, so however
 many refresh at once, the console takes at most one worker thread (and DuckDB's threads) from /predict."""
+CONSOLE_NICE = 19
+"""The console threads' scheduling priority (Linux threads are tasks with their own nice value):
+they get whatever CPU /predict leaves, so an operator refreshing pages never takes a core from
+scoring; DuckDB runs its query in the calling thread (``threads = 1``), so its work is niced too."""
 YIELD_EVERY = 64
 """Template chunks rendered between two GIL releases (a chunk is one static or expression piece)."""
 PUBLIC = "console_public"
 """``opt`` key of the routes the token guard lets through (login, the stylesheet)."""
+
+
+def background_priority() -> None:
+    """Lower the calling thread's priority (each console worker's initializer); a no-op where the
+    platform has no per-thread priority."""
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), CONSOLE_NICE)
 
 
 def template_config() -> TemplateConfig:
@@ -80,7 +93,9 @@ def console_router(services: Any, templates: TemplateConfig) -> tuple[Router, Ca
     engine = templates.engine_instance
     stylesheet = (STATIC / "console.css").read_bytes()
     slot = threading.BoundedSemaphore(PAGES_AT_ONCE)
-    executor = ThreadPoolExecutor(max_workers=CONSOLE_THREADS, thread_name_prefix="console")
+    executor = ThreadPoolExecutor(
+        max_workers=CONSOLE_THREADS, thread_name_prefix="console", initializer=background_priority
+    )
 
     async def off_loop(fn: Any, *args: Any, **kwargs: Any) -> Any:
         """``fn`` in the console's own threads, never the default executor /predict scores in."""

@@ -364,6 +364,22 @@ def test_runs_page_without_kept_runs_says_so(site: ScoredSite, tmp_path: Path) -
         assert 'data-testid="runs-not-kept"' in html and '<tr data-step="score" data-status="ok">' in html
 
 
+def test_console_work_runs_at_background_priority(client: Any) -> None:
+    """Pages are built (DuckDB included: it runs in the calling thread) by niced threads, so an
+    operator refreshing never takes a core from /predict; the event loop keeps its priority."""
+    import os
+    import threading
+
+    from service.console.controllers import CONSOLE_NICE
+
+    assert client.get("/console/at-risk?sort=plan&dir=asc").status_code == 200
+    workers = [t for t in threading.enumerate() if t.name.startswith("console")]
+    assert workers, [t.name for t in threading.enumerate()]
+    base = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    assert base < CONSOLE_NICE
+    assert {os.getpriority(os.PRIO_PROCESS, t.native_id) for t in workers} == {CONSOLE_NICE}
+
+
 def test_scoring_day_is_the_newest_partition(client: Any, site: ScoredSite) -> None:
     assert site.days == sorted(site.days) and len(site.days) == 3
     assert site.days[-1] - site.days[0] == dt.timedelta(days=2)

@@ -180,11 +180,12 @@ def test_daily_loop_and_api_run_on_object_storage(s3: S3Server, tmp_path, reques
     user = read_table(settings.layout.predictions(END) / "predictions.parquet", ["user_id"]).column(0)[0].as_py()
     # The API runs in a pod of its own: an empty scratch folder, no Feast registry until it builds
     # one from the definitions in code.
-    api_pod = s3_settings(s3, bucket, tmp_path / "api-pod", **site)
+    api_pod = s3_settings(s3, bucket, tmp_path / "api-pod", console="on", **site)
     with live_server(create(api_pod)) as base:
         r = httpx.post(f"{base}/predict", json={"user_id": user}, timeout=30)
         assert r.status_code == 200, r.text
         assert r.json()["model_version"] == version
+        _console_reads_the_bucket(base, settings, user, version)
 
         # A second version, written to the bucket and promoted: the API notices the pointer object.
         fs, models = settings.data_dir.fs, fs_path(settings.models_dir)
@@ -201,3 +202,30 @@ def test_daily_loop_and_api_run_on_object_storage(s3: S3Server, tmp_path, reques
                 break
             time.sleep(0.2)
         assert served == clone
+
+
+def _console_reads_the_bucket(base: str, settings: Settings, user: str, version: str) -> None:
+    """Every console page from an API pod whose data directory is the bucket (DuckDB over s3)."""
+    scored = read_table(settings.layout.predictions(END) / "predictions.parquet", ["user_id", "risk_tier"]).to_pandas()
+    get = lambda path: httpx.get(f"{base}/console{path}", timeout=60)  # noqa: E731
+    page = get("")
+    assert page.status_code == 200 and f'data-testid="scoring-day">{END}<' in page.text, page.text[:800]
+    assert f'data-total="{len(scored)}"' in page.text
+    high = int((scored["risk_tier"] == "high").sum())
+    assert f'data-total="{high}"' in get("/at-risk?tier=high").text
+    csv_rows = get("/at-risk.csv").text.strip().splitlines()
+    assert len(csv_rows) == len(scored) + 1 and csv_rows[0].startswith("user_id,")
+    lookup = get(f"/users/{user}")
+    assert (
+        lookup.status_code == 200
+        and 'data-testid="live-probability"' in lookup.text
+        and 'data-testid="user-history"' in lookup.text
+    )
+    model = get("/model")
+    assert model.status_code == 200 and f'data-testid="production-version">{version}<' in model.text
+    drift = get("/drift")
+    assert drift.status_code == 200 and f'href="/console/drift/files/date={END}/report.html"' in drift.text
+    report = get(f"/drift/files/date={END}/report.html")
+    assert report.status_code == 200 and report.headers["content-type"].startswith("text/html")
+    runs = get("/runs")
+    assert runs.status_code == 200 and '<tr data-step="compare" data-status="ok">' in runs.text
