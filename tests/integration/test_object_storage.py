@@ -214,7 +214,7 @@ def _console_reads_the_bucket(base: str, settings: Settings, user: str, version:
     high = int((scored["risk_tier"] == "high").sum())
     assert f'data-total="{high}"' in get("/at-risk?tier=high").text
     csv_rows = get("/at-risk.csv").text.strip().splitlines()
-    assert len(csv_rows) == len(scored) + 1 and csv_rows[0].startswith("user_id,")
+    assert len(csv_rows) == len(scored) + 1 and csv_rows[0].startswith('"user_id",')
     lookup = get(f"/users/{user}")
     assert (
         lookup.status_code == 200
