@@ -1,6 +1,12 @@
-"""Benchmark: synthetic generation (rows/s) and DuckDB daily aggregation (events/s).
+"""Benchmark: synthetic generation (rows/s), import of a site's log (events/s) and DuckDB daily
+aggregation (events/s).
 
-Usage: python benchmarks/data.py [--users 100000 --days 180] [--also-1m]
+Import is measured as a new site meets it: the generated store exported as one Parquet file per
+table (the site's whole history: ``--days`` of events in one batch), imported into an empty store
+with every gate on, with and without ``--quarantine``; then one day's events (the daily case) into
+a store that already holds the days before it.
+
+Usage: python benchmarks/data.py [--users 100000 --days 180] [--also-1m] [--skip-aggregate]
 Prints one line per stage; the 1M-user run is opt-in because it needs ~10 GB of disk and minutes.
 """
 
@@ -16,24 +22,78 @@ from pathlib import Path
 
 from churn.settings import Settings
 from jobs.aggregate import build_features
-from jobs.ingest import generate_store
+from jobs.ingest import generate_store, import_batch
+
+END = dt.date(2026, 11, 1)
 
 
-def run(users: int, days: int) -> None:
+def _settings(root: Path) -> Settings:
+    return Settings.from_env(env={"CHURN_DATA_DIR": str(root), "CHURN_FRESHNESS_MAX_HOURS": "0"})
+
+
+def _export(settings: Settings, out: Path, last_day_only: bool) -> dict[str, Path]:
+    """The store's tables as one file each (a site's export); optionally only the newest day."""
+    import duckdb
+
+    out.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    files = {}
+    for table, ts in (("events", "event_ts"), ("payments", "payment_ts")):
+        where = f"WHERE CAST({ts} AS DATE) = DATE '{END}'" if last_day_only else ""
+        files[table] = out / f"{table}.parquet"
+        con.execute(
+            f"COPY (SELECT * FROM read_parquet('{settings.raw_dir / table}/date=*/*.parquet') {where})"
+            f" TO '{files[table]}' (FORMAT PARQUET)"
+        )
+    files["users"] = settings.layout.users_file
+    con.close()
+    return files
+
+
+def _import(root: Path, files: dict[str, Path], quarantine: bool) -> tuple[float, int]:
+    as_of = dt.datetime.combine(END + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
+    t0 = time.perf_counter()
+    res = import_batch(_settings(root), quarantine=quarantine, as_of=as_of, **files)
+    return time.perf_counter() - t0, res.accepted["events"]
+
+
+def run_import(settings: Settings, root: Path, days: int) -> None:
+    history = _export(settings, root / "export-history", last_day_only=False)
+    for quarantine in (False, True):
+        target = root / f"import-{quarantine}"
+        secs, n = _import(target, history, quarantine)
+        shutil.rmtree(target, ignore_errors=True)
+        flag = " --quarantine" if quarantine else ""
+        print(f"import{flag}: {n:,} events spanning {days} days in {secs:.1f}s = {n / secs:,.0f} events/s")
+    # the daily case: yesterday's delivery into a store holding every day before it
+    daily = root / "import-daily"
+    shutil.copytree(settings.raw_dir, daily / "raw")
+    last = daily / "raw" / "events" / f"date={END}"
+    shutil.rmtree(last)
+    secs, n = _import(daily, _export(settings, root / "export-day", last_day_only=True), False)
+    print(f"import, one day into a {days - 1}-day store: {n:,} events in {secs:.2f}s = {n / secs:,.0f} events/s")
+
+
+def run(users: int, days: int, aggregate: bool = True) -> None:
     root = Path(tempfile.mkdtemp(prefix="churn-bench-data-"))
     try:
-        settings = Settings.from_env(env={"CHURN_DATA_DIR": str(root), "CHURN_FRESHNESS_MAX_HOURS": "0"})
+        settings = _settings(root / "store")
         t0 = time.perf_counter()
-        res, _ = generate_store(settings, users=users, days=days, seed=1, end_date=dt.date(2026, 11, 1))
+        res, _ = generate_store(settings, users=users, days=days, seed=1, end_date=END)
         gen_s = time.perf_counter() - t0
         rows = res.users + res.events + res.payments
+        print(f"users={users:,} days={days}: generate+validate {rows:,} rows in {gen_s:.1f}s", end=" ")
+        print(f"= {rows / gen_s:,.0f} rows/s")
+        run_import(settings, root, days)
+        if not aggregate:
+            return
         t0 = time.perf_counter()
         built = build_features(settings)
         agg_s = time.perf_counter() - t0
         peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
         print(
-            f"users={users:,} days={days}: generate+validate {rows:,} rows in {gen_s:.1f}s "
-            f"= {rows / gen_s:,.0f} rows/s | aggregate {res.events:,} events -> {built.rows:,} feature rows "
+            f"aggregate {res.events:,} events -> {built.rows:,} feature rows "
             f"in {agg_s:.1f}s = {res.events / agg_s:,.0f} events/s | peak RSS {peak_gb:.1f} GB"
         )
     finally:
@@ -45,7 +105,8 @@ if __name__ == "__main__":
     ap.add_argument("--users", type=int, default=100_000)
     ap.add_argument("--days", type=int, default=180)
     ap.add_argument("--also-1m", action="store_true", help="also run 1M users (minutes, ~10 GB disk)")
+    ap.add_argument("--skip-aggregate", action="store_true", help="generation and import only")
     a = ap.parse_args()
-    run(a.users, a.days)
+    run(a.users, a.days, not a.skip_aggregate)
     if a.also_1m:
-        run(1_000_000, a.days)
+        run(1_000_000, a.days, not a.skip_aggregate)

@@ -18,8 +18,8 @@ from pathlib import Path
 import duckdb
 
 from churn import errors
-from churn.io import atomic_dir, replace_dir, write_json_atomic
-from churn.layout import partition_dates, partition_dir
+from churn.io import atomic_dir, replace_dir, replace_dirs, staging_dir, write_json_atomic
+from churn.layout import PARTITION_KEY, partition_dates, partition_dir
 from churn.schema import GENERIC_EVENT_TYPE, RAW_SCHEMAS, RAW_TIME_COLUMN
 from churn.settings import Settings
 from churn.storage import DataPath, duckdb_connect
@@ -386,23 +386,30 @@ def _merge_into_store(con: duckdb.DuckDBPyConnection, staging: Path, raw: Path) 
             )
     for table in PARTITIONED:
         src = staging / table / f"{table}.parquet"
-        if not src.exists():
-            continue
-        ts = RAW_TIME_COLUMN[table]
-        days = [
-            r[0]
-            for r in con.execute(f"SELECT DISTINCT CAST({ts} AS DATE) FROM read_parquet('{src}')").fetchall()
-        ]
-        for day in sorted(days):
-            part = partition_dir(raw / table, day)
-            sources = [f"SELECT * FROM read_parquet('{src}') WHERE CAST({ts} AS DATE) = DATE '{day}'"]
-            if part.exists():
-                sources.append(f"SELECT * FROM read_parquet('{part}/*.parquet', hive_partitioning=false)")
-            with atomic_dir(part) as tmp:
-                con.execute(
-                    f"COPY (SELECT DISTINCT * FROM ({' UNION ALL BY NAME '.join(sources)}) ORDER BY {ts}) "
-                    f"TO '{tmp / 'part-0.parquet'}' (FORMAT PARQUET, COMPRESSION zstd)"
-                )
+        if src.exists():
+            _merge_partitions(con, src, raw / table, RAW_TIME_COLUMN[table])
+
+
+def _merge_partitions(con: duckdb.DuckDBPyConnection, src: Path, root: DataPath, ts: str) -> None:
+    """The batch's rows and the stored rows of the days it touches, deduplicated, written as day
+    partitions in ONE pass (a query per day would rescan the batch once per day it spans), then
+    each partition swapped in atomically."""
+    days = [r[0] for r in con.execute(f"SELECT DISTINCT CAST({ts} AS DATE) FROM read_parquet('{src}')").fetchall()]
+    if not days:
+        return
+    dated = f"*, CAST({ts} AS DATE) AS {PARTITION_KEY}"
+    rows = f"SELECT {dated} FROM read_parquet('{src}')"
+    # The duplicates gate left the batch free of repeated rows; only rows already stored can repeat.
+    if stored := sorted(set(days) & set(partition_dates(root))):  # one listing, not one per day
+        globs = ", ".join("'" + f"{partition_dir(root, d)}/*.parquet".replace("'", "''") + "'" for d in stored)
+        rows = f"SELECT DISTINCT * FROM ({rows} UNION ALL BY NAME SELECT {dated} FROM read_parquet([{globs}],"
+        rows += " hive_partitioning = false))"
+    with staging_dir(root) as tmp:
+        con.execute(
+            f"COPY (SELECT * FROM ({rows}) ORDER BY {ts}) TO '{tmp}'"
+            f" (FORMAT PARQUET, PARTITION_BY ({PARTITION_KEY}), FILENAME_PATTERN 'part-{{i}}', COMPRESSION zstd)"
+        )
+        replace_dirs([(part, root / part.name) for part in sorted(tmp.iterdir())])
 
 
 def generate_store(

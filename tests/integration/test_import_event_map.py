@@ -187,6 +187,33 @@ def test_reimport_is_idempotent_and_known_users_are_not_reinferred(settings: Set
     assert len(stored(settings, "events")) == len(events) == 7
 
 
+def test_a_batch_spanning_days_merges_each_day_once(settings: Settings, log: Path, tmp_path: Path) -> None:
+    """Partitions are written in one pass: days the batch does not touch keep their files byte for
+    byte, a touched day holds its stored rows plus the new ones once, one file per day, no leftovers."""
+    import_batch(settings, events=log, event_map=SITE_MAP, unmapped="activity", as_of=AS_OF)
+    events_root = settings.raw_dir / "events"
+    untouched = {p: p.read_bytes() for p in events_root.glob("date=2026-02-0[35]/*.parquet")}
+    assert len(untouched) == 2
+    later = pd.DataFrame(
+        {
+            "uid": ["ann", "bob", "ann"],
+            "timestamp": _ts("2026-02-01T09:00:00Z", "2026-02-02T18:00:00Z", "2026-02-07T07:00:00Z"),
+            "action": ["sign_in", "sign_in", "sign_in"],  # ann's first row is already stored
+            "minutes": [None, None, None],
+        }
+    )
+    import_batch(settings, events=write(tmp_path, "later.parquet", later), event_map=SITE_MAP, as_of=AS_OF)
+    per_day = {p.name: sorted(f.name for f in p.iterdir()) for p in events_root.iterdir()}
+    assert per_day == {f"date=2026-02-0{d}": ["part-0.parquet"] for d in (1, 2, 3, 5, 7)}
+    assert {p: p.read_bytes() for p in untouched} == untouched
+    days = pd.read_parquet(events_root)
+    assert (pd.to_datetime(days["event_ts"]).dt.date.astype(str) == days["date"].astype(str).str[:10]).all()
+    assert days.groupby(days["date"].astype(str)).size().to_dict() == {
+        "2026-02-01": 2, "2026-02-02": 4, "2026-02-03": 1, "2026-02-05": 1, "2026-02-07": 1,
+    }  # fmt: skip
+    assert not list(settings.data_dir.rglob(".tmp-*"))
+
+
 def test_users_from_a_file_or_an_earlier_import_are_not_inferred(settings: Settings, tmp_path: Path) -> None:
     users = pd.DataFrame(
         {
