@@ -20,6 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from churn.layout import partition_dates, partition_dir
 from churn.settings import Settings
 from jobs.aggregate import build_features
 from jobs.ingest import generate_store, import_batch
@@ -35,12 +36,13 @@ def _export(settings: Settings, out: Path, last_day_only: bool) -> dict[str, Pat
     """The store's tables as one file each (a site's export); optionally only the newest day."""
     import duckdb
 
+    newest = partition_dates(settings.raw_dir / "events")[-1]
     out.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
     files = {}
     for table, ts in (("events", "event_ts"), ("payments", "payment_ts")):
-        where = f"WHERE CAST({ts} AS DATE) = DATE '{END}'" if last_day_only else ""
+        where = f"WHERE CAST({ts} AS DATE) = DATE '{newest}'" if last_day_only else ""
         files[table] = out / f"{table}.parquet"
         con.execute(
             f"COPY (SELECT * FROM read_parquet('{settings.raw_dir / table}/date=*/*.parquet') {where})"
@@ -69,8 +71,8 @@ def run_import(settings: Settings, root: Path, days: int) -> None:
     # the daily case: yesterday's delivery into a store holding every day before it
     daily = root / "import-daily"
     shutil.copytree(settings.raw_dir, daily / "raw")
-    last = daily / "raw" / "events" / f"date={END}"
-    shutil.rmtree(last)
+    for table in ("events", "payments"):
+        shutil.rmtree(partition_dir(daily / "raw" / table, partition_dates(settings.raw_dir / "events")[-1]), True)
     secs, n = _import(daily, _export(settings, root / "export-day", last_day_only=True), False)
     print(f"import, one day into a {days - 1}-day store: {n:,} events in {secs:.2f}s = {n / secs:,.0f} events/s")
 

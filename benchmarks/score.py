@@ -61,8 +61,12 @@ def synthesize(n_active: int, n_idle: int, seed: int = 0) -> dict[str, pa.Table]
                 cols[name] = pa.array(np.round(recency, 4))
             elif name.startswith("days_since"):
                 x = np.round(recency + rng.exponential(5.0, n), 4)
-                x[rng.random(n) < 0.2] = np.nan
-                cols[name] = pa.array(x, pa.float64(), from_pandas=True)
+                missing = rng.random(n) < 0.2
+                if pa.types.is_integer(typ):  # whole days (e.g. since the first active day)
+                    cols[name] = pa.array(np.floor(x).astype("int64"), typ, mask=missing)
+                else:
+                    x[missing] = np.nan
+                    cols[name] = pa.array(x, pa.float64(), from_pandas=True)
             elif pa.types.is_integer(typ):
                 cols[name] = pa.array(rng.poisson(1 + 6 * engagement).astype("int64"))
             else:

@@ -62,6 +62,10 @@ def bench_settings(data_dir: Path, redis_db: int, **extra: Any):
     )
 
 
+REDIS_OWNER_KEY = "churn-bench:store"
+"""Which bench store the Redis database was materialized from (not a Feast key)."""
+
+
 def build_store(data_dir: Path, redis_db: int, users: int, days: int) -> None:
     """generate → features → apply → materialize (Redis) → train + promote, or reuse a built dir."""
     import datetime as dt
@@ -71,7 +75,9 @@ def build_store(data_dir: Path, redis_db: int, users: int, days: int) -> None:
     mark = data_dir / READY_MARK
     client = redis.Redis(host="127.0.0.1", port=6379, db=redis_db, socket_timeout=5)
     client.ping()
-    if mark.exists() and json.loads(mark.read_text()).get("users") == users and client.dbsize() > 0:
+    # The Redis database must hold THIS store's rows: another bench run may have reused the database.
+    owner = client.get(REDIS_OWNER_KEY)
+    if mark.exists() and json.loads(mark.read_text()).get("users") == users and owner == str(data_dir).encode():
         print(f"reusing store {data_dir} ({users:,} users, redis db {redis_db})", flush=True)
         return
     from feature_repo import store as cfs
@@ -93,6 +99,7 @@ def build_store(data_dir: Path, redis_db: int, users: int, days: int) -> None:
     cfs.apply(s)
     res = materialize(s, full=True)
     print(f"  materialized {res.total_rows:,} rows to Redis {time.perf_counter() - t0:6.1f} s", flush=True)
+    client.set(REDIS_OWNER_KEY, str(data_dir))
     tr = run_training(s, promote=True, max_rounds=300)
     print(f"  trained {tr.version} ({tr.served}), promoted {time.perf_counter() - t0:6.1f} s", flush=True)
     mark.write_text(json.dumps({"users": users, "version": tr.version}))

@@ -38,6 +38,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+KEEP_UP = 0.95
+"""Share of the asked rate the server must sustain: below it, requests queue without bound."""
+
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 READY_MARK = ".soak-ready"
@@ -379,6 +382,8 @@ def main() -> int:
         problems.append("the reloads never changed the served version")
     if not report["server_alive"]:
         problems.append("the server died")
+    if report["achieved_rps"] < KEEP_UP * args.rate:  # an open loop that falls behind only queues
+        problems.append(f"fell behind: {report['achieved_rps']} of {args.rate:g} req/s (p50 {report['p50_ms']} ms)")
     report["verdict"] = "ok" if not problems else "FAILED: " + "; ".join(problems)
     text = json.dumps(report, indent=2)
     print(text)

@@ -394,13 +394,17 @@ def _merge_partitions(con: duckdb.DuckDBPyConnection, src: Path, root: DataPath,
     """The batch's rows and the stored rows of the days it touches, deduplicated, written as day
     partitions in ONE pass (a query per day would rescan the batch once per day it spans), then
     each partition swapped in atomically."""
-    days = [r[0] for r in con.execute(f"SELECT DISTINCT CAST({ts} AS DATE) FROM read_parquet('{src}')").fetchall()]
-    if not days:
+    first, last = con.execute(f"SELECT min({ts}), max({ts}) FROM read_parquet('{src}')").fetchone()
+    if first is None:
         return
     dated = f"*, CAST({ts} AS DATE) AS {PARTITION_KEY}"
     rows = f"SELECT {dated} FROM read_parquet('{src}')"
     # The duplicates gate left the batch free of repeated rows; only rows already stored can repeat.
-    if stored := sorted(set(days) & set(partition_dates(root))):  # one listing, not one per day
+    stored = [d for d in partition_dates(root) if first.date() <= d <= last.date()]  # one listing
+    if stored:  # which of those days the batch really touches (a scan, needed only here)
+        days = {r[0] for r in con.execute(f"SELECT DISTINCT CAST({ts} AS DATE) FROM read_parquet('{src}')").fetchall()}
+        stored = [d for d in stored if d in days]
+    if stored:
         globs = ", ".join("'" + f"{partition_dir(root, d)}/*.parquet".replace("'", "''") + "'" for d in stored)
         rows = f"SELECT DISTINCT * FROM ({rows} UNION ALL BY NAME SELECT {dated} FROM read_parquet([{globs}],"
         rows += " hive_partitioning = false))"

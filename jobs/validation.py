@@ -240,7 +240,14 @@ class BatchValidator:
         return out
 
     def _prepare(self, table: str) -> None:
-        key = DUPLICATE_KEYS[table]
+        """``prep_<table>``: a view (nothing materialised) of the batch with ``_signup`` and ``_dup``.
+
+        ``_dup`` comes from an aggregate of the natural key joined back only to the rows whose key
+        repeats, so a clean batch costs one hash aggregate of the key columns rather than a window
+        that partitions and materialises every column of every row.
+        """
+        keys = [k.strip() for k in DUPLICATE_KEYS[table].split(",")]
+        on = " AND ".join(f"t.{k} IS NOT DISTINCT FROM d.{k}" for k in keys)
         signup = "" if table == "users" else ", k._signup"
         join = (
             ""
@@ -251,8 +258,9 @@ class BatchValidator:
             )
         )
         self.con.execute(
-            f"CREATE OR REPLACE TEMP TABLE prep_{table} AS SELECT t.*{signup},"
-            f" count(*) OVER (PARTITION BY {key}) AS _dup FROM batch_{table} t{join}"
+            f"CREATE OR REPLACE TEMP VIEW prep_{table} AS SELECT t.*{signup}, coalesce(d._dup, 1) AS _dup"
+            f" FROM batch_{table} t{join} LEFT JOIN (SELECT {', '.join(keys)}, count(*) AS _dup FROM batch_{table}"
+            f" GROUP BY ALL HAVING count(*) > 1) d ON {on}"
         )
 
     def _row_checks(self, table: str) -> list[CheckResult]:
