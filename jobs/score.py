@@ -226,8 +226,12 @@ def build_outputs(
     names = list(model.features)
     frame = features.select(names).to_pandas()
     X = encode(model, frame)
-    proba = probabilities(model, X)
-    contrib = contributions(model, X) if len(X) else np.empty((0, len(names)))
+    if model.kind == "lightgbm" and len(X):  # one walk of the trees gives both
+        margin, contrib = model.path_scores(X, num_threads=BATCH_THREADS)
+        proba = np.asarray(model.proba_from_margin(margin), dtype=np.float64)
+    else:
+        proba = probabilities(model, X)
+        contrib = contributions(model, X) if len(X) else np.empty((0, len(names)))
     n = features.num_rows
     risk = RiskPolicy.from_settings(settings)
     tier_idx = risk.tier_index(proba)

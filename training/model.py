@@ -173,9 +173,10 @@ class ChurnModel:
         return self._linear.contributions(X).sum(axis=1) + self._linear.intercept
 
     def proba_matrix(self, X: np.ndarray, num_threads: int = 1) -> np.ndarray:
-        return self._proba_from_margin(self.margin_matrix(X, num_threads))
+        return self.proba_from_margin(self.margin_matrix(X, num_threads))
 
-    def _proba_from_margin(self, m: np.ndarray) -> np.ndarray:
+    def proba_from_margin(self, m: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities of raw margins (Platt scaling acts on the margin)."""
         if self._calibration is not None:
             a, b = self._calibration
             m = a * m + b
@@ -213,31 +214,57 @@ class ChurnModel:
         """
         if self._booster is None:
             return self.contributions_matrix(X, num_threads)
-        table = self._leaf_path_table()
-        out = np.empty((X.shape[0], len(self.features)), dtype=np.float32)
+        return self.path_scores(X, num_threads, chunk)[1]
+
+    def path_scores(self, X: np.ndarray, num_threads: int = 1, chunk: int = 200_000) -> tuple[np.ndarray, np.ndarray]:
+        """``(margin, contributions)`` of a LightGBM model from ONE ``pred_leaf`` pass.
+
+        The margin is the sum of the reached leaves' values (float64, what ``predict(raw_score)``
+        returns), so batch scoring needs no second walk of the trees for its probabilities. The
+        per-block gathers run in ``num_threads`` threads: numpy releases the GIL inside them.
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        table, values = self._leaf_path_table(), self._leaf_values
+        n_trees, n_features = table.shape[0], len(self.features)
+        margin = np.empty(X.shape[0], dtype=np.float64)
+        out = np.empty((X.shape[0], n_features), dtype=np.float32)
         block = 4096  # rows per accumulation, small enough for the running sum to stay in cache
-        for start in range(0, X.shape[0], chunk):
-            leaves = self._booster.predict(X[start : start + chunk], pred_leaf=True, num_threads=num_threads)
+        trees = np.arange(n_trees)
+
+        def accumulate(start: int, leaves: np.ndarray) -> None:
             for b in range(0, leaves.shape[0], block):
                 lv = leaves[b : b + block]
-                acc = np.zeros((lv.shape[0], len(self.features)), dtype=np.float32)
-                for t in range(table.shape[0]):
+                acc = np.zeros((lv.shape[0], n_features), dtype=np.float32)
+                for t in range(n_trees):
                     acc += table[t][lv[:, t]]
                 out[start + b : start + b + lv.shape[0]] = acc
-        return out
+                margin[start + b : start + b + lv.shape[0]] = values[trees, lv].sum(axis=1)
+
+        with ThreadPoolExecutor(max_workers=max(1, num_threads)) as pool:
+            for start in range(0, X.shape[0], chunk):
+                leaves = self._booster.predict(X[start : start + chunk], pred_leaf=True, num_threads=num_threads)
+                leaves = np.asarray(leaves).reshape(-1, n_trees)
+                step = -(-leaves.shape[0] // max(1, num_threads))
+                parts = range(0, leaves.shape[0], step)
+                list(pool.map(accumulate, [start + i for i in parts], [leaves[i : i + step] for i in parts]))
+        return margin, out
 
     def _leaf_path_table(self) -> np.ndarray:
-        """``(trees, leaves, features)``: each leaf's path contributions, built once per model."""
+        """``(trees, leaves, features)``: each leaf's path contributions, built once per model
+        (with ``_leaf_values``, ``(trees, leaves)``: each leaf's output)."""
         cached = getattr(self, "_path_table", None)
         if cached is not None:
             return cached
         trees = self._booster.dump_model()["tree_info"]
         width = max(t["num_leaves"] for t in trees)
         table = np.zeros((len(trees), width, len(self.features)), dtype=np.float32)
+        values = np.zeros((len(trees), width), dtype=np.float64)
 
         def walk(node: dict[str, Any], acc: np.ndarray, t: int) -> None:
             if "leaf_index" in node or "left_child" not in node:  # a leaf, or a single-leaf tree
                 table[t, node.get("leaf_index", 0)] = acc
+                values[t, node.get("leaf_index", 0)] = node.get("leaf_value", 0.0)
                 return
             for child in (node["left_child"], node["right_child"]):
                 step = acc.copy()
@@ -247,6 +274,7 @@ class ChurnModel:
 
         for t, tree in enumerate(trees):
             walk(tree["tree_structure"], np.zeros(len(self.features), dtype=np.float32), t)
+        self._leaf_values = values
         self._path_table = table
         return table
 
@@ -280,7 +308,7 @@ class ChurnModel:
             assert self._linear is not None
             contrib = self._linear.contributions(X)
             margin = contrib.sum(axis=1) + self._linear.intercept
-        return self._proba_from_margin(margin), self._top_k(rows, contrib, k)
+        return self.proba_from_margin(margin), self._top_k(rows, contrib, k)
 
     def _top_k(self, rows: list[dict[str, Any]], contrib: np.ndarray, k: int) -> list[list[dict[str, Any]]]:
         idx, vals = top_factor_indices(contrib, k)

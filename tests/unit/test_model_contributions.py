@@ -47,3 +47,13 @@ def test_path_contributions_agree_with_shap_on_the_dominant_factor():
     assert (top_fast == top_exact).mean() > 0.9
     assert set(np.unique(top_exact)) <= {0, 1}  # the informative features, as with SHAP
 
+
+
+def test_path_scores_give_the_model_margin_and_the_same_contributions_in_any_thread_count():
+    model, X = _model()
+    margin, contrib = model.path_scores(X, num_threads=2, chunk=128)
+    np.testing.assert_allclose(margin, model.margin_matrix(X), rtol=0, atol=1e-9)  # exact, not approximate
+    one_margin, one_contrib = model.path_scores(X, num_threads=1)
+    np.testing.assert_array_equal(one_contrib, contrib)
+    np.testing.assert_array_equal(one_margin, margin)
+    np.testing.assert_array_equal(model.path_contributions_matrix(X), contrib)
