@@ -1,0 +1,202 @@
+"""Where one machine stops: the daily loop's batch steps at growing user counts, with growth exponents.
+
+For each size in ``--users`` a synthetic site of ``--days`` days is generated (never committed),
+its newest day held back as the day's delivery, features built, applied and materialized into a
+Redis database and a model trained and promoted (set-up, not timed). Then the incremental daily
+steps run as the daily job runs them, each as its own ``churn`` process so that its peak memory is
+its own (``os.wait4``): import of the held-back day, incremental aggregation of that day,
+incremental materialization into Redis, batch scoring, drift. Per step: seconds, peak RSS, the
+data directory's size and Redis's memory after it. Across sizes each step's growth exponent is the
+slope of log(seconds) over log(users); the projection to ``--project`` users multiplies the
+largest measured size by that growth and says which resource a step would run out of first
+(projected peak RSS over the machine's memory), or whether the loop fits ``--budget-min``.
+
+    .venv/bin/python benchmarks/scale.py [--users 50000,100000,200000] [--days 150] [--project 10000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+CHURN = [sys.executable, "-m", "cli.main"]
+STEPS = ("import", "aggregate", "materialize", "score", "drift")
+END = dt.date.today() - dt.timedelta(days=1)
+
+
+def _env(data_dir: Path, redis_url: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHURN_")}
+    env.update(
+        CHURN_DATA_DIR=str(data_dir),
+        CHURN_ONLINE_STORE="redis",
+        CHURN_REDIS_URL=redis_url,
+        CHURN_FRESHNESS_MAX_HOURS="0",
+    )
+    return env
+
+
+def _du(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def _redis_memory(redis_url: str) -> int:
+    import redis
+
+    return int(redis.Redis.from_url(redis_url).info("memory")["used_memory"])
+
+
+def prepare(data_dir: Path, users: int, days: int, redis_url: str) -> tuple[dt.date, dict[str, Path]]:
+    """The site up to the day before its newest, and the newest day's delivery as Parquet files."""
+    import duckdb
+    import redis
+
+    from churn.layout import partition_dir
+    from churn.settings import Settings
+    from feature_repo import store as cfs
+    from jobs.aggregate import build_features
+    from jobs.ingest import generate_store
+    from jobs.materialize import materialize
+    from training.train import run_training
+
+    redis.Redis.from_url(redis_url).flushdb()
+    settings = Settings.from_env(env=_env(data_dir, redis_url))
+    generate_store(settings, users=users, days=days, seed=3, end_date=END)
+    day = max(d for d in (p.name for p in (settings.raw_dir / "events").iterdir()) if d.startswith("date="))
+    day_date = dt.date.fromisoformat(day.split("=", 1)[1])
+    delivery = data_dir.parent / f"delivery-{users}"
+    delivery.mkdir(parents=True, exist_ok=True)
+    files = {}
+    con = duckdb.connect()
+    for table in ("events", "payments"):
+        part = partition_dir(settings.raw_dir / table, day_date)
+        if part.exists():
+            files[table] = delivery / f"{table}.parquet"
+            con.execute(f"COPY (SELECT * FROM read_parquet('{part}/*.parquet')) TO '{files[table]}' (FORMAT PARQUET)")
+            shutil.rmtree(part)
+    con.close()
+    build_features(settings)
+    cfs.apply(settings)
+    materialize(settings, full=True)
+    run_training(settings, promote=True, max_rounds=200)
+    return day_date, files
+
+
+def run_step(name: str, args: list[str], env: dict[str, str]) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(CHURN + args, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - t0
+    out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+    code = os.waitstatus_to_exitcode(status)
+    if code not in (0, 3):  # drift exits 3 on detected drift
+        raise SystemExit(f"step {name} failed ({code}):\n{out[-3000:]}")
+    return {"seconds": seconds, "peak_rss_mb": usage.ru_maxrss / 1024}
+
+
+def measure(users: int, days: int, work: Path, redis_url: str) -> dict[str, Any]:
+    import redis
+
+    data_dir = work / f"users-{users}" / "data"
+    redis.Redis.from_url(redis_url).flushdb()
+    redis_base = _redis_memory(redis_url)  # the server's other databases are not this site's
+    t0 = time.perf_counter()
+    # Set-up in a child too: a child's peak RSS counts the parent's pages at fork, so the parent
+    # stays small for every step's figure to be the step's own.
+    made = subprocess.run(
+        [sys.executable, __file__, "--prepare", str(data_dir), "--users", str(users), "--days", str(days),
+         "--redis-url", redis_url],
+        cwd=ROOT, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if made.returncode:
+        raise SystemExit(f"set-up of {users:,} users failed:\n{made.stderr[-3000:]}")
+    spec = json.loads(made.stdout.strip().splitlines()[-1])
+    day, files = dt.date.fromisoformat(spec["day"]), {t: Path(f) for t, f in spec["files"].items()}
+    setup_s = time.perf_counter() - t0
+    env = _env(data_dir, redis_url)
+    next_day = (day + dt.timedelta(days=1)).isoformat()
+    commands = {
+        "import": ["data", "import", *(a for t, f in files.items() for a in (f"--{t}", str(f)))],
+        "aggregate": ["features", "build", "--end-date", next_day],
+        "materialize": ["features", "materialize", "--end-date", next_day],
+        "score": ["score", "--date", next_day],
+        "drift": ["drift", "--date", next_day, "--exit-zero"],
+    }
+    steps = {}
+    for name in STEPS:
+        steps[name] = run_step(name, commands[name], env)
+        steps[name].update(data_mb=_du(data_dir) / 2**20, redis_mb=(_redis_memory(redis_url) - redis_base) / 2**20)
+        s = steps[name]
+        print(f"  {users:>10,} {name:<12} {s['seconds']:8.1f} s {s['peak_rss_mb']:9,.0f} MB", flush=True)
+    return {"users": users, "days": days, "setup_s": setup_s, "steps": steps}
+
+
+def project(results: list[dict[str, Any]], target: int, memory_mb: float, budget_min: float) -> list[str]:
+    sizes = np.array([r["users"] for r in results], dtype=float)
+    lines, total = [], 0.0
+    for name in STEPS:
+        secs = np.array([r["steps"][name]["seconds"] for r in results])
+        rss = np.array([r["steps"][name]["peak_rss_mb"] for r in results])
+        k = float(np.polyfit(np.log(sizes), np.log(secs), 1)[0]) if len(sizes) > 1 else float("nan")
+        k_rss = float(np.polyfit(np.log(sizes), np.log(rss), 1)[0]) if len(sizes) > 1 else float("nan")
+        growth = target / sizes[-1]
+        # Every step touches every user, so time grows at least linearly: below that, the measured
+        # sizes are still dominated by fixed costs (start-up, imports) and would under-project.
+        t, m = secs[-1] * growth ** max(k, 1.0), rss[-1] * growth ** max(k_rss, 0.0)
+        total += t
+        limit = "memory runs out first" if m > memory_mb else "fits in memory"
+        lines.append(f"| {name} | {k:.2f} | {k_rss:.2f} | {t:,.0f} s | {m:,.0f} MB | {limit} |")
+    verdict = "fits" if total <= budget_min * 60 else "does not fit"
+    lines.append(f"| daily loop | | | {total / 60:,.1f} min | | {verdict} in {budget_min:g} min |")
+    return lines
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--users", default="50000,100000,200000")
+    ap.add_argument("--days", type=int, default=150, help="history per site: training needs about four months")
+    ap.add_argument("--redis-url", default="redis://127.0.0.1:6379/12")
+    ap.add_argument("--project", type=int, default=10_000_000, help="users to project the measured growth to")
+    ap.add_argument("--budget-min", type=float, default=15.0)
+    ap.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "out" / "scale.json")
+    ap.add_argument("--prepare", type=Path, default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.prepare is not None:  # the set-up child (see measure)
+        day, files = prepare(args.prepare, int(args.users), args.days, args.redis_url)
+        print(json.dumps({"day": day.isoformat(), "files": {t: str(f) for t, f in files.items()}}))
+        return
+    memory_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20
+    work = Path(tempfile.mkdtemp(prefix="churn-bench-scale-"))
+    results = []
+    try:
+        for n in (int(u) for u in args.users.split(",")):
+            results.append(measure(n, args.days, work, args.redis_url))
+            shutil.rmtree(work / f"users-{n}", ignore_errors=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print("\n| users | step | seconds | peak RSS MB | data dir MB | Redis MB |\n| --- | --- | --- | --- | --- | --- |")
+    for r in results:
+        for name, s in r["steps"].items():
+            print(f"| {r['users']:,} | {name} | {s['seconds']:.1f} | {s['peak_rss_mb']:,.0f} | "
+                  f"{s['data_mb']:,.0f} | {s['redis_mb']:,.0f} |")  # fmt: skip
+    print(f"\nprojected to {args.project:,} users ({memory_mb / 1024:.0f} GB here), from the largest size measured:")
+    print("| step | time exponent (measured) | RSS exponent (measured) | time (exponent ≥ 1) | peak RSS | |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    print("\n".join(project(results, args.project, memory_mb, args.budget_min)))
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()
