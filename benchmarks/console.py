@@ -144,18 +144,13 @@ def one_round(
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--users", type=int, default=20_000)
-    ap.add_argument("--days", type=int, default=150)
-    ap.add_argument("--data-dir", type=Path, default=Path(tempfile.gettempdir()) / "churn-bench-serve")
-    ap.add_argument("--redis-db", type=int, default=11)
-    ap.add_argument("--rate", type=float, default=200.0)
+    serve_bench.add_store_arguments(ap)
     ap.add_argument("--duration", type=float, default=20.0, help="seconds per round")
     ap.add_argument("--repeat", type=int, default=2, help="quiet/console rounds (alternating)")
     ap.add_argument("--console-rows", type=int, default=0, help="synthetic scored rows (0: the real scoring)")
     ap.add_argument(
         "--think-ms", type=float, default=0.0, help="pause between two console pages (0: back to back, the worst case)"
     )
-    ap.add_argument("--sample-users", type=int, default=2000)
     ap.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "out" / "console.json")
     args = ap.parse_args()
 

@@ -62,7 +62,7 @@ def prepare(data_dir: Path, users: int, days: int, redis_url: str) -> tuple[dt.d
     import duckdb
     import redis
 
-    from churn.layout import partition_dir
+    from churn.layout import partition_dates, partition_dir
     from churn.settings import Settings
     from feature_repo import store as cfs
     from jobs.aggregate import build_features
@@ -73,8 +73,7 @@ def prepare(data_dir: Path, users: int, days: int, redis_url: str) -> tuple[dt.d
     redis.Redis.from_url(redis_url).flushdb()
     settings = Settings.from_env(env=_env(data_dir, redis_url))
     generate_store(settings, users=users, days=days, seed=3, end_date=END)
-    day = max(d for d in (p.name for p in (settings.raw_dir / "events").iterdir()) if d.startswith("date="))
-    day_date = dt.date.fromisoformat(day.split("=", 1)[1])
+    day_date = partition_dates(settings.raw_dir / "events")[-1]
     delivery = data_dir.parent / f"delivery-{users}"
     delivery.mkdir(parents=True, exist_ok=True)
     files = {}

@@ -491,16 +491,21 @@ def fmt_row(name: str, r: dict) -> str:
             f" {r['n']:>7} | {r['errors']:>6} |")  # fmt: skip
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_store_arguments(ap: argparse.ArgumentParser) -> None:
+    """The bench store and the fixed load, shared with ``benchmarks/console.py``."""
     ap.add_argument("--users", type=int, default=20_000)
     ap.add_argument("--days", type=int, default=150)
     ap.add_argument("--data-dir", type=Path, default=Path(tempfile.gettempdir()) / "churn-bench-serve")
     ap.add_argument("--redis-db", type=int, default=11)
     ap.add_argument("--rate", type=float, default=200.0)
+    ap.add_argument("--sample-users", type=int, default=2000)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_store_arguments(ap)
     ap.add_argument("--duration", type=float, default=10.0, help="seconds per phase")
     ap.add_argument("--concurrency", default="4,16,64")
-    ap.add_argument("--sample-users", type=int, default=2000)
     ap.add_argument("--skip-feast", action="store_true")
     ap.add_argument("--api-workers", type=int, default=1)
     ap.add_argument(

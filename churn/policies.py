@@ -6,6 +6,8 @@
   ``[T, T + horizon)``. Eligible means active within ``active_days`` before T, the population
   batch scoring scores every day, so training, live monitoring and rollout comparisons judge the
   model on the users it will be asked about. A label is known only once raw events cover its window.
+* The daily chain's steps, in the order they run: ``jobs.daily`` runs them, the operator console
+  orders its runs page by them.
 """
 
 from __future__ import annotations
@@ -18,6 +20,19 @@ import numpy as np
 
 if TYPE_CHECKING:
     from churn.settings import Settings
+
+DAILY_STEPS: tuple[str, ...] = (
+    "ingest",
+    "build",
+    "apply",
+    "materialize",
+    "score",
+    "interventions",
+    "drift",
+    "retrain",
+    "compare",
+    "housekeeping",
+)
 
 TIERS: tuple[str, ...] = ("low", "medium", "high")
 NO_ACTION = "none"

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from churn.console import step
 from churn.errors import ChurnError, JobError
+from churn.policies import DAILY_STEPS
 from churn.settings import Settings
 
 EXIT_DRIFT = 3
@@ -133,18 +134,20 @@ def housekeeping_step(settings: Settings, date: dt.date) -> str:
     return housekeeping(settings, date).summary()
 
 
-STEPS: list[tuple[str, Callable[[Settings, dt.date], str]]] = [
-    ("ingest", ingest_step),
-    ("build", build_step),
-    ("apply", apply_step),
-    ("materialize", materialize_step),
-    ("score", score_step),
-    ("interventions", interventions_step),
-    ("drift", drift_step),
-    ("retrain", retrain_step),
-    ("compare", compare_step),
-    ("housekeeping", housekeeping_step),
-]
+_STEP_FUNCTIONS: dict[str, Callable[[Settings, dt.date], str]] = {
+    "ingest": ingest_step,
+    "build": build_step,
+    "apply": apply_step,
+    "materialize": materialize_step,
+    "score": score_step,
+    "interventions": interventions_step,
+    "drift": drift_step,
+    "retrain": retrain_step,
+    "compare": compare_step,
+    "housekeeping": housekeeping_step,
+}
+STEPS: list[tuple[str, Callable[[Settings, dt.date], str]]] = [(name, _STEP_FUNCTIONS[name]) for name in DAILY_STEPS]
+"""The chain in :data:`churn.policies.DAILY_STEPS` order (a step without a function fails at import)."""
 
 
 STEP_NAMES: list[str] = [name for name, _ in STEPS]

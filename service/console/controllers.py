@@ -125,6 +125,17 @@ def console_router(services: Any, templates: TemplateConfig) -> tuple[Router, Ca
         body = "".join(parts)
         return Response(body, status_code=status_code, media_type=MediaType.HTML, headers={"Cache-Control": "no-store"})
 
+    async def render_page(
+        template: str, nav: str, context: Callable[..., dict[str, Any]], *args: Any, **kwargs: Any
+    ) -> Response[str]:
+        """A page built (its context and its template) in the console's threads, one page at a time."""
+
+        def build() -> Response[str]:
+            with slot:
+                return html(template, nav=nav, **context(*args, **kwargs))
+
+        return await off_loop(build)
+
     # --- access -------------------------------------------------------------------------------------
     def authorized(connection: ASGIConnection) -> bool:
         if not token:
@@ -188,14 +199,10 @@ def console_router(services: Any, templates: TemplateConfig) -> tuple[Router, Ca
         country: Text = None,
         action: Text = None,
     ) -> Response[str]:
-        def build() -> Response[str]:
-            with slot:
-                ctx = pages.at_risk_context(
-                    page=page, size=size, sort=sort, direction=dir, tier=tier, plan=plan, country=country, action=action
-                )
-                return html("at_risk.html", nav="at-risk", **ctx)
-
-        return await off_loop(build)
+        return await render_page(
+            "at_risk.html", "at-risk", pages.at_risk_context,
+            page=page, size=size, sort=sort, direction=dir, tier=tier, plan=plan, country=country, action=action,
+        )  # fmt: skip
 
     # Two handlers, one function: one handler with two paths would be wrapped for the thread twice.
     index = get("/", name="console:index")(at_risk_page)
@@ -241,20 +248,11 @@ def console_router(services: Any, templates: TemplateConfig) -> tuple[Router, Ca
         except StoreUnavailable as exc:
             live_error = str(exc)
 
-        def build() -> Response[str]:
-            with slot:
-                ctx = pages.user_context(user_id, prediction, features, live_error)
-                return html("user.html", nav="user", **ctx)
-
-        return await off_loop(build)
+        return await render_page("user.html", "user", pages.user_context, user_id, prediction, features, live_error)
 
     @get("/model", name="console:model")
     async def model() -> Response[str]:
-        def build() -> Response[str]:
-            with slot:
-                return html("model.html", nav="model", **pages.model_context())
-
-        return await off_loop(build)
+        return await render_page("model.html", "model", pages.model_context)
 
     @get("/model/plots/{version:str}/{name:str}", name="console:plot")
     async def plot(version: FromPath[str], name: FromPath[str]) -> Response[bytes]:
@@ -263,11 +261,7 @@ def console_router(services: Any, templates: TemplateConfig) -> tuple[Router, Ca
 
     @get("/drift", name="console:drift")
     async def drift() -> Response[str]:
-        def build() -> Response[str]:
-            with slot:
-                return html("drift.html", nav="drift", **pages.drift_context())
-
-        return await off_loop(build)
+        return await render_page("drift.html", "drift", pages.drift_context)
 
     @get("/drift/files/{path:path}", name="console:drift-file")
     async def drift_file(path: FromPath[str]) -> Response[bytes]:
@@ -285,11 +279,7 @@ def console_router(services: Any, templates: TemplateConfig) -> tuple[Router, Ca
 
     @get("/runs", name="console:runs")
     async def runs() -> Response[str]:
-        def build() -> Response[str]:
-            with slot:
-                return html("runs.html", nav="runs", **pages.runs_context())
-
-        return await off_loop(build)
+        return await render_page("runs.html", "runs", pages.runs_context)
 
     # --- access and assets ------------------------------------------------------------------------------------
     @get("/login", opt={PUBLIC: True}, sync_to_thread=False, name="console:login")

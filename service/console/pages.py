@@ -21,6 +21,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from churn.layout import DRIFT_REPORT_HTML, DRIFT_REPORT_JSON, parse_partition, partition_dates
+from churn.policies import DAILY_STEPS
 from churn.schema import FEATURE_VIEWS
 from churn.settings import Settings
 from churn.storage import is_remote
@@ -55,19 +56,6 @@ METRIC_ROWS = (
     ("recall_top10", "recall in the top 10%"),
     ("churn_rate", "churn rate"),
 )
-STEP_ORDER = (
-    "ingest",
-    "build",
-    "apply",
-    "materialize",
-    "score",
-    "interventions",
-    "drift",
-    "retrain",
-    "compare",
-    "housekeeping",
-)
-"""The daily chain's usual order (jobs.daily.STEPS); unknown steps follow, by finish time."""
 
 
 class NotFound(LookupError):
@@ -516,7 +504,7 @@ class ConsolePages:
         if not isinstance(state, dict):
             return {"state": None, "path": str(self.layout.daily_state)}
         steps = state.get("steps") or {}
-        rank = {name: i for i, name in enumerate(STEP_ORDER)}
+        rank = {name: i for i, name in enumerate(DAILY_STEPS)}  # unknown steps follow, by finish time
         ordered = sorted(steps.items(), key=lambda kv: (rank.get(kv[0], len(rank)), kv[1].get("finished_at") or 0))
         last_outcomes = [
             {
