@@ -189,10 +189,13 @@ def main() -> None:
         for name, s in r["steps"].items():
             print(f"| {r['users']:,} | {name} | {s['seconds']:.1f} | {s['peak_rss_mb']:,.0f} | "
                   f"{s['data_mb']:,.0f} | {s['redis_mb']:,.0f} |")  # fmt: skip
-    print(f"\nprojected to {args.project:,} users ({memory_mb / 1024:.0f} GB here), from the largest size measured:")
-    print("| step | time exponent (measured) | RSS exponent (measured) | time (exponent ≥ 1) | peak RSS | |")
-    print("| --- | --- | --- | --- | --- | --- |")
-    print("\n".join(project(results, args.project, memory_mb, args.budget_min)))
+    if len(results) < 2:
+        print("\nno projection: growth exponents need two sizes or more")
+    else:
+        print(f"\nprojected to {args.project:,} users ({memory_mb / 1024:.0f} GB here), from the largest size:")
+        print("| step | time exponent (measured) | RSS exponent (measured) | time (exponent ≥ 1) | peak RSS | |")
+        print("| --- | --- | --- | --- | --- | --- |")
+        print("\n".join(project(results, args.project, memory_mb, args.budget_min)))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=2, default=str))
 
