@@ -128,7 +128,7 @@ def one_round(
         refresher.start()
         time.sleep(0.5)  # the refresher is mid-page when the load starts
     try:
-        result = asyncio.run(serve_bench.fixed_rate(port, raw, rate, duration))
+        result = serve_bench.run_load(serve_bench.fixed_rate(port, raw, rate, duration))
     finally:
         if refresher is not None:
             refresher.stop_event.set()

@@ -32,6 +32,7 @@ import asyncio
 import contextlib
 import json
 import os
+import selectors
 import shutil
 import signal
 import socket
@@ -224,11 +225,25 @@ async def _open(port: int) -> Conn:
     return Conn(r, w)
 
 
+def run_load(coro: Any) -> Any:
+    """Run a load generator on a loop whose timers wake on time.
+
+    asyncio's default selector (epoll) sleeps in whole milliseconds, rounded up, so an open-loop
+    client would send each request up to a millisecond after it is due and count that delay as the
+    server's: ``select(2)`` takes microseconds, and the client never has more than a few dozen
+    sockets. ``fixed_rate`` reports the remaining send lag (``lag_p50``/``lag_p99``) beside the latency.
+    """
+    with asyncio.Runner(loop_factory=lambda: asyncio.SelectorEventLoop(selectors.SelectSelector())) as runner:
+        return runner.run(coro)
+
+
 async def fixed_rate(port: int, requests: list[bytes], rate: float, duration: float, max_conns: int = 64) -> dict:
     """Open loop: request i is due at t0 + i/rate; latency = done - due."""
     n = int(rate * duration)
     idle: list[Conn] = [await _open(port) for _ in range(8)]
     lat: list[float] = []
+    lag: list[float] = []
+    served: list[float] = []
     errors = reconnects = 0
     opened = len(idle)
     loop = asyncio.get_running_loop()
@@ -245,6 +260,7 @@ async def fixed_rate(port: int, requests: list[bytes], rate: float, duration: fl
                 await asyncio.sleep(0.0005)
             c = idle.pop()
         raw = requests[i % len(requests)]
+        sent = loop.time()
         try:
             status = await c.request(raw)
         except (ConnectionError, asyncio.IncompleteReadError, IndexError, ValueError):
@@ -260,7 +276,10 @@ async def fixed_rate(port: int, requests: list[bytes], rate: float, duration: fl
                 c = await _open(port)
         if status != 200:
             errors += 1
-        lat.append(loop.time() - due)
+        done = loop.time()
+        lat.append(done - due)
+        lag.append(sent - due)
+        served.append(done - sent)
         idle.append(c)
 
     tasks = []
@@ -275,7 +294,10 @@ async def fixed_rate(port: int, requests: list[bytes], rate: float, duration: fl
     elapsed = loop.time() - t0
     for c in idle:
         c.w.close()
-    return {**summarize(lat, len(tasks) / elapsed, errors), "reconnects": reconnects}
+    out = {**summarize(lat, len(tasks) / elapsed, errors), "reconnects": reconnects}
+    lag_s, served_s = summarize(lag, 0, 0), summarize(served, 0, 0)
+    out.update(lag_p50=lag_s["p50"], lag_p99=lag_s["p99"], sent_p50=served_s["p50"], sent_p99=served_s["p99"])
+    return out
 
 
 async def closed_loop(port: int, requests: list[bytes], concurrency: int, duration: float) -> dict:
@@ -593,7 +615,7 @@ def run(args: argparse.Namespace, settings, concurrencies: list[int], modes: lis
             asyncio.run(closed_loop(port, raw, 4, 2.0))  # warm-up
             print(f"== {name}: fixed {args.rate:.0f} req/s for {args.duration:.0f} s", flush=True)
             before = server_histogram(port) if is_api else None
-            r = asyncio.run(fixed_rate(port, raw, args.rate, args.duration))
+            r = run_load(fixed_rate(port, raw, args.rate, args.duration))
             if before is not None:
                 r.update(server_side(before, server_histogram(port)))
             results[f"{name} @ {args.rate:.0f}/s"] = r

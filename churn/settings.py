@@ -213,10 +213,13 @@ class Settings:
     """When set, the console requires it: ``Authorization: Bearer`` or the cookie ``/console/login?token=``
     sets (from the Secret in a cluster). Empty: no token asked (keep the console off where that matters)."""
     score_in_thread: Literal["auto", "always", "never"] = "auto"
-    """Where /predict runs the model after its (asynchronous) online read: ``auto`` scores the
-    linear baseline on the event loop (it is cheap) and tree models in a worker thread (SHAP grows
-    with the trees; LightGBM releases the GIL); ``always`` / ``never`` force one or the other
-    (README has the measured costs). Batches always score in a thread."""
+    """Where /predict runs the model after its (asynchronous) online read: ``auto`` scores on the
+    event loop a model whose one-user cost, measured when it is loaded, is within
+    ``score_inline_max_ms`` (the hand-off to a thread costs more than it saves), and in a worker
+    thread a model that would hold the loop longer (SHAP grows with the trees; LightGBM releases
+    the GIL); ``always`` / ``never`` force one or the other (README has the measured costs).
+    Batches always score in a thread."""
+    score_inline_max_ms: float = 1.0
     risk_medium: float = 0.3
     risk_high: float = 0.6
     interventions: str = "high:support_outreach,medium:discount_offer,low:none"

@@ -6,9 +6,9 @@ Structs out. The model reference is taken once at the start of each call (see
 :mod:`service.model_holder`).
 
 The API's path is asynchronous: the online read awaits the store (the event loop serves other
-requests meanwhile), then the scoring runs on the loop when it is cheap (a linear model) or in a
-worker thread when it is not (SHAP over a tree ensemble, with the GIL released inside LightGBM;
-every batch), per ``settings.score_in_thread``.
+requests meanwhile), then the scoring runs on the loop when it is cheap (the model's one-user cost
+is measured when it is loaded) or in a worker thread when it is not (SHAP over a large tree
+ensemble, with the GIL released inside LightGBM; every batch), per ``settings.score_in_thread``.
 """
 
 from __future__ import annotations
@@ -56,9 +56,10 @@ class PredictionService:
         self.score_in_thread = str(settings.score_in_thread)
 
     def _offload(self, sm: ServingModel) -> bool:
-        """Score this model in a worker thread? ``auto``: everything but the linear baseline."""
+        """Score this model in a worker thread? ``auto``: when one user costs it more than the
+        inline budget (measured at load, so a bigger model moves off the loop by itself)."""
         if self.score_in_thread == "auto":
-            return sm.kind != "logreg"
+            return sm.row_ms > self.settings.score_inline_max_ms
         return self.score_in_thread == "always"
 
     def tier(self, p: float) -> str:

@@ -25,6 +25,7 @@ import pandas as pd
 
 from churn.errors import ModelLoadError  # re-exported: callers catch it from here
 from churn.storage import sha256
+from training.single_row import SingleRowContributions
 
 MISSING = "__missing__"
 """Category token for a missing value (the baseline one-hot encodes it when training saw it)."""
@@ -141,6 +142,7 @@ class ChurnModel:
         self._cat_index = category_index(self.categories)
         self._calibration = calibration
         self._booster = booster
+        self._single_row_contrib: SingleRowContributions | None = None
         self._linear: _Linear | None = None
         if kind == "lightgbm":
             if booster is None:
@@ -302,13 +304,23 @@ class ChurnModel:
             return np.empty(0), []
         X = encode_rows(rows, self.features, self._cat_index)
         if self._booster is not None:
-            raw = np.asarray(self._booster.predict(X, pred_contrib=True, num_threads=1), dtype=float)
+            if len(rows) == 1:
+                raw = self._single_row()(X[0])[None, :]
+            else:
+                raw = np.asarray(self._booster.predict(X, pred_contrib=True, num_threads=1), dtype=float)
             contrib, margin = raw[:, : len(self.features)], raw.sum(axis=1)
         else:
             assert self._linear is not None
             contrib = self._linear.contributions(X)
             margin = contrib.sum(axis=1) + self._linear.intercept
         return self.proba_from_margin(margin), self._top_k(rows, contrib, k)
+
+    def _single_row(self) -> SingleRowContributions:
+        """LightGBM's prepared single-row SHAP predictor, made on first use (one per model)."""
+        fast = self._single_row_contrib
+        if fast is None:
+            fast = self._single_row_contrib = SingleRowContributions(self._booster, len(self.features))
+        return fast
 
     def _top_k(self, rows: list[dict[str, Any]], contrib: np.ndarray, k: int) -> list[list[dict[str, Any]]]:
         idx, vals = top_factor_indices(contrib, k)
