@@ -154,6 +154,15 @@ class Settings:
     feast_registry_url: str = ""
     """Empty: file registry under the data dir. ``postgresql+psycopg://...``: Feast SQL registry."""
     feature_service: str = "churn_v2"
+    engine: Literal["duckdb", "spark"] = "duckdb"
+    """Where the point-in-time training set is joined: ``duckdb``, Feast's DuckDB offline store in
+    this process; ``spark``, Feast's Spark offline store over the same daily Parquet partitions
+    (pyspark and a Java runtime needed), on ``spark_master``."""
+    spark_master: str = "local[2]"
+    """``local[N]`` runs Spark inside the job; a cluster's master URL (``spark://…``, ``k8s://…``)
+    sends the same join there, by configuration only."""
+    spark_conf: str = ""
+    """Extra Spark settings, ``key=value,key=value`` (executor sizes, object-storage credentials)."""
     online_timeout_ms: int = 500
     """Timeout for every online-store call, so a dead store fails fast instead of hanging."""
     materialize_batch_rows: int = 100_000
@@ -288,6 +297,16 @@ class Settings:
         problems = self._intervention_problems()
         if problems:
             raise SettingsError("intervention settings refused: " + "; ".join(problems))
+        bad = _parse_pairs(self.spark_conf)[1]
+        if bad:
+            raise SettingsError(f"{PREFIX}SPARK_CONF: {', '.join(map(repr, bad))} is not key=value")
+        if self.engine == "spark" and self.remote:
+            # Spark reads object storage through s3a:// and the hadoop-aws jars, which this
+            # release neither configures nor tests: refused rather than failing inside a job.
+            raise SettingsError(
+                f"{PREFIX}ENGINE=spark with the data on object storage ({self.data_dir}) is not supported yet: "
+                "use a path every Spark executor can read, or CHURN_ENGINE=duckdb"
+            )
 
     # --- derived paths (the map itself is churn.layout; these forward to it) ------------
     @property
@@ -378,6 +397,11 @@ class Settings:
         return _parse_capacity(self.intervention_capacity)[0]
 
     @property
+    def spark_conf_items(self) -> dict[str, str]:
+        """``spark_conf`` parsed (checked when the settings were built)."""
+        return _parse_pairs(self.spark_conf)[0]
+
+    @property
     def intervention_sink_list(self) -> list[str]:
         return [s.strip() for s in self.intervention_sinks.split(",") if s.strip()]
 
@@ -457,6 +481,21 @@ class Settings:
 
 
 _INTERVENTION_SINKS = ("webhook", "export")
+
+
+def _parse_pairs(text: str) -> tuple[dict[str, str], list[str]]:
+    """``key=value,...`` → ({key: value}, the items that are not ``key=value``)."""
+    out: dict[str, str] = {}
+    bad: list[str] = []
+    for item in (i.strip() for i in text.split(",")):
+        if not item:
+            continue
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            bad.append(item)
+            continue
+        out[key.strip()] = value.strip()
+    return out, bad
 
 
 def _parse_capacity(text: str) -> tuple[dict[str, int], list[str]]:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
 from feast.data_format import ParquetFormat
+from feast.data_source import DataSource
 from feast.types import Float64, Int64, String
 
 from churn.schema import CREATED_FIELD, ENTITY_KEY, FEATURE_SERVICES, FEATURE_VIEWS, TIMESTAMP_FIELD
@@ -73,7 +74,7 @@ def feast_type(arrow_type: pa.DataType):
 @dataclass(frozen=True)
 class Definitions:
     user: Entity
-    sources: dict[str, FileSource]
+    sources: dict[str, DataSource]
     views: dict[str, FeatureView]
     services: dict[str, FeatureService]
     default_service: str = FEATURE_SERVICE
@@ -94,6 +95,33 @@ class Definitions:
         return [self.user, *self.sources.values(), *self.views.values(), *self.services.values()]
 
 
+def _source(settings: Settings, view: str) -> DataSource:
+    """One view's daily partitions, as the offline store of ``settings.engine`` reads them: a
+    Parquet glob for DuckDB, the view's folder for Spark (which finds ``date=`` partitions itself
+    and skips the atomic writers' ``.tmp-*`` siblings, as it skips every dot-file)."""
+    description = f"Daily '{view}' feature table, one partition per date."
+    if settings.engine == "spark":
+        from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
+
+        return SparkSource(
+            name=f"{view}_source",
+            path=f"{settings.features_dir}/{view}",
+            file_format="parquet",
+            timestamp_field=TIMESTAMP_FIELD,
+            created_timestamp_column=CREATED_FIELD,
+            description=description,
+        )
+    return FileSource(
+        name=f"{view}_source",
+        path=source_glob(settings.features_dir, view),
+        file_format=ParquetFormat(),
+        s3_endpoint_override=(settings.s3_endpoint_url or None) if settings.remote else None,
+        timestamp_field=TIMESTAMP_FIELD,
+        created_timestamp_column=CREATED_FIELD,
+        description=description,
+    )
+
+
 def build_definitions(settings: Settings) -> Definitions:
     """All Feast objects of the repo, with sources under ``settings.features_dir``."""
     user = Entity(
@@ -102,18 +130,10 @@ def build_definitions(settings: Settings) -> Definitions:
         value_type=ValueType.STRING,
         description="A learner on the platform.",
     )
-    sources: dict[str, FileSource] = {}
+    sources: dict[str, DataSource] = {}
     views: dict[str, FeatureView] = {}
     for view, columns in FEATURE_VIEWS.items():
-        sources[view] = FileSource(
-            name=f"{view}_source",
-            path=source_glob(settings.features_dir, view),
-            file_format=ParquetFormat(),
-            s3_endpoint_override=(settings.s3_endpoint_url or None) if settings.remote else None,
-            timestamp_field=TIMESTAMP_FIELD,
-            created_timestamp_column=CREATED_FIELD,
-            description=f"Daily '{view}' feature table, one partition per date.",
-        )
+        sources[view] = _source(settings, view)
         views[view] = FeatureView(
             name=view,
             entities=[user],

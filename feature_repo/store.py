@@ -78,13 +78,35 @@ def config_dict(settings: Settings) -> dict[str, Any]:
         "provider": "local",
         "registry": registry,
         "online_store": online,
-        # On object storage too: feast_adapter.enable_offline_object_storage gives Feast's DuckDB
-        # connection the httpfs extension from its wheel and the S3 secret.
-        "offline_store": {"type": "duckdb"},
+        "offline_store": offline_store(settings),
         "entity_key_serialization_version": 3,
         # Only used when someone runs Feast's own materialize: bounded batches keep memory flat.
         "materialization": {"online_write_batch_size": max(1, min(settings.materialize_batch_rows, 50_000))},
     }
+
+
+def offline_store(settings: Settings) -> dict[str, Any]:
+    """Feast's offline store for the engine the settings select."""
+    if settings.engine == "spark":
+        return {"type": "spark", "spark_conf": spark_conf(settings)}
+    # On object storage too: feast_adapter.enable_offline_object_storage gives Feast's DuckDB
+    # connection the httpfs extension from its wheel and the S3 secret.
+    return {"type": "duckdb"}
+
+
+def spark_conf(settings: Settings) -> dict[str, str]:
+    """The Spark session Feast opens: the master, UTC (the feature rows' timestamps are UTC
+    midnights; a session in local time would shift every point-in-time comparison), no UI, then the
+    operator's own ``CHURN_SPARK_CONF`` on top."""
+    conf = {
+        "spark.master": settings.spark_master,
+        "spark.app.name": "churn-platform",
+        "spark.sql.session.timeZone": "UTC",
+        "spark.ui.enabled": "false",
+        "spark.ui.showConsoleProgress": "false",
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+    }
+    return {**conf, **settings.spark_conf_items}
 
 
 def repo_config(settings: Settings) -> RepoConfig:
@@ -194,7 +216,10 @@ def historical_features(
     refs: Any = features or store.get_feature_service(settings.feature_service)
     with warnings.catch_warnings():  # ibis calls a DuckDB API that DuckDB deprecates: not ours to fix
         warnings.filterwarnings("ignore", message=r"fetch_arrow_table\(\) is deprecated", category=DeprecationWarning)
-        return store.get_historical_features(entity_df=df, features=refs).to_df()
+        out = store.get_historical_features(entity_df=df, features=refs).to_df()
+    # Spark hands timestamps back naive (in its session's zone, UTC here): one dtype for every engine
+    out[TIMESTAMP_FIELD] = to_utc_us(out[TIMESTAMP_FIELD])
+    return out
 
 
 def midnight_utc(day: dt.date) -> dt.datetime:

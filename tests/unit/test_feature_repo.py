@@ -62,6 +62,47 @@ def test_rendered_yaml_loads_in_feast(tmp_path, store, registry):
     assert cfs.repo_config(s).online_store.type == store
 
 
+def test_spark_engine_renders_feasts_spark_offline_store_and_spark_sources(tmp_path):
+    """``CHURN_ENGINE=spark``: Feast's Spark offline store on the configured master, in UTC, with the
+    operator's extra settings on top; each view's source is its partition folder."""
+    from feast.repo_config import load_repo_config
+
+    from feature_repo.definitions import build_definitions
+
+    s = Settings.from_env(
+        env={"CHURN_ENGINE": "spark", "CHURN_SPARK_MASTER": "spark://spark-master:7077",
+             "CHURN_SPARK_CONF": "spark.executor.memory=4g, spark.sql.session.timeZone=UTC"},
+        data_dir=tmp_path,
+    )  # fmt: skip
+    cfg = load_repo_config(tmp_path, cfs.write_feature_store_yaml(s, tmp_path / "feature_store.yaml"))
+    assert cfg.offline_store.type == "spark"
+    conf = cfg.offline_store.spark_conf
+    assert conf["spark.master"] == "spark://spark-master:7077" and conf["spark.executor.memory"] == "4g"
+    assert conf["spark.sql.session.timeZone"] == "UTC"
+    sources = build_definitions(s).sources
+    assert {type(src).__name__ for src in sources.values()} == {"SparkSource"}
+    assert sources["history"].path == f"{s.features_dir}/history"
+    duck = build_definitions(Settings.from_env(env={}, data_dir=tmp_path)).sources
+    assert {type(src).__name__ for src in duck.values()} == {"FileSource"}
+
+
+@pytest.mark.parametrize("conf", ["spark.executor.memory", "=4g", "a=1,,b"])
+def test_spark_conf_items_must_be_key_value(tmp_path, conf):
+    from churn.errors import SettingsError
+
+    with pytest.raises(SettingsError, match="CHURN_SPARK_CONF: .* is not key=value"):
+        Settings.from_env(env={"CHURN_ENGINE": "spark", "CHURN_SPARK_CONF": conf}, data_dir=tmp_path)
+
+
+def test_spark_engine_on_object_storage_is_refused_with_the_reason(tmp_path):
+    from churn.errors import SettingsError
+
+    with pytest.raises(SettingsError, match="ENGINE=spark with the data on object storage"):
+        Settings.from_env(env={"CHURN_ENGINE": "spark", "CHURN_DATA_DIR": "s3://bucket/churn"})
+    with pytest.raises(ValueError, match="CHURN_ENGINE must be one of"):
+        Settings.from_env(env={"CHURN_ENGINE": "polars"}, data_dir=tmp_path)
+
+
 def test_feast_apply_parses_only_the_definitions():
     """`feast apply` in feature_repo/ imports every .py not in .feastignore: only definitions.py."""
     from feast.repo_operations import get_repo_files
