@@ -6,7 +6,7 @@ table (the site's whole history: ``--days`` of events in one batch), imported in
 with every gate on, with and without ``--quarantine``; then one day's events (the daily case) into
 a store that already holds the days before it.
 
-Usage: python benchmarks/data.py [--users 100000 --days 180] [--also-1m] [--skip-aggregate]
+Usage: python benchmarks/data.py [--users 100000 --days 180] [--also-1m] [--skip-aggregate] [--chunk-days 0,31]
 Prints one line per stage; the 1M-user run is opt-in because it needs ~10 GB of disk and minutes.
 """
 
@@ -14,18 +14,20 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import resource
+import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 from churn.layout import partition_dates, partition_dir
 from churn.settings import Settings
-from jobs.aggregate import build_features
 from jobs.ingest import generate_store, import_batch
 
 END = dt.date(2026, 11, 1)
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _settings(root: Path) -> Settings:
@@ -77,7 +79,7 @@ def run_import(settings: Settings, root: Path, days: int) -> None:
     print(f"import, one day into a {days - 1}-day store: {n:,} events in {secs:.2f}s = {n / secs:,.0f} events/s")
 
 
-def run(users: int, days: int, aggregate: bool = True) -> None:
+def run(users: int, days: int, aggregate: bool = True, chunk_days: tuple[int, ...] = (31,)) -> None:
     root = Path(tempfile.mkdtemp(prefix="churn-bench-data-"))
     try:
         settings = _settings(root / "store")
@@ -90,16 +92,33 @@ def run(users: int, days: int, aggregate: bool = True) -> None:
         run_import(settings, root, days)
         if not aggregate:
             return
-        t0 = time.perf_counter()
-        built = build_features(settings)
-        agg_s = time.perf_counter() - t0
-        peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
-        print(
-            f"aggregate {res.events:,} events -> {built.rows:,} feature rows "
-            f"in {agg_s:.1f}s = {res.events / agg_s:,.0f} events/s | peak RSS {peak_gb:.1f} GB"
-        )
+        for chunk in chunk_days:
+            agg_s, peak_gb = build_in_child(settings, root / f"build-{chunk}", chunk)
+            how = "one pass" if chunk <= 0 else f"spans of {chunk} days"
+            print(
+                f"aggregate, full build ({how}): {res.events:,} events in {agg_s:.1f}s "
+                f"= {res.events / agg_s:,.0f} events/s | peak RSS {peak_gb:.1f} GB"
+            )
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def build_in_child(settings: Settings, work: Path, chunk_days: int) -> tuple[float, float]:
+    """A site's first feature build (``churn features build`` on the raw data of ``settings``) in a
+    process of its own, so its peak RSS (``wait4``) is the build's alone; (seconds, peak GB)."""
+    work.mkdir(parents=True)
+    (work / "raw").symlink_to(settings.raw_dir, target_is_directory=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHURN_")}
+    env.update(CHURN_DATA_DIR=str(work), CHURN_FRESHNESS_MAX_HOURS="0", CHURN_BUILD_CHUNK_DAYS=str(chunk_days))
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "cli.main", "features", "build"], cwd=ROOT, env=env)
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"features build (chunk {chunk_days}) failed with exit code {proc.returncode}")
+    shutil.rmtree(work, ignore_errors=True)
+    return seconds, usage.ru_maxrss / 1e6
 
 
 if __name__ == "__main__":
@@ -108,7 +127,11 @@ if __name__ == "__main__":
     ap.add_argument("--days", type=int, default=180)
     ap.add_argument("--also-1m", action="store_true", help="also run 1M users (minutes, ~10 GB disk)")
     ap.add_argument("--skip-aggregate", action="store_true", help="generation and import only")
+    ap.add_argument(
+        "--chunk-days", default="31", help="full builds to time, by CHURN_BUILD_CHUNK_DAYS (0 = one pass), e.g. 0,31"
+    )
     a = ap.parse_args()
-    run(a.users, a.days, not a.skip_aggregate)
+    chunks = tuple(int(c) for c in a.chunk_days.split(",") if c.strip())
+    run(a.users, a.days, not a.skip_aggregate, chunks)
     if a.also_1m:
-        run(1_000_000, a.days, not a.skip_aggregate)
+        run(1_000_000, a.days, not a.skip_aggregate, chunks)

@@ -170,6 +170,10 @@ class Settings:
     # --- data & labels -----------------------------------------------------------------
     scope_days: int = 60
     """A user keeps getting a daily feature row until this many days after their last activity."""
+    build_chunk_days: int = 31
+    """A feature build longer than this many dates (a site's first, over its history) runs span by
+    span, each carrying the running totals of the one before: memory bounded by a span, same rows.
+    0 builds everything in one pass."""
     churn_horizon_days: int = 30
     """Churned at T = no activity in (T, T + horizon]."""
     active_days: int = 30
