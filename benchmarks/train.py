@@ -10,6 +10,7 @@
 
     .venv/bin/python benchmarks/train.py --dataset-users 50000 --fit-rows 100000 1000000
     .venv/bin/python benchmarks/train.py --skip-dataset --fit-rows 100000
+    .venv/bin/python benchmarks/train.py --dataset-users 20000 --engines duckdb,spark --fit-rows
 
 Results are printed and written to ``benchmarks/out/train.json``.
 """
@@ -38,7 +39,13 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def bench_dataset(users: int, days: int, keep: Path | None) -> dict:
+def bench_dataset(users: int, days: int, keep: Path | None, engines: tuple[str, ...] = ("duckdb",)) -> list[dict]:
+    """The training set of one generated site, once per engine (``CHURN_ENGINE``), same data; with
+    more than one engine, also whether their frames are equal."""
+    import dataclasses
+
+    import pandas as pd
+
     from churn.settings import Settings
     from feature_repo.store import apply
     from jobs.aggregate import build_features
@@ -46,28 +53,47 @@ def bench_dataset(users: int, days: int, keep: Path | None) -> dict:
     from training.dataset import build_training_set
 
     root = keep or Path(tempfile.mkdtemp(prefix="bench-train-"))
-    settings = Settings.from_env(env={"CHURN_DATA_DIR": str(root), "CHURN_FRESHNESS_MAX_HOURS": "0"})
+    base = Settings.from_env(env={"CHURN_DATA_DIR": str(root), "CHURN_FRESHNESS_MAX_HOURS": "0"})
     t = time.perf_counter()
-    if not (settings.features_dir / "profile").exists():
-        generate_store(settings, users=users, days=days, seed=11, end_date=dt.date(2026, 1, 1))
-        build_features(settings)
+    if not (base.features_dir / "profile").exists():
+        generate_store(base, users=users, days=days, seed=11, end_date=dt.date(2026, 1, 1))
+        build_features(base)
     prep = time.perf_counter() - t
-    apply(settings)
-    t = time.perf_counter()
-    ts = build_training_set(settings)
-    seconds = time.perf_counter() - t
-    return {
-        "part": "dataset",
-        "users": users,
-        "days": days,
-        "rows": len(ts.frame),
-        "cutoffs": len(ts.cutoffs),
-        "seconds": seconds,
-        "rows_per_s": len(ts.frame) / seconds,
-        "prepare_data_s": prep,
-        "peak_rss_mb": _rss_mb(),
-        "data_dir": str(root),
-    }
+    results, frames = [], {}
+    for engine in engines:
+        settings = dataclasses.replace(base, engine=engine)
+        apply(settings)  # the views' sources follow the engine
+        t = time.perf_counter()
+        ts = build_training_set(settings)
+        seconds = time.perf_counter() - t
+        frames[engine] = ts.frame
+        results.append(
+            {
+                "part": "dataset",
+                "engine": engine,
+                "users": users,
+                "days": days,
+                "rows": len(ts.frame),
+                "cutoffs": len(ts.cutoffs),
+                "seconds": seconds,
+                "rows_per_s": len(ts.frame) / seconds,
+                "prepare_data_s": prep,
+                "peak_rss_mb": _rss_mb(),
+                "data_dir": str(root),
+            }
+        )
+    if len(frames) > 1:
+        first, *others = frames.values()
+        same = True
+        for other in others:
+            try:
+                pd.testing.assert_frame_equal(first, other[list(first.columns)])
+            except AssertionError:
+                same = False
+        for r in results:
+            r["engines_equal"] = same
+    apply(base)
+    return results
 
 
 def synthetic_frame(n: int, cutoff: dt.date, seed: int):  # noqa: ANN201 - pandas.DataFrame
@@ -127,21 +153,26 @@ def main() -> None:
     ap.add_argument("--dataset-days", type=int, default=120)
     ap.add_argument("--keep-data", type=Path, default=None, help="Reuse/keep the generated site here.")
     ap.add_argument("--skip-dataset", action="store_true")
-    ap.add_argument("--fit-rows", type=int, nargs="+", default=[100_000, 1_000_000])
+    ap.add_argument(
+        "--engines", default="duckdb", help="training-set engines to time on the same site, e.g. duckdb,spark"
+    )
+    ap.add_argument("--fit-rows", type=int, nargs="*", default=[100_000, 1_000_000], help="none: no fit")
     ap.add_argument("--rounds", type=int, default=300)
     ap.add_argument("--no-baseline", action="store_true")
     args = ap.parse_args()
 
     results = []
     if not args.skip_dataset:
-        r = bench_dataset(args.dataset_users, args.dataset_days, args.keep_data)
-        print(
-            f"dataset: {r['rows']:,} rows ({r['users']:,} users, {r['cutoffs']} cutoffs) "
-            f"in {r['seconds']:.1f}s = {r['rows_per_s']:,.0f} rows/s "
-            f"(data prep {r['prepare_data_s']:.0f}s, peak RSS {r['peak_rss_mb']:.0f} MB)",
-            flush=True,
-        )
-        results.append(r)
+        engines = tuple(e for e in args.engines.split(",") if e)
+        for r in bench_dataset(args.dataset_users, args.dataset_days, args.keep_data, engines):
+            equal = "" if "engines_equal" not in r else f"; engines' frames equal: {r['engines_equal']}"
+            print(
+                f"dataset ({r['engine']}): {r['rows']:,} rows ({r['users']:,} users, {r['cutoffs']} cutoffs) "
+                f"in {r['seconds']:.1f}s = {r['rows_per_s']:,.0f} rows/s "
+                f"(data prep {r['prepare_data_s']:.0f}s, peak RSS {r['peak_rss_mb']:.0f} MB{equal})",
+                flush=True,
+            )
+            results.append(r)
     for n in args.fit_rows:
         r = bench_fit(n, args.rounds, not args.no_baseline)
         base = f", logreg {r['logreg_s']:.1f}s" if "logreg_s" in r else ""

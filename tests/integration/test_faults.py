@@ -190,8 +190,10 @@ def test_redis_hung_or_dead_under_load_fails_fast_and_recovers_by_itself(site: S
             load.phase = "up"
             load.wait_for("up", 30)
             # -- hung store: the process is there, accepts TCP, never answers --------------------
-            rs.signal(signal.SIGSTOP)
+            # each phase is named before the fault that starts it: a request that began in the
+            # previous phase and ended after the fault must not count as that phase's
             load.phase = "hung"
+            rs.signal(signal.SIGSTOP)
             load.wait_for("hung", 30)
             t0 = time.perf_counter()
             r = http.get("/ready")
@@ -208,8 +210,8 @@ def test_redis_hung_or_dead_under_load_fails_fast_and_recovers_by_itself(site: S
             load.phase = "resumed"
             load.wait_for("resumed", 30)
             # -- dead store: connection refused ------------------------------------------------------
-            rs.signal(signal.SIGKILL)
             load.phase = "dead"
+            rs.signal(signal.SIGKILL)
             load.wait_for("dead", 30)
             r = http.get("/ready")
             assert r.status_code == 503
