@@ -103,22 +103,29 @@ def run(users: int, days: int, aggregate: bool = True, chunk_days: tuple[int, ..
         shutil.rmtree(root, ignore_errors=True)
 
 
+CHILD_BUILD = """
+from churn.settings import get_settings
+from jobs.aggregate import build_features
+build_features(get_settings())
+print(next(line for line in open("/proc/self/status") if line.startswith("VmHWM:")).split()[1])
+"""
+
+
 def build_in_child(settings: Settings, work: Path, chunk_days: int) -> tuple[float, float]:
-    """A site's first feature build (``churn features build`` on the raw data of ``settings``) in a
-    process of its own, so its peak RSS (``wait4``) is the build's alone; (seconds, peak GB)."""
+    """A site's first feature build (on the raw data of ``settings``) in a process of its own, which
+    reports its own peak RSS (``VmHWM``: a fresh address space since exec; ``wait4``'s figure would
+    also count this process's pages at the fork); (seconds, peak GB)."""
     work.mkdir(parents=True)
     (work / "raw").symlink_to(settings.raw_dir, target_is_directory=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHURN_")}
     env.update(CHURN_DATA_DIR=str(work), CHURN_FRESHNESS_MAX_HOURS="0", CHURN_BUILD_CHUNK_DAYS=str(chunk_days))
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "cli.main", "features", "build"], cwd=ROOT, env=env)
-    _, status, usage = os.wait4(proc.pid, 0)
+    done = subprocess.run([sys.executable, "-c", CHILD_BUILD], cwd=ROOT, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - t0
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise SystemExit(f"features build (chunk {chunk_days}) failed with exit code {proc.returncode}")
+    if done.returncode != 0:
+        raise SystemExit(f"features build (chunk {chunk_days}) failed:\n{done.stderr[-3000:]}")
     shutil.rmtree(work, ignore_errors=True)
-    return seconds, usage.ru_maxrss / 1e6
+    return seconds, int(done.stdout.strip().splitlines()[-1]) / 1e6
 
 
 if __name__ == "__main__":

@@ -76,11 +76,11 @@ def _window_sql() -> tuple[str, str, str]:
     for w in WINDOWS:
         defs.append(
             f"        w{w} AS (PARTITION BY user_id, island ORDER BY date "
-            f"ROWS BETWEEN {w - 1} PRECEDING AND CURRENT ROW),"
+            f"ROWS BETWEEN {w - 1} PRECEDING AND CURRENT ROW)"
         )
         for m in ENGAGEMENT_METRICS:
             cast = "DOUBLE" if m == "minutes" else "BIGINT"
-            cols.append(f"           CAST(sum({source[m]}) OVER w{w} AS {cast}) AS {m}_{w}d,")
+            cols.append(f"           CAST(sum({source[m]}) OVER w{w} AS {cast}) AS {m}_{w}d")
             select.append(f"    {m}_{w}d,")
     for name, src, cast in [
         ("payments_succeeded", "n_succeeded", "BIGINT"),
@@ -89,8 +89,8 @@ def _window_sql() -> tuple[str, str, str]:
         ("amount_succeeded", "amt_succeeded", "DOUBLE"),
         ("amount_failed", "amt_failed", "DOUBLE"),
     ]:
-        cols.append(f"           CAST(sum({src}) OVER w30 AS {cast}) AS {name}_30d,")
-    return "\n".join(cols), "\n".join(defs), "\n".join(select)
+        cols.append(f"           CAST(sum({src}) OVER w30 AS {cast}) AS {name}_30d")
+    return ",\n".join(cols), ",\n".join(defs), "\n".join(select)
 
 
 def _ledger_type(metric: str) -> str:
@@ -323,10 +323,11 @@ def _build_span(
     users_literal = str(users_file)
     con.execute(
         _sql("scope_grid", users=users_literal, scope_days=scope),
-        # The grid must reach back as far as the events read (windows + scope): recency is a max over
-        # the grid rows, so a grid clipped to the windows lost the last activity of users idle longer
-        # than MAX_WINDOW days (NULL days_since_last_activity in incremental builds only).
-        {"grid_from": read_from, "end_date": end},
+        # The grid reaches back only as far as the longest window: the frames over it count rows,
+        # and recency is an ASOF lookup into the activity read (windows + scope), not a max over
+        # the grid. Reaching back to the events read instead made a daily build window three times
+        # as many rows as it writes.
+        {"grid_from": start - dt.timedelta(days=MAX_WINDOW), "end_date": end},
     )
     window_columns, window_defs, select_columns = _window_sql()
     con.execute(

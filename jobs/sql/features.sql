@@ -7,7 +7,7 @@ WITH joined AS (
            CASE WHEN a.user_id IS NULL THEN 0 ELSE 1 END AS active,
            coalesce(a.logins, 0) AS logins, coalesce(a.minutes, 0) AS minutes,
            coalesce(a.course_views, 0) AS course_views, coalesce(a.quiz_attempts, 0) AS quiz_attempts,
-           coalesce(a.completions, 0) AS completions, a.last_event_ts, a.last_login_ts,
+           coalesce(a.completions, 0) AS completions,
            coalesce(p.n_succeeded, 0) AS n_succeeded, coalesce(p.n_failed, 0) AS n_failed,
            coalesce(p.n_refunded, 0) AS n_refunded, coalesce(p.amt_succeeded, 0) AS amt_succeeded,
            coalesce(p.amt_failed, 0) AS amt_failed
@@ -18,17 +18,26 @@ WITH joined AS (
 windowed AS (
     SELECT user_id, date,
 {window_columns}
-           max(last_event_ts) OVER w_all AS last_event_ts,
-           max(last_login_ts) OVER w_all AS last_login_ts
     FROM joined
     WINDOW
 {window_defs}
-        w_all AS (PARTITION BY user_id, island ORDER BY date ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
+),
+out_keys AS (
+    SELECT user_id, date FROM scope_grid WHERE date >= $out_from::DATE
+),
+last_activity AS (
+    -- latest activity and login strictly before the row date: ASOF joins, so the grid needs to
+    -- reach back only as far as the longest window, not to the start of the user's island
+    SELECT g.user_id, g.date, a.last_event_ts, l.last_login_ts
+    FROM out_keys g
+    ASOF LEFT JOIN daily_activity a ON a.user_id = g.user_id AND g.date > a.day
+    ASOF LEFT JOIN (SELECT user_id, day, last_login_ts FROM daily_activity WHERE last_login_ts IS NOT NULL) l
+        ON l.user_id = g.user_id AND g.date > l.day
 ),
 last_payment AS (
     -- latest payment strictly before the row date, however old: an ASOF join, not a range join
     SELECT g.user_id, g.date, p.last_payment_ts
-    FROM (SELECT user_id, date FROM scope_grid WHERE date >= $out_from::DATE) g
+    FROM out_keys g
     ASOF LEFT JOIN daily_payments p ON p.user_id = g.user_id AND g.date > p.day
 )
 SELECT
@@ -39,8 +48,8 @@ SELECT
 {select_columns}
     active_days_7d - (active_days_14d - active_days_7d)          AS active_days_trend_7d,
     minutes_7d - (minutes_14d - minutes_7d)                      AS minutes_trend_7d,
-    round(epoch(CAST(w.date AS TIMESTAMPTZ) - w.last_event_ts) / 86400, 4)   AS days_since_last_activity,
-    round(epoch(CAST(w.date AS TIMESTAMPTZ) - w.last_login_ts) / 86400, 4)   AS days_since_last_login,
+    round(epoch(CAST(w.date AS TIMESTAMPTZ) - la.last_event_ts) / 86400, 4)  AS days_since_last_activity,
+    round(epoch(CAST(w.date AS TIMESTAMPTZ) - la.last_login_ts) / 86400, 4)  AS days_since_last_login,
     round(epoch(CAST(w.date AS TIMESTAMPTZ) - lp.last_payment_ts) / 86400, 4) AS days_since_last_payment,
     payments_succeeded_30d, payments_failed_30d, payments_refunded_30d,
     amount_succeeded_30d, amount_failed_30d,
@@ -50,5 +59,6 @@ SELECT
     CAST(date_diff('day', CAST(u.signup_ts AS DATE), w.date) AS BIGINT) AS tenure_days
 FROM windowed w
 JOIN read_parquet('{users}') u USING (user_id)
+LEFT JOIN last_activity la ON la.user_id = w.user_id AND la.date = w.date
 LEFT JOIN last_payment lp ON lp.user_id = w.user_id AND lp.date = w.date
 WHERE w.date >= $out_from::DATE;
