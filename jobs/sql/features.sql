@@ -23,12 +23,15 @@ windowed AS (
 {window_defs}
 ),
 out_keys AS (
-    SELECT user_id, date FROM scope_grid WHERE date >= $out_from::DATE
+    SELECT user_id, date, island_from FROM scope_grid WHERE date >= $out_from::DATE
 ),
 last_activity AS (
-    -- latest activity and login strictly before the row date: ASOF joins, so the grid needs to
-    -- reach back only as far as the longest window, not to the start of the user's island
-    SELECT g.user_id, g.date, a.last_event_ts, l.last_login_ts
+    -- latest activity and login strictly before the row date within the user's current island
+    -- (as far as the events read reach): ASOF joins, so the grid needs to reach back only as far
+    -- as the longest window, not to the start of the island
+    SELECT g.user_id, g.date,
+           CASE WHEN a.day >= g.island_from THEN a.last_event_ts END AS last_event_ts,
+           CASE WHEN l.day >= g.island_from THEN l.last_login_ts END AS last_login_ts
     FROM out_keys g
     ASOF LEFT JOIN daily_activity a ON a.user_id = g.user_id AND g.date > a.day
     ASOF LEFT JOIN (SELECT user_id, day, last_login_ts FROM daily_activity WHERE last_login_ts IS NOT NULL) l
@@ -37,7 +40,7 @@ last_activity AS (
 last_payment AS (
     -- latest payment strictly before the row date, however old: an ASOF join, not a range join
     SELECT g.user_id, g.date, p.last_payment_ts
-    FROM out_keys g
+    FROM (SELECT user_id, date FROM out_keys) g
     ASOF LEFT JOIN daily_payments p ON p.user_id = g.user_id AND g.date > p.day
 )
 SELECT

@@ -22,10 +22,11 @@ islands AS (
     FROM marked
 ),
 spans AS (
-    SELECT user_id, island,
+    SELECT user_id, island, min(day) AS island_from,
            greatest(min(day) + 1, $grid_from::DATE)                                   AS span_from,
            least(max(day) + {scope_days}, $end_date::DATE)                        AS span_to
     FROM islands GROUP BY user_id, island
 )
-SELECT user_id, island, CAST(unnest(generate_series(span_from, span_to, INTERVAL 1 DAY)) AS DATE) AS date
+SELECT user_id, island, island_from,
+       CAST(unnest(generate_series(span_from, span_to, INTERVAL 1 DAY)) AS DATE) AS date
 FROM spans WHERE span_from <= span_to;
