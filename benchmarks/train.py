@@ -39,7 +39,9 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def bench_dataset(users: int, days: int, keep: Path | None, engines: tuple[str, ...] = ("duckdb",)) -> list[dict]:
+def bench_dataset(
+    users: int, days: int, keep: Path | None, engines: tuple[str, ...] = ("duckdb",), spark_conf: str = ""
+) -> list[dict]:
     """The training set of one generated site, once per engine (``CHURN_ENGINE``), same data; with
     more than one engine, also whether their frames are equal."""
     import dataclasses
@@ -61,7 +63,7 @@ def bench_dataset(users: int, days: int, keep: Path | None, engines: tuple[str, 
     prep = time.perf_counter() - t
     results, frames = [], {}
     for engine in engines:
-        settings = dataclasses.replace(base, engine=engine)
+        settings = dataclasses.replace(base, engine=engine, spark_conf=spark_conf)
         apply(settings)  # the views' sources follow the engine
         t = time.perf_counter()
         ts = build_training_set(settings)
@@ -156,6 +158,11 @@ def main() -> None:
     ap.add_argument(
         "--engines", default="duckdb", help="training-set engines to time on the same site, e.g. duckdb,spark"
     )
+    ap.add_argument(
+        "--spark-conf",
+        default="spark.driver.memory=6g",
+        help="CHURN_SPARK_CONF of the spark engine (local mode: the driver is the only JVM)",
+    )
     ap.add_argument("--fit-rows", type=int, nargs="*", default=[100_000, 1_000_000], help="none: no fit")
     ap.add_argument("--rounds", type=int, default=300)
     ap.add_argument("--no-baseline", action="store_true")
@@ -164,7 +171,7 @@ def main() -> None:
     results = []
     if not args.skip_dataset:
         engines = tuple(e for e in args.engines.split(",") if e)
-        for r in bench_dataset(args.dataset_users, args.dataset_days, args.keep_data, engines):
+        for r in bench_dataset(args.dataset_users, args.dataset_days, args.keep_data, engines, args.spark_conf):
             equal = "" if "engines_equal" not in r else f"; engines' frames equal: {r['engines_equal']}"
             print(
                 f"dataset ({r['engine']}): {r['rows']:,} rows ({r['users']:,} users, {r['cutoffs']} cutoffs) "

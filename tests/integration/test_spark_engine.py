@@ -33,7 +33,10 @@ def engines(small_store: Settings, tmp_path_factory: pytest.TempPathFactory) -> 
     root = tmp_path_factory.mktemp("engines")
     out = []
     for engine in ("duckdb", "spark"):
-        settings = copy_site(small_store, root / engine, reference_sample_rows=300, min_history_days=7, engine=engine)
+        settings = copy_site(
+            small_store, root / engine, reference_sample_rows=300, min_history_days=7, engine=engine,
+            spark_conf="spark.sql.shuffle.partitions=3" if engine == "spark" else "",
+        )  # fmt: skip
         scored = settings.features_dir / "engagement" / f"date={T}"
         stray = settings.features_dir / "engagement" / f".tmp-{scored.name}"
         shutil.copytree(scored, stray)
@@ -67,6 +70,11 @@ def test_spark_training_set_equals_the_duckdb_one(engines: tuple[Settings, Setti
     assert a.features == b.features and a.categorical == b.categorical
     assert len(a.frame) > 300 and a.frame["logins_7d"].notna().any()
     pd.testing.assert_frame_equal(a.frame, b.frame[list(a.frame.columns)])
+    from pyspark.sql import SparkSession
+
+    session = SparkSession.getActiveSession()  # the one Feast ran the join in, with the settings' conf
+    assert session is not None and session.conf.get("spark.sql.shuffle.partitions") == "3"
+    assert session.conf.get("spark.sql.session.timeZone") == "UTC"
     assert a.test == T
     at_t = a.frame[a.frame["cutoff"] == T]
     assert len(at_t) > 50 and at_t["logins_7d"].max() < EXTREME  # the half-written sibling was not read
