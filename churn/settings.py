@@ -487,34 +487,30 @@ class Settings:
 _INTERVENTION_SINKS = ("webhook", "export")
 
 
-def _parse_pairs(text: str) -> tuple[dict[str, str], list[str]]:
-    """``key=value,...`` → ({key: value}, the items that are not ``key=value``)."""
-    out: dict[str, str] = {}
-    bad: list[str] = []
+def _split_items(text: str, sep: str) -> list[tuple[str, str, str | None]]:
+    """``key<sep>value,...`` → ``(item, key, value)`` per non-empty item; ``value`` is None when
+    the item has no key or no separator."""
+    out: list[tuple[str, str, str | None]] = []
     for item in (i.strip() for i in text.split(",")):
         if not item:
             continue
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            bad.append(item)
-            continue
-        out[key.strip()] = value.strip()
-    return out, bad
+        key, found, value = item.partition(sep)
+        ok = bool(found) and bool(key.strip())
+        out.append((item, key.strip(), value.strip() if ok else None))
+    return out
+
+
+def _parse_pairs(text: str) -> tuple[dict[str, str], list[str]]:
+    """``key=value,...`` → ({key: value}, the items that are not ``key=value``)."""
+    items = _split_items(text, "=")
+    return {k: v for _, k, v in items if v is not None}, [i for i, _, v in items if v is None]
 
 
 def _parse_capacity(text: str) -> tuple[dict[str, int], list[str]]:
     """``action:N,...`` → ({action: N}, the items that are not ``action:N``)."""
-    out: dict[str, int] = {}
-    bad: list[str] = []
-    for item in (i.strip() for i in text.split(",")):
-        if not item:
-            continue
-        action, sep, number = item.partition(":")
-        if not sep or not action.strip() or not number.strip().isdigit():
-            bad.append(item)
-            continue
-        out[action.strip()] = int(number)
-    return out, bad
+    items = _split_items(text, ":")
+    good = [(k, v) for _, k, v in items if v is not None and v.isdigit()]
+    return {k: int(v) for k, v in good}, [i for i, _, v in items if v is None or not v.isdigit()]
 
 
 _STORAGE_FIELDS = {"data_dir", "registry_dir"}

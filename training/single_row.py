@@ -13,6 +13,7 @@ call, so a worker thread scoring one row does not stall the event loop.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 from typing import Any
 
@@ -73,7 +74,5 @@ class SingleRowContributions:
             self._safe_call(self._lib.LGBM_FastConfigFree(handle))
 
     def __del__(self) -> None:  # the model holder drops old versions on reload
-        try:
+        with contextlib.suppress(Exception):  # interpreter shutdown: the library may be gone already
             self.close()
-        except Exception:  # interpreter shutdown: the library may be gone already
-            pass

@@ -106,8 +106,10 @@ def test_auto_scores_on_the_loop_only_what_is_cheap_to_score(mode: str, row_ms: 
 
 
 def test_load_measures_what_one_user_costs_the_model() -> None:
-    from service.model_holder import _row_cost_ms
+    from service.model_holder import _timed_explain
 
     model, _ = _model()
-    cost = _row_cost_ms(model, dict.fromkeys(model.features))
+    row = dict.fromkeys(model.features)
+    proba, cost = _timed_explain(model, row)
     assert 0.0 < cost < 1000.0
+    np.testing.assert_array_equal(proba, model.explain_rows([row], k=3)[0])
