@@ -40,6 +40,18 @@ def _open(driver: Any, url: str, shot: str | None = None) -> None:
     assert not errors, f"{url}: {errors}"
 
 
+def _navigate(driver: Any, element: Any) -> None:
+    """Click a link or submit button and wait until the page it leads to replaced this one: a click
+    only starts the navigation, and reading right after it may still find the page being left."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    leaving = driver.find_element(By.TAG_NAME, "html")
+    element.click()
+    WebDriverWait(driver, 10).until(EC.staleness_of(leaving))
+
+
 def _column(driver: Any, name: str) -> list[str]:
     from selenium.webdriver.common.by import By
 
@@ -61,22 +73,22 @@ def test_sort_filter_page_and_lookup_by_clicking(browser: Any, base: str) -> Non
     first = [float(p) for p in _column(browser, "churn_probability")]
     assert first and first == sorted(first, reverse=True), "riskiest first by default"
 
-    browser.find_element(By.CSS_SELECTOR, "#at-risk a.sort[data-col='churn_probability']").click()
+    _navigate(browser, browser.find_element(By.CSS_SELECTOR, "#at-risk a.sort[data-col='churn_probability']"))
     ascending = [float(p) for p in _column(browser, "churn_probability")]
     assert ascending == sorted(ascending) and ascending != first, "a click on the header reverses the order"
 
     Select(browser.find_element(By.CSS_SELECTOR, "#filters select[name='tier']")).select_by_value("high")
-    browser.find_element(By.ID, "apply").click()
+    _navigate(browser, browser.find_element(By.ID, "apply"))
     tiers = set(_column(browser, "risk_tier"))
     assert tiers <= {"high"}, tiers
     assert console_errors(browser) == []
 
     _open(browser, f"{base}/console")
     page_one = _column(browser, "user_id")
-    browser.find_element(By.CSS_SELECTOR, "a.page-next").click()
+    _navigate(browser, browser.find_element(By.CSS_SELECTOR, "a.page-next"))
     page_two = _column(browser, "user_id")
     assert page_two and not set(page_one) & set(page_two), "the next page shows other users"
-    browser.find_element(By.CSS_SELECTOR, "a.page-prev").click()
+    _navigate(browser, browser.find_element(By.CSS_SELECTOR, "a.page-prev"))
     assert _column(browser, "user_id") == page_one
     screenshot(browser, "console-at-risk-page")
 
@@ -84,7 +96,7 @@ def test_sort_filter_page_and_lookup_by_clicking(browser: Any, base: str) -> Non
     box = browser.find_element(By.CSS_SELECTOR, "#lookup input[name='user_id']")
     box.clear()
     box.send_keys(user)
-    browser.find_element(By.ID, "lookup-submit").click()
+    _navigate(browser, browser.find_element(By.ID, "lookup-submit"))
     live = browser.find_element(By.CSS_SELECTOR, "[data-testid='live-probability'][data-col='churn_probability']")
     assert 0.0 <= float(live.text.strip().rstrip("%")) <= (100.0 if live.text.strip().endswith("%") else 1.0)
     assert browser.current_url.endswith(f"/console/users/{user}")
