@@ -155,9 +155,10 @@ class Settings:
     """Empty: file registry under the data dir. ``postgresql+psycopg://...``: Feast SQL registry."""
     feature_service: str = "churn_v2"
     engine: Literal["duckdb", "spark"] = "duckdb"
-    """Where the point-in-time training set is joined: ``duckdb``, Feast's DuckDB offline store in
-    this process; ``spark``, Feast's Spark offline store over the same daily Parquet partitions
-    (pyspark and a Java runtime needed), on ``spark_master``."""
+    """Where the batch steps run: ``duckdb`` in this process; ``spark`` on ``spark_master`` (pyspark
+    and a Java runtime needed): the daily aggregation as Spark SQL translated from the same
+    statements, and the point-in-time training set from Feast's Spark offline store, over the same
+    daily Parquet partitions. Materialization reads the partitions either engine wrote."""
     spark_master: str = "local[2]"
     """``local[N]`` runs Spark inside the job; a cluster's master URL (``spark://…``, ``k8s://…``)
     sends the same join there, by configuration only."""

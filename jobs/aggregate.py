@@ -17,8 +17,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
-
-import duckdb
+from typing import Protocol
 
 from churn.errors import AggregationError
 from churn.io import replace_dirs, staging_dir
@@ -42,6 +41,10 @@ from churn.storage import duckdb_connect
 SQL_DIR = Path(__file__).parent / "sql"
 MAX_WINDOW = max(*WINDOWS, STREAK_DAYS)
 """Days of raw events before the first built date that the frames over the daily grid need."""
+STREAK_PERIOD = STREAK_DAYS + 1
+"""Bit positions of the streak mask: a frame of ``STREAK_DAYS`` days never wraps onto itself."""
+if 2 * STREAK_PERIOD > 63:
+    raise ImportError(f"STREAK_DAYS={STREAK_DAYS}: a doubled streak mask must fit in a signed 64-bit integer")
 CARRY_VIEW = "history"
 """The view whose stored rows hold the running totals an incremental build starts from."""
 PAYMENT_METRICS = frozenset({"spend"})
@@ -93,6 +96,17 @@ def _window_sql() -> tuple[str, str, str]:
     return ",\n".join(cols), ",\n".join(defs), "\n".join(select)
 
 
+def days_since_sql(ts: str, date: str) -> str:
+    """Days from timestamp ``ts`` to the start of date ``date``, rounded half up to four places.
+
+    In whole microseconds and one division, so that DuckDB and Spark round the same way (their
+    ``round`` of a double differ on ties).
+    """
+    micros = f"date_diff('microsecond', {ts}, CAST({date} AS TIMESTAMPTZ))"
+    half, unit = 86_400_000_000 // 20_000, 86_400_000_000 // 10_000
+    return f"floor(({micros} + {half}) / {unit}) / 10000"
+
+
 def _ledger_type(metric: str) -> str:
     """Running totals are exact: decimals for minutes and amounts, integers for counts."""
     return "DECIMAL(38, 6)" if metric in FLOAT_METRICS else "BIGINT"
@@ -122,10 +136,31 @@ def _ledger_sql() -> dict[str, str]:
     }
 
 
+def _empty_table_sql(table: str, columns: list[tuple[str, str]]) -> str:
+    """``table`` with ``columns`` and no rows, written as a query both engines run."""
+    cols = ", ".join(f"CAST(NULL AS {kind}) AS {name}" for name, kind in columns)
+    return f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT {cols} WHERE false"
+
+
 def _empty_carried_sql() -> str:
     """``carried_totals`` with no rows: a build that reads every raw event carries nothing over."""
-    cols = ", ".join(f"{m} {_ledger_type(m)}" for m in ACTIVITY_METRICS)
-    return f"CREATE OR REPLACE TEMP TABLE carried_totals (user_id VARCHAR, day DATE, {cols})"
+    return _empty_table_sql(
+        "carried_totals", [("user_id", "VARCHAR"), ("day", "DATE"), *((m, _ledger_type(m)) for m in ACTIVITY_METRICS)]
+    )
+
+
+EMPTY_ACTIVITY = [
+    ("user_id", "VARCHAR"), ("day", "DATE"), ("activity", "BIGINT"), ("logins", "BIGINT"),
+    ("minutes", "DECIMAL(38, 6)"), ("course_views", "BIGINT"), ("quiz_attempts", "BIGINT"),
+    ("completions", "BIGINT"), ("last_event_ts", "TIMESTAMPTZ"), ("last_login_ts", "TIMESTAMPTZ"),
+]  # fmt: skip
+"""``daily_activity``'s columns, for a span with no event partitions to read."""
+EMPTY_PAYMENTS = [
+    ("user_id", "VARCHAR"), ("day", "DATE"), ("n_succeeded", "BIGINT"), ("n_failed", "BIGINT"),
+    ("n_refunded", "BIGINT"), ("amt_succeeded", "DECIMAL(38, 6)"), ("amt_failed", "DECIMAL(38, 6)"),
+    ("last_payment_ts", "TIMESTAMPTZ"), ("last_failed_ts", "TIMESTAMPTZ"),
+]  # fmt: skip
+"""``daily_payments``'s columns, for a store with no payments yet."""
 
 
 def _metric_windows() -> dict[str, tuple[int, ...]]:
@@ -180,27 +215,30 @@ def _long_sql() -> dict[str, str]:
         "streak_lengths": _longest_run_sql("SELECT user_id, date, mask FROM streaks"),
         "streak_days": str(STREAK_DAYS),
         "streak_frame": str(STREAK_DAYS - 1),
+        "streak_period": str(STREAK_PERIOD),
+        "days_since_last_failed_payment": days_since_sql("last_failed_ts", "date"),
     }
 
 
 def _longest_run_sql(source: str) -> str:
-    """``source`` (with a UBIGINT ``mask``) plus ``longest_streak``: its longest run of set bits.
+    """``source`` (with a BIGINT ``mask`` of ``STREAK_PERIOD`` bits) plus ``longest_streak``: its
+    longest run of set bits.
 
-    The mask is read circularly (bits of neighbouring days may wrap around bit 63), so it is
-    doubled into 128 bits first. ``r_k`` marks where k set bits start; ``r_2k = r_k & (r_k >> k)``,
-    and the length is found greedily from the largest power of two down, as in binary lifting.
-    Each step is its own nested select: DuckDB would inline column aliases referring to one
-    another and blow the expression up.
+    The mask is read circularly (bits of neighbouring days may wrap around), so it is doubled
+    first; doubled, it still leaves the sign bit clear, so shifts mean the same in every engine.
+    ``r_k`` marks where k set bits start; ``r_2k = r_k & (r_k >> k)``, and the length is found
+    greedily from the largest power of two down, as in binary lifting. Each step is its own nested
+    select: DuckDB would inline column aliases referring to one another and blow the expression up.
     """
-    steps = ["(CAST(mask AS UHUGEINT) | (CAST(mask AS UHUGEINT) << 64)) AS r1"]
+    steps = [f"(mask | (mask << {STREAK_PERIOD})) AS r1"]
     powers = [1]
     while powers[-1] * 2 <= STREAK_DAYS:
         k = powers[-1]
         steps.append(f"r{k} & (r{k} >> {k}) AS r{2 * k}")
         powers.append(2 * k)
-    steps.append("~CAST(0 AS UHUGEINT) AS c0, 0 AS n0")
+    steps.append("~CAST(0 AS BIGINT) AS c0, 0 AS n0")
     for i, k in enumerate(reversed(powers), 1):
-        steps.append(f"c{i - 1} & (r{k} >> CAST(n{i - 1} AS UHUGEINT)) AS t{i}")
+        steps.append(f"c{i - 1} & (r{k} >> CAST(n{i - 1} AS INTEGER)) AS t{i}")
         steps.append(
             f"CASE WHEN t{i} <> 0 THEN t{i} ELSE c{i - 1} END AS c{i}, "
             f"n{i - 1} + CASE WHEN t{i} <> 0 THEN {k} ELSE 0 END AS n{i}"
@@ -287,6 +325,35 @@ def build_spans(start: dt.date, end: dt.date, chunk_days: int) -> list[tuple[dt.
     return spans
 
 
+class AggregationSession(Protocol):
+    """Where a span's statements run: DuckDB in this process, or Spark (``jobs.spark_aggregate``)."""
+
+    def relation(self, name: str, files: list[str]) -> str:
+        """A FROM-clause relation over Parquet ``files`` (raw events, stored rows)."""
+        ...
+
+    def run(self, sql: str, params: dict[str, object] | None = None) -> None:
+        """Run ``CREATE OR REPLACE TEMP TABLE … AS SELECT …`` statements."""
+        ...
+
+    def scalar(self, sql: str) -> int: ...
+
+    def write_view(self, root: Path, view: str, table: str) -> None:
+        """Publish one view's partitions (the columns of ``table``) atomically under ``root``."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def open_session(settings: Settings) -> AggregationSession:
+    """The session ``settings.engine`` selects."""
+    if settings.engine == "spark":
+        from jobs.spark_aggregate import SparkAggregation
+
+        return SparkAggregation(settings)
+    return DuckDBAggregation(settings)
+
+
 def _build_span(
     settings: Settings, start: dt.date, end: dt.date, event_days: list[dt.date], users_file: Path
 ) -> tuple[int, int]:
@@ -299,58 +366,52 @@ def _build_span(
         read_from = min(read_from, event_days[0])
     event_files = _partition_files(raw / "events", read_from, end)
     payment_files = _partition_files(raw / "payments", dt.date.min, end)
-    con = duckdb_connect(raw, settings.features_dir)
-    con.execute("SET TimeZone = 'UTC'")
-    con.execute("SET enable_progress_bar = false")
-    con.execute("SET preserve_insertion_order = false")
-    params = {"read_from": read_from, "end_date": end}
-    if event_files:
-        con.execute(_sql("daily_activity", events=_files_literal(event_files)), params)
-    else:
-        con.execute(
-            "CREATE TEMP TABLE daily_activity (user_id VARCHAR, day DATE, activity BIGINT, logins BIGINT,"
-            " minutes DECIMAL(38, 6), course_views BIGINT, quiz_attempts BIGINT, completions BIGINT,"
-            " last_event_ts TIMESTAMPTZ, last_login_ts TIMESTAMPTZ)"
+    session = open_session(settings)
+    try:
+        params = {"read_from": read_from, "end_date": end}
+        if event_files:
+            session.run(_sql("daily_activity", events=session.relation("events", event_files)), params)
+        else:
+            session.run(_empty_table_sql("daily_activity", EMPTY_ACTIVITY))
+        if payment_files:
+            session.run(_sql("daily_payments", payments=session.relation("payments", payment_files)), {"end_date": end})
+        else:
+            session.run(_empty_table_sql("daily_payments", EMPTY_PAYMENTS))
+        users = session.relation("users", [str(users_file)])
+        session.run(
+            _sql("scope_grid", users=users, scope_days=scope),
+            # The grid reaches back only as far as the longest window: the frames over it count rows,
+            # and recency is an ASOF lookup into the activity read (windows + scope), not a max over
+            # the grid. Reaching back to the events read instead made a daily build window three times
+            # as many rows as it writes.
+            {"grid_from": start - dt.timedelta(days=MAX_WINDOW), "end_date": end},
         )
-    if payment_files:
-        con.execute(_sql("daily_payments", payments=_files_literal(payment_files)), {"end_date": end})
-    else:
-        con.execute(
-            "CREATE TEMP TABLE daily_payments (user_id VARCHAR, day DATE, n_succeeded BIGINT, n_failed BIGINT,"
-            " n_refunded BIGINT, amt_succeeded DECIMAL(38, 6), amt_failed DECIMAL(38, 6),"
-            " last_payment_ts TIMESTAMPTZ, last_failed_ts TIMESTAMPTZ)"
+        window_columns, window_defs, select_columns = _window_sql()
+        session.run(
+            _sql(
+                "features",
+                users=users,
+                window_columns=window_columns,
+                window_defs=window_defs,
+                select_columns=select_columns,
+                days_since_last_activity=days_since_sql("la.last_event_ts", "w.date"),
+                days_since_last_login=days_since_sql("la.last_login_ts", "w.date"),
+                days_since_last_payment=days_since_sql("lp.last_payment_ts", "w.date"),
+            ),
+            {"out_from": start, "created": dt.datetime.now(dt.UTC)},
         )
-    users_literal = str(users_file)
-    con.execute(
-        _sql("scope_grid", users=users_literal, scope_days=scope),
-        # The grid reaches back only as far as the longest window: the frames over it count rows,
-        # and recency is an ASOF lookup into the activity read (windows + scope), not a max over
-        # the grid. Reaching back to the events read instead made a daily build window three times
-        # as many rows as it writes.
-        {"grid_from": start - dt.timedelta(days=MAX_WINDOW), "end_date": end},
-    )
-    window_columns, window_defs, select_columns = _window_sql()
-    con.execute(
-        _sql(
-            "features",
-            users=users_literal,
-            window_columns=window_columns,
-            window_defs=window_defs,
-            select_columns=select_columns,
-        ),
-        {"out_from": start, "created": dt.datetime.now(dt.UTC)},
-    )
-    _build_long_rows(con, start, carried)
-    rows = con.execute("SELECT count(*) FROM feature_rows").fetchone()[0]
-    dates = con.execute("SELECT count(DISTINCT date) FROM feature_rows").fetchone()[0]
-    for view in FEATURE_VIEWS:
-        table = "feature_rows" if view in BASE_VIEWS else "long_rows"
-        _write_view(con, settings.layout.feature_view_dir(view), view, table)
-    con.close()
+        _build_long_rows(session, start, carried)
+        rows = session.scalar("SELECT count(*) FROM feature_rows")
+        dates = session.scalar("SELECT count(DISTINCT date) FROM feature_rows")
+        for view in FEATURE_VIEWS:
+            table = "feature_rows" if view in BASE_VIEWS else "long_rows"
+            session.write_view(settings.layout.feature_view_dir(view), view, table)
+    finally:
+        session.close()
     return rows, dates
 
 
-def _build_long_rows(con: duckdb.DuckDBPyConnection, start: dt.date, carried: list[str] | None) -> None:
+def _build_long_rows(session: AggregationSession, start: dt.date, carried: list[str] | None) -> None:
     """Ledgers of running totals, then ``long_rows`` for the rows of ``feature_rows``.
 
     With stored totals (``carried``) only the days from ``start - 1`` on come from raw events (the
@@ -358,42 +419,62 @@ def _build_long_rows(con: duckdb.DuckDBPyConnection, start: dt.date, carried: li
     """
     ledger = _ledger_sql()
     if carried:
-        con.execute(_sql("carried_totals", history=_files_literal(carried), **ledger))
+        session.run(_sql("carried_totals", history=session.relation("history", carried), **ledger))
         fresh_from = start - dt.timedelta(days=1)
     else:
-        con.execute(_empty_carried_sql())
+        session.run(_empty_carried_sql())
         fresh_from = dt.date.min
-    con.execute(_sql("activity_ledger", **ledger), {"fresh_from": fresh_from})
-    con.execute(_sql("payment_ledger"))
-    con.execute(_sql("long_keys"))
-    con.execute(
+    session.run(_sql("activity_ledger", **ledger), {"fresh_from": fresh_from})
+    session.run(_sql("payment_ledger"))
+    session.run(_sql("long_keys", activity_columns=", ".join(f"l.{m}" for m in ACTIVITY_METRICS)))
+    session.run(
         _sql("long_features", **_long_sql()),
         {"streak_from": start - dt.timedelta(days=STREAK_DAYS - 1)},
     )
 
 
-def _files_literal(files: list[str]) -> str:
-    return ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+def view_columns(view: str) -> list[str]:
+    """The columns a view's partition files hold, in order (``date`` is the partition's name)."""
+    return [f.name for f in feature_table_schema(view)]
 
 
-def _write_view(con: duckdb.DuckDBPyConnection, root: Path, view: str, table: str) -> None:
-    """Write one view's partitions (columns of ``table``) to a temp dir, check, then swap each in."""
-    schema = feature_table_schema(view)
-    cols = ", ".join(f.name for f in schema)
+class DuckDBAggregation:
+    """The default session: one in-process DuckDB connection per span."""
 
-    def check(tmp: Path) -> None:
-        got = con.execute(
-            f"DESCRIBE SELECT * FROM read_parquet('{tmp}/*/*.parquet', hive_partitioning=false)"
-        )
-        names = [r[0] for r in got.fetchall()]
-        if names != [f.name for f in schema]:
-            raise AggregationError(f"{view}: wrote columns {names}, expected {[f.name for f in schema]}")
+    def __init__(self, settings: Settings) -> None:
+        self.con = duckdb_connect(settings.layout.raw_dir, settings.features_dir)
+        self.con.execute("SET TimeZone = 'UTC'")
+        self.con.execute("SET enable_progress_bar = false")
+        self.con.execute("SET preserve_insertion_order = false")
 
-    with staging_dir(root) as tmp:
-        con.execute(
-            f"COPY (SELECT {cols}, date FROM {table}) TO '{tmp}' "
-            "(FORMAT PARQUET, PARTITION_BY (date), FILENAME_PATTERN 'part-{i}', COMPRESSION zstd, "
-            "OVERWRITE_OR_IGNORE)"
-        )
-        check(tmp)
-        replace_dirs([(part, root / part.name) for part in sorted(tmp.iterdir())])
+    def relation(self, name: str, files: list[str]) -> str:
+        literal = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+        return f"read_parquet([{literal}], hive_partitioning = false)"
+
+    def run(self, sql: str, params: dict[str, object] | None = None) -> None:
+        for statement in self.con.extract_statements(sql):
+            names = statement.named_parameters
+            self.con.execute(statement, {k: params[k] for k in names} if names and params else None)
+
+    def scalar(self, sql: str) -> int:
+        return int(self.con.execute(sql).fetchone()[0])
+
+    def write_view(self, root: Path, view: str, table: str) -> None:
+        """Write to a temp dir, check the columns, then swap each partition in."""
+        names = view_columns(view)
+        with staging_dir(root) as tmp:
+            self.con.execute(
+                f"COPY (SELECT {', '.join(names)}, date FROM {table}) TO '{tmp}' "
+                "(FORMAT PARQUET, PARTITION_BY (date), FILENAME_PATTERN 'part-{i}', COMPRESSION zstd, "
+                "OVERWRITE_OR_IGNORE)"
+            )
+            got = self.con.execute(
+                f"DESCRIBE SELECT * FROM read_parquet('{tmp}/*/*.parquet', hive_partitioning=false)"
+            )
+            written = [r[0] for r in got.fetchall()]
+            if written != names:
+                raise AggregationError(f"{view}: wrote columns {written}, expected {names}")
+            replace_dirs([(part, root / part.name) for part in sorted(tmp.iterdir())])
+
+    def close(self) -> None:
+        self.con.close()

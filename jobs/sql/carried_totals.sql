@@ -7,5 +7,5 @@ SELECT
     user_id,
     CAST(event_timestamp AS DATE) - 1                  AS day,
 {carried_columns}
-FROM read_parquet([{history}], hive_partitioning = false)
+FROM {history}
 WHERE days_since_last_active_day = 1;

@@ -16,6 +16,6 @@ SELECT
     count(*) FILTER (WHERE event_type = 'course_complete')  AS completions,
     max(event_ts)                                           AS last_event_ts,
     max(event_ts) FILTER (WHERE event_type = 'login')       AS last_login_ts
-FROM read_parquet([{events}], hive_partitioning = false)
+FROM {events}
 WHERE event_ts >= $read_from::TIMESTAMPTZ AND event_ts < $end_date::TIMESTAMPTZ
 GROUP BY ALL;

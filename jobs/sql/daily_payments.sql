@@ -11,6 +11,6 @@ SELECT
     coalesce(sum(TRY_CAST(amount AS DECIMAL(38, 6))) FILTER (WHERE status = 'failed'), 0)    AS amt_failed,
     max(payment_ts)                                               AS last_payment_ts,
     max(payment_ts) FILTER (WHERE status = 'failed')              AS last_failed_ts
-FROM read_parquet([{payments}], hive_partitioning = false)
+FROM {payments}
 WHERE payment_ts < $end_date::TIMESTAMPTZ
 GROUP BY ALL;

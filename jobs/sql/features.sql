@@ -51,9 +51,9 @@ SELECT
 {select_columns}
     active_days_7d - (active_days_14d - active_days_7d)          AS active_days_trend_7d,
     minutes_7d - (minutes_14d - minutes_7d)                      AS minutes_trend_7d,
-    round(epoch(CAST(w.date AS TIMESTAMPTZ) - la.last_event_ts) / 86400, 4)  AS days_since_last_activity,
-    round(epoch(CAST(w.date AS TIMESTAMPTZ) - la.last_login_ts) / 86400, 4)  AS days_since_last_login,
-    round(epoch(CAST(w.date AS TIMESTAMPTZ) - lp.last_payment_ts) / 86400, 4) AS days_since_last_payment,
+    {days_since_last_activity} AS days_since_last_activity,
+    {days_since_last_login} AS days_since_last_login,
+    {days_since_last_payment} AS days_since_last_payment,
     payments_succeeded_30d, payments_failed_30d, payments_refunded_30d,
     amount_succeeded_30d, amount_failed_30d,
     CASE WHEN payments_succeeded_30d + payments_failed_30d = 0 THEN 0.0
@@ -61,7 +61,7 @@ SELECT
     u.plan, u.country, u.acquisition_channel, u.device,
     CAST(date_diff('day', CAST(u.signup_ts AS DATE), w.date) AS BIGINT) AS tenure_days
 FROM windowed w
-JOIN read_parquet('{users}') u USING (user_id)
+JOIN {users} u USING (user_id)
 LEFT JOIN last_activity la ON la.user_id = w.user_id AND la.date = w.date
 LEFT JOIN last_payment lp ON lp.user_id = w.user_id AND lp.date = w.date
 WHERE w.date >= $out_from::DATE;

@@ -8,12 +8,12 @@ CREATE OR REPLACE TEMP TABLE scope_grid AS
 WITH anchors AS (
     SELECT user_id, day FROM daily_activity
     UNION
-    SELECT user_id, CAST(signup_ts AS DATE) FROM read_parquet('{users}')
+    SELECT user_id, CAST(signup_ts AS DATE) FROM {users}
     WHERE signup_ts < $end_date::TIMESTAMPTZ
 ),
 marked AS (
     SELECT user_id, day,
-           CASE WHEN day - lag(day) OVER (PARTITION BY user_id ORDER BY day) <= {scope_days}
+           CASE WHEN date_diff('day', lag(day) OVER (PARTITION BY user_id ORDER BY day), day) <= {scope_days}
                 THEN 0 ELSE 1 END AS new_island
     FROM anchors
 ),
@@ -27,6 +27,9 @@ spans AS (
            least(max(day) + {scope_days}, $end_date::DATE)                        AS span_to
     FROM islands GROUP BY user_id, island
 )
-SELECT user_id, island, island_from,
-       CAST(unnest(generate_series(span_from, span_to, INTERVAL 1 DAY)) AS DATE) AS date
-FROM spans WHERE span_from <= span_to;
+SELECT user_id, island, island_from, span_from + CAST(day_offset AS INTEGER) AS date
+FROM (
+    SELECT user_id, island, island_from, span_from,
+           unnest(generate_series(0, CAST(date_diff('day', span_from, span_to) AS INTEGER))) AS day_offset
+    FROM spans WHERE span_from <= span_to
+);
