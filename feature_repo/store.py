@@ -22,6 +22,8 @@ definitions never change.
 from __future__ import annotations
 
 import datetime as dt
+import os
+import re
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -95,9 +97,13 @@ def offline_store(settings: Settings) -> dict[str, Any]:
 
 
 def spark_conf(settings: Settings) -> dict[str, str]:
-    """The Spark session Feast opens: the master, UTC (the feature rows' timestamps are UTC
-    midnights; a session in local time would shift every point-in-time comparison), no UI, then the
-    operator's own ``CHURN_SPARK_CONF`` on top."""
+    """The Spark session Feast and the aggregation open: the master, UTC (the feature rows'
+    timestamps are UTC midnights; a session in local time would shift every point-in-time
+    comparison), no UI, then the operator's own ``CHURN_SPARK_CONF`` on top.
+
+    In local mode shuffles get one partition per core: Spark's default (200, sized for clusters)
+    turns every shuffle of a small job into hundreds of tasks on a few threads.
+    """
     conf = {
         "spark.master": settings.spark_master,
         "spark.app.name": "churn-platform",
@@ -109,7 +115,19 @@ def spark_conf(settings: Settings) -> dict[str, str]:
         "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
         "spark.hadoop.mapreduce.fileoutputcommitter.marksuccessfuljobs": "false",
     }
+    if (cores := local_cores(settings.spark_master)) is not None:
+        conf["spark.sql.shuffle.partitions"] = str(cores)
     return {**conf, **settings.spark_conf_items}
+
+
+def local_cores(master: str) -> int | None:
+    """The worker threads of a ``local``, ``local[N]``, ``local[*]`` or ``local[N,F]`` master; None
+    for a cluster's."""
+    match = re.fullmatch(r"local(?:\[(\*|\d+)(?:,\d+)?\])?", master.strip())
+    if match is None:
+        return None
+    threads = match.group(1) or "1"
+    return os.cpu_count() or 1 if threads == "*" else int(threads)
 
 
 def repo_config(settings: Settings) -> RepoConfig:

@@ -1,4 +1,5 @@
-"""Daily per-user feature tables from raw events and payments, computed by DuckDB over Parquet.
+"""Daily per-user feature tables from raw events and payments, computed by DuckDB over Parquet
+(or, with ``CHURN_ENGINE=spark``, by Spark from the same statements: ``jobs.spark_aggregate``).
 
 Arrow: raw Parquet → ``features/<view>/date=D/part-0.parquet`` (one table per Feast feature view).
 Builds are incremental: by default only dates after the newest built partition are computed, and
@@ -454,6 +455,8 @@ class DuckDBAggregation:
     def run(self, sql: str, params: dict[str, object] | None = None) -> None:
         for statement in self.con.extract_statements(sql):
             names = statement.named_parameters
+            if missing := names - set(params or {}):
+                raise AggregationError(f"SQL parameters {sorted(missing)} have no value")
             self.con.execute(statement, {k: params[k] for k in names} if names and params else None)
 
     def scalar(self, sql: str) -> int:

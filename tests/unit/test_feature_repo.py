@@ -86,6 +86,18 @@ def test_spark_engine_renders_feasts_spark_offline_store_and_spark_sources(tmp_p
     assert {type(src).__name__ for src in duck.values()} == {"FileSource"}
 
 
+@pytest.mark.parametrize(
+    ("master", "extra", "partitions"),
+    [("local[3]", "", "3"), ("local", "", "1"), ("local[2,4]", "", "2"),
+     ("local[2]", "spark.sql.shuffle.partitions=64", "64"), ("spark://m:7077", "", None)],
+)  # fmt: skip
+def test_local_spark_shuffles_one_partition_per_core_unless_configured(tmp_path, master, extra, partitions):
+    s = Settings.from_env(
+        env={"CHURN_ENGINE": "spark", "CHURN_SPARK_MASTER": master, "CHURN_SPARK_CONF": extra}, data_dir=tmp_path
+    )
+    assert cfs.spark_conf(s).get("spark.sql.shuffle.partitions") == partitions
+
+
 @pytest.mark.parametrize("conf", ["spark.executor.memory", "=4g", "a=1,,b"])
 def test_spark_conf_items_must_be_key_value(tmp_path, conf):
     from churn.errors import SettingsError
