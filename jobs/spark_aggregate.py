@@ -78,7 +78,8 @@ class SparkAggregation:
         with staging_dir(root) as tmp:
             out = tmp / "spark"
             frame.write.partitionBy("date").option("compression", "zstd").parquet(str(out))
-            parts = sorted(p for p in out.iterdir() if p.is_dir() and parse_partition(p.name) is not None)
+            written = out.iterdir() if out.exists() else ()  # no rows, no folder
+            parts = sorted(p for p in written if p.is_dir() and parse_partition(p.name) is not None)
             for part in parts:
                 _keep_parquet_only(part)
                 _check_schema(view, part, schema)
