@@ -6,7 +6,7 @@ subprocess so peak RSS (``ru_maxrss``) is that run's alone. Feast's path is slow
 hungry, so by default it runs on a subset (``--feast-users``) and its time is extrapolated
 linearly to N (said so in the output).
 
-    .venv/bin/python benchmarks/materialize.py --users 1000000 --feast-users 100000
+    .venv/bin/python benchmarks/materialize.py --users 1000000 --feast-users 100000 [--feast-spark]
 
 rows/s counts feature-view rows (one user in one view = one row, as Feast reports them);
 "users/s" counts users with the whole feature service written.
@@ -71,17 +71,18 @@ def write_tables(features_dir: Path, users: int, day: dt.date = END, seed: int =
         pq.write_table(table, out / "part-0.parquet", row_group_size=128 * 1024)
 
 
-def _settings(data_dir: Path, store: str, redis_url: str):
+def _settings(data_dir: Path, store: str, redis_url: str, engine: str = "duckdb"):
     from churn.settings import Settings
 
-    return Settings.from_env(env={}, data_dir=data_dir, online_store=store, redis_url=redis_url)
+    return Settings.from_env(env={}, data_dir=data_dir, online_store=store, redis_url=redis_url, engine=engine)
 
 
 def run_one(args: argparse.Namespace) -> dict:
     """Child process: apply, then materialize with one path; report time and peak RSS."""
     from feature_repo import store as cfs
 
-    s = _settings(Path(args.data_dir), args.store, args.redis_url)
+    # feast-spark: Feast's own materialize on its Spark compute engine (CHURN_ENGINE=spark)
+    s = _settings(Path(args.data_dir), args.store, args.redis_url, "spark" if args.path == "feast-spark" else "duckdb")
     if args.store == "redis":
         import redis
 
@@ -130,7 +131,10 @@ def spawn(path: str, store: str, users: int, data_dir: Path, redis_url: str) -> 
         "--redis-url",
         redis_url,
     ]
-    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    # Feast's Spark engine writes from Python workers, which run PYSPARK_PYTHON (else `python3` on
+    # PATH): this interpreter, as in an activated environment or the ml image
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable}
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
     if out.returncode != 0:
         raise SystemExit(f"{path}/{store} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -144,7 +148,10 @@ def main() -> None:
     ap.add_argument("--redis-url", default="redis://127.0.0.1:6379/14")
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    ap.add_argument("--path", choices=["ours", "feast"], help=argparse.SUPPRESS)
+    ap.add_argument("--path", choices=["ours", "feast", "feast-spark"], help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--feast-spark", action="store_true", help="also Feast's materialize on its Spark engine (--feast-users)"
+    )
     ap.add_argument("--store", help=argparse.SUPPRESS)
     ap.add_argument("--data-dir", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -156,6 +163,8 @@ def main() -> None:
     sizes = {"ours": args.users}
     if args.feast_users:
         sizes["feast"] = min(args.feast_users, args.users)
+        if args.feast_spark:
+            sizes["feast-spark"] = sizes["feast"]
     data_dirs = {}
     for n in sorted(set(sizes.values())):
         d = work / f"users-{n}"
@@ -167,7 +176,7 @@ def main() -> None:
         data_dirs[n] = d
 
     print(
-        f"\n{'path':<7}{'store':<8}{'users':>10}{'rows':>11}{'seconds':>10}{'rows/s':>11}{'users/s':>10}"
+        f"\n{'path':<12}{'store':<8}{'users':>10}{'rows':>11}{'seconds':>10}{'rows/s':>11}{'users/s':>10}"
         f"{'CPU s':>8}{'peak RSS MB':>13}  note"
     )
     results = []
@@ -180,7 +189,7 @@ def main() -> None:
                 est = r["seconds"] * args.users / n
                 note = f"measured on {n:,} users; {args.users:,}-user time extrapolated ≈ {est:,.0f}s"
             print(
-                f"{path:<7}{store:<8}{n:>10,}{r['rows']:>11,}{r['seconds']:>10.1f}{rate:>11,.0f}"
+                f"{path:<12}{store:<8}{n:>10,}{r['rows']:>11,}{r['seconds']:>10.1f}{rate:>11,.0f}"
                 f"{rate / len(FEATURE_VIEWS):>10,.0f}{r['cpu_seconds']:>8.1f}{r['peak_rss_mb']:>13,.0f}  {note}",
                 flush=True,
             )

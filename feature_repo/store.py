@@ -84,7 +84,16 @@ def config_dict(settings: Settings) -> dict[str, Any]:
         "entity_key_serialization_version": 3,
         # Only used when someone runs Feast's own materialize: bounded batches keep memory flat.
         "materialization": {"online_write_batch_size": max(1, min(settings.materialize_batch_rows, 50_000))},
+        **batch_engine(settings),
     }
+
+
+def batch_engine(settings: Settings) -> dict[str, Any]:
+    """Feast's own materialization (``feast materialize``) on the engine the settings select: with
+    Spark, Feast's Spark compute engine on the same session configuration; else Feast's default."""
+    if settings.engine == "spark":
+        return {"batch_engine": {"type": "spark.engine", "spark_conf": spark_conf(settings)}}
+    return {}
 
 
 def offline_store(settings: Settings) -> dict[str, Any]:

@@ -79,6 +79,8 @@ def test_spark_engine_renders_feasts_spark_offline_store_and_spark_sources(tmp_p
     conf = cfg.offline_store.spark_conf
     assert conf["spark.master"] == "spark://spark-master:7077" and conf["spark.executor.memory"] == "4g"
     assert conf["spark.sql.session.timeZone"] == "UTC"
+    assert cfg.batch_engine.type == "spark.engine" and cfg.batch_engine.spark_conf == conf
+    assert "batch_engine" not in cfs.config_dict(Settings.from_env(env={}, data_dir=tmp_path))
     sources = build_definitions(s).sources
     assert {type(src).__name__ for src in sources.values()} == {"SparkSource"}
     assert sources["history"].path == f"{s.features_dir}/history"
