@@ -20,9 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+import pyarrow.parquet as pq
+
 from churn.errors import AggregationError
 from churn.io import replace_dirs, staging_dir
-from churn.layout import partition_dates, partition_files
+from churn.layout import parse_partition, partition_dates, partition_files
 from churn.schema import (
     ENGAGEMENT_METRICS,
     FEATURE_SERVICES,
@@ -434,9 +436,22 @@ def _build_long_rows(session: AggregationSession, start: dt.date, carried: list[
     )
 
 
-def view_columns(view: str) -> list[str]:
-    """The columns a view's partition files hold, in order (``date`` is the partition's name)."""
-    return [f.name for f in feature_table_schema(view)]
+def publish_partitions(root: Path, view: str, written: Path) -> None:
+    """Swap the ``date=`` folders an engine wrote under ``written`` into ``root``, once every file
+    in them has the view's columns and types (Feast and DuckDB read both engines' files as one).
+    Other entries (an engine's side files: Spark's checksums and markers) are not published."""
+    schema = feature_table_schema(view)
+    entries = written.iterdir() if written.exists() else ()  # no rows, no folder
+    parts = sorted(p for p in entries if p.is_dir() and parse_partition(p.name) is not None)
+    for part in parts:
+        for file in part.iterdir():
+            if not file.name.endswith(".parquet"):
+                file.unlink()
+                continue
+            got = pq.read_schema(file)
+            if [(f.name, f.type) for f in got] != [(f.name, f.type) for f in schema]:
+                raise AggregationError(f"{view}/{part.name}: wrote {got}, expected {schema}")
+    replace_dirs([(part, root / part.name) for part in parts])
 
 
 class DuckDBAggregation:
@@ -463,21 +478,14 @@ class DuckDBAggregation:
         return int(self.con.execute(sql).fetchone()[0])
 
     def write_view(self, root: Path, view: str, table: str) -> None:
-        """Write to a temp dir, check the columns, then swap each partition in."""
-        names = view_columns(view)
+        columns = ", ".join(feature_table_schema(view).names)
         with staging_dir(root) as tmp:
             self.con.execute(
-                f"COPY (SELECT {', '.join(names)}, date FROM {table}) TO '{tmp}' "
+                f"COPY (SELECT {columns}, date FROM {table}) TO '{tmp}' "
                 "(FORMAT PARQUET, PARTITION_BY (date), FILENAME_PATTERN 'part-{i}', COMPRESSION zstd, "
                 "OVERWRITE_OR_IGNORE)"
             )
-            got = self.con.execute(
-                f"DESCRIBE SELECT * FROM read_parquet('{tmp}/*/*.parquet', hive_partitioning=false)"
-            )
-            written = [r[0] for r in got.fetchall()]
-            if written != names:
-                raise AggregationError(f"{view}: wrote columns {written}, expected {names}")
-            replace_dirs([(part, root / part.name) for part in sorted(tmp.iterdir())])
+            publish_partitions(root, view, tmp)
 
     def close(self) -> None:
         self.con.close()

@@ -2,25 +2,20 @@
 
 Each statement is translated by :mod:`jobs.spark_sql` and becomes a cached temporary view of the
 session Feast's Spark offline store also uses (same master, same configuration). Views are written
-by Spark, partitioned by date, into a staging folder; each partition is checked against the view's
-schema and swapped in as DuckDB's are, so readers never see half a day.
+by Spark, partitioned by date, into a staging folder and published by the same check and swap as
+DuckDB's (:func:`jobs.aggregate.publish_partitions`), so readers never see half a day.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
-from churn.errors import AggregationError
-from churn.io import replace_dirs, staging_dir
-from churn.layout import parse_partition
+from churn.io import staging_dir
 from churn.schema import feature_table_schema
 from churn.settings import Settings
 from feature_repo.store import spark_conf
+from jobs.aggregate import publish_partitions
 from jobs.spark_sql import spark_statements
 
 if TYPE_CHECKING:
@@ -73,17 +68,10 @@ class SparkAggregation:
         return int(self.spark.sql(query).collect()[0][0])
 
     def write_view(self, root: Path, view: str, table: str) -> None:
-        schema = feature_table_schema(view)
-        frame = self.spark.table(table).select(*schema.names, "date")
+        frame = self.spark.table(table).select(*feature_table_schema(view).names, "date")
         with staging_dir(root) as tmp:
-            out = tmp / "spark"
-            frame.write.partitionBy("date").option("compression", "zstd").parquet(str(out))
-            written = out.iterdir() if out.exists() else ()  # no rows, no folder
-            parts = sorted(p for p in written if p.is_dir() and parse_partition(p.name) is not None)
-            for part in parts:
-                _keep_parquet_only(part)
-                _check_schema(view, part, schema)
-            replace_dirs([(part, root / part.name) for part in parts])
+            frame.write.partitionBy("date").option("compression", "zstd").parquet(str(tmp / "spark"))
+            publish_partitions(root, view, tmp / "spark")
 
     def close(self) -> None:
         for view in self.views:
@@ -91,23 +79,3 @@ class SparkAggregation:
         self.spark.catalog.clearCache()
         for key, value in self.restore.items():
             self.spark.conf.unset(key) if value is None else self.spark.conf.set(key, value)
-
-
-def _keep_parquet_only(part: Path) -> None:
-    """Spark's checksum side files are not partition content."""
-    for entry in part.iterdir():
-        if not entry.name.endswith(".parquet"):
-            os.remove(entry)
-
-
-def _check_schema(view: str, part: Path, schema: pa.Schema) -> None:
-    """Every file Spark wrote has the view's columns and types (Feast and DuckDB read them as one)."""
-    for file in part.glob("*.parquet"):
-        got = pq.read_schema(file)
-        names = got.names
-        if names != schema.names:
-            raise AggregationError(f"{view}/{part.name}: Spark wrote columns {names}, expected {schema.names}")
-        for want in schema:
-            have = got.field(want.name).type
-            if have != want.type:
-                raise AggregationError(f"{view}/{part.name}: {want.name} is {have}, expected {want.type}")

@@ -59,9 +59,7 @@ def _literal(value: object) -> exp.Expression:
         return exp.cast(exp.Literal.string(value.isoformat(sep=" ")), exp.DataType.build("TIMESTAMP"))
     if isinstance(value, dt.date):
         return exp.cast(exp.Literal.string(value.isoformat()), exp.DataType.build("DATE"))
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise AggregationError(f"no SQL literal for {value!r}")
-    return exp.Literal.string(value) if isinstance(value, str) else exp.Literal.number(value)
+    raise AggregationError(f"no SQL literal for {value!r}: the aggregation's parameters are dates and times")
 
 
 def rewrite_asof_joins(query: exp.Expression) -> exp.Expression:
