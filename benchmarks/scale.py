@@ -11,7 +11,8 @@ slope of log(seconds) over log(users); the projection to ``--project`` users mul
 largest measured size by that growth and says which resource a step would run out of first
 (projected peak RSS over the machine's memory), or whether the loop fits ``--budget-min``.
 
-    .venv/bin/python benchmarks/scale.py [--users 50000,100000,200000] [--days 150] [--project 10000000]
+    .venv/bin/python benchmarks/scale.py [--users 50000,100000,200000] [--days N] [--project 10000000]
+        [--setup-chunk-days 3] [--setup-training-rows 200000]   # for sizes whose set-up would not fit
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 CHURN = [sys.executable, "-m", "cli.main"]
+SETUP_KEYS = ("CHURN_BUILD_CHUNK_DAYS", "CHURN_MAX_TRAINING_ROWS", "CHURN_N_CUTOFFS", "CHURN_MIN_HISTORY_DAYS")
 STEPS = ("import", "aggregate", "materialize", "score", "drift")
 END = dt.date.today() - dt.timedelta(days=1)
 
@@ -57,8 +59,46 @@ def _redis_memory(redis_url: str) -> int:
     return int(redis.Redis.from_url(redis_url).info("memory")["used_memory"])
 
 
+def history_days() -> int:
+    """The least history a site needs here: what a daily build reads in full (its longest window
+    plus the scope), or what training's three cutoffs need (a label horizon after each, the first
+    one a day after the first event), whichever is longer; plus the new day."""
+    from churn.settings import Settings
+    from jobs.aggregate import MAX_WINDOW
+
+    s = Settings()
+    return max(MAX_WINDOW + s.scope_days, 3 * s.churn_horizon_days + 1) + 1
+
+
+def _setup_env(args: argparse.Namespace, days: int) -> dict[str, str]:
+    """Knobs for the untimed set-up only: its first build's spans and its training set.
+
+    With ``--setup-training-rows`` the model is there only to be scored: one small cutoff, and as
+    little history before it as the short site leaves (training, validation and test cutoffs each
+    need a label horizon after them).
+    """
+    from churn.settings import Settings
+
+    env = dict(os.environ)
+    if args.setup_chunk_days is not None:
+        env["CHURN_BUILD_CHUNK_DAYS"] = str(args.setup_chunk_days)
+    if args.setup_training_rows:
+        s = Settings()
+        history = max(0, min(s.min_history_days, days - 3 * s.churn_horizon_days - 2))
+        env.update(
+            CHURN_MAX_TRAINING_ROWS=str(args.setup_training_rows),
+            CHURN_N_CUTOFFS="1",
+            CHURN_MIN_HISTORY_DAYS=str(history),
+        )
+    return env
+
+
 def prepare(data_dir: Path, users: int, days: int, redis_url: str) -> tuple[dt.date, dict[str, Path]]:
-    """The site up to the day before its newest, and the newest day's delivery as Parquet files."""
+    """The site up to the day before its newest, and the newest day's delivery as Parquet files.
+
+    Set-up keys come from this process's environment (see ``_setup_env``); the timed steps get
+    the plain defaults.
+    """
     import duckdb
     import redis
 
@@ -71,7 +111,8 @@ def prepare(data_dir: Path, users: int, days: int, redis_url: str) -> tuple[dt.d
     from training.train import run_training
 
     redis.Redis.from_url(redis_url).flushdb()
-    settings = Settings.from_env(env=_env(data_dir, redis_url))
+    setup_env = {k: v for k, v in os.environ.items() if k in SETUP_KEYS}
+    settings = Settings.from_env(env=_env(data_dir, redis_url) | setup_env)
     generate_store(settings, users=users, days=days, seed=3, end_date=END)
     day_date = partition_dates(settings.raw_dir / "events")[-1]
     delivery = data_dir.parent / f"delivery-{users}"
@@ -104,7 +145,7 @@ def run_step(name: str, args: list[str], env: dict[str, str]) -> dict[str, Any]:
     return {"seconds": seconds, "peak_rss_mb": usage.ru_maxrss / 1024}
 
 
-def measure(users: int, days: int, work: Path, redis_url: str) -> dict[str, Any]:
+def measure(users: int, days: int, work: Path, redis_url: str, setup_env: dict[str, str]) -> dict[str, Any]:
     import redis
 
     data_dir = work / f"users-{users}" / "data"
@@ -116,13 +157,14 @@ def measure(users: int, days: int, work: Path, redis_url: str) -> dict[str, Any]
     made = subprocess.run(
         [sys.executable, __file__, "--prepare", str(data_dir), "--users", str(users), "--days", str(days),
          "--redis-url", redis_url],
-        cwd=ROOT, capture_output=True, text=True, check=False,
+        cwd=ROOT, capture_output=True, text=True, check=False, env=setup_env,
     )  # fmt: skip
     if made.returncode:
         raise SystemExit(f"set-up of {users:,} users failed:\n{made.stderr[-3000:]}")
     spec = json.loads(made.stdout.strip().splitlines()[-1])
     day, files = dt.date.fromisoformat(spec["day"]), {t: Path(f) for t, f in spec["files"].items()}
     setup_s = time.perf_counter() - t0
+    print(f"  {users:>10,} set-up       {setup_s:8.1f} s (untimed in the table)", flush=True)
     env = _env(data_dir, redis_url)
     next_day = (day + dt.timedelta(days=1)).isoformat()
     commands = {
@@ -164,15 +206,33 @@ def project(results: list[dict[str, Any]], target: int, memory_mb: float, budget
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--users", default="50000,100000,200000")
-    ap.add_argument("--days", type=int, default=150, help="history per site: training needs about four months")
+    ap.add_argument(
+        "--days",
+        type=int,
+        default=None,
+        help="history per site (default: what a daily build reads, longest window + scope + 1)",
+    )
+    ap.add_argument(
+        "--setup-chunk-days",
+        type=int,
+        default=None,
+        help="CHURN_BUILD_CHUNK_DAYS of the set-up's first build (smaller spans, less memory)",
+    )
+    ap.add_argument(
+        "--setup-training-rows",
+        type=int,
+        default=0,
+        help="train the set-up's model on one cutoff of at most this many rows (0: the defaults)",
+    )
     ap.add_argument("--redis-url", default="redis://127.0.0.1:6379/12")
     ap.add_argument("--project", type=int, default=10_000_000, help="users to project the measured growth to")
     ap.add_argument("--budget-min", type=float, default=15.0)
     ap.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "out" / "scale.json")
     ap.add_argument("--prepare", type=Path, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    days = args.days or history_days()
     if args.prepare is not None:  # the set-up child (see measure)
-        day, files = prepare(args.prepare, int(args.users), args.days, args.redis_url)
+        day, files = prepare(args.prepare, int(args.users), days, args.redis_url)
         print(json.dumps({"day": day.isoformat(), "files": {t: str(f) for t, f in files.items()}}))
         return
     memory_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20
@@ -180,7 +240,7 @@ def main() -> None:
     results = []
     try:
         for n in (int(u) for u in args.users.split(",")):
-            results.append(measure(n, args.days, work, args.redis_url))
+            results.append(measure(n, days, work, args.redis_url, _setup_env(args, days)))
             shutil.rmtree(work / f"users-{n}", ignore_errors=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
