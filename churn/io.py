@@ -78,6 +78,25 @@ def staging_dir(near: DataPath) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def shared_staging_dir(near: DataPath) -> Iterator[DataPath]:
+    """A staging folder for outputs a cluster engine writes (Spark's executors), removed on exit.
+
+    Unlike ``staging_dir`` it lives beside ``near`` on ``near``'s own storage, a ``.tmp-`` prefix
+    on object storage too: every worker can write there, where a local temporary folder would be
+    on one machine only. Publish its folders with ``replace_dirs``.
+    """
+    if not is_remote(near):
+        with staging_dir(near) as tmp:
+            yield tmp
+        return
+    tmp = near / f"{TMP_PREFIX}staging-{uuid.uuid4().hex[:8]}"
+    try:
+        yield tmp
+    finally:
+        remove_tree(tmp)
+
+
 def replace_dir(src: Path, final: DataPath) -> None:
     """Swap the local folder ``src`` in for ``final``; the old content goes only after the swap.
 
@@ -231,10 +250,16 @@ def _check_size(fs: Any, key: str, local: Path) -> None:
         raise OSError(f"upload of {local.name} is incomplete ({size} of {local.stat().st_size} bytes)")
 
 
-def replace_dirs(pairs: list[tuple[Path, DataPath]]) -> None:
+def replace_dirs(pairs: list[tuple[DataPath, DataPath]]) -> None:
     """``replace_dir`` for many folders at once (a feature view's partitions): one batch of
-    concurrent uploads, one listing to check them and one of the old content, concurrent copies."""
+    concurrent uploads, one listing to check them and one of the old content, concurrent copies.
+
+    The sources may also be folders already on the target's object storage (``shared_staging_dir``):
+    then nothing is uploaded, the staged objects are copied onto their final keys the same way."""
     if not pairs:
+        return
+    if is_remote(pairs[0][0]):
+        _swap_staged_dirs(pairs)
         return
     if not is_remote(pairs[0][1]):
         for src, final in pairs:
@@ -269,16 +294,37 @@ def _publish_dirs(pairs: list[tuple[Path, DataPath]]) -> None:
         for p, key in zip(local, staged, strict=True):
             if sizes.get(key) != p.stat().st_size:
                 raise OSError(f"upload of {p.name} to {key} is incomplete")
-        targets = tuple(f"{fs_path(target)}/" for _, target in pairs)
-        old = {k for k in fs.find(parent) if k.startswith(targets)}
-        if staged:
-            fs.copy(staged, final)
-        stale = sorted(old - set(final))
-        if stale:
-            fs.rm(stale)
+        _copy_over(fs, parent, [t for _, t in pairs], staged, final)
     finally:
         with contextlib.suppress(FileNotFoundError):
             fs.rm(staging, recursive=True)
+
+
+def _swap_staged_dirs(pairs: list[tuple[DataPath, DataPath]]) -> None:
+    """Publish folders already staged on the targets' object storage (see ``replace_dir``)."""
+    fs = pairs[0][1].fs
+    for parent in {fs_path(final.parent) for _, final in pairs}:
+        group = [(src, final) for src, final in pairs if fs_path(final.parent) == parent]
+        staged, final = [], []
+        for src, target in group:
+            base = fs_path(src)
+            for key in sorted(fs.find(base)):
+                staged.append(key)
+                final.append(f"{fs_path(target)}/{key[len(base) + 1 :]}")
+        _copy_over(fs, parent, [t for _, t in group], staged, final)
+    for src, _ in pairs:
+        remove_tree(src)
+
+
+def _copy_over(fs: Any, parent: str, targets: list[DataPath], staged: list[str], final: list[str]) -> None:
+    """Copy staged objects onto their final keys, then drop the keys the new folders no longer have."""
+    prefixes = tuple(f"{fs_path(target)}/" for target in targets)
+    old = {k for k in fs.find(parent) if k.startswith(prefixes)}
+    if staged:
+        fs.copy(staged, final)
+    stale = sorted(old - set(final))
+    if stale:
+        fs.rm(stale)
 
 
 def remove_tree(path: DataPath) -> None:

@@ -305,13 +305,6 @@ class Settings:
         bad = _parse_pairs(self.spark_conf)[1]
         if bad:
             raise SettingsError(f"{PREFIX}SPARK_CONF: {', '.join(map(repr, bad))} is not key=value")
-        if self.engine == "spark" and self.remote:
-            # Spark reads object storage through s3a:// and the hadoop-aws jars, which this
-            # release neither configures nor tests: refused rather than failing inside a job.
-            raise SettingsError(
-                f"{PREFIX}ENGINE=spark with the data on object storage ({self.data_dir}) is not supported yet: "
-                "use a path every Spark executor can read, or CHURN_ENGINE=duckdb"
-            )
 
     # --- derived paths (the map itself is churn.layout; these forward to it) ------------
     @property

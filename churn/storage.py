@@ -57,6 +57,13 @@ def fs_path(path: DataPath) -> str:
     return path.path if is_remote(path) else str(path)
 
 
+def spark_uri(path: DataPath | str) -> str:
+    """The path as Spark's Hadoop filesystems name it: an S3 object through ``s3a://`` (the
+    hadoop-aws connector; Hadoop has no ``s3://``), a local path as it is."""
+    text = str(path)
+    return "s3a://" + text[len("s3://") :] if text.startswith("s3://") else text
+
+
 def duckdb_connect(*roots: DataPath) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection that can read and write under ``roots`` (local or object storage)."""
     import duckdb
@@ -152,7 +159,6 @@ def read_schema(path: DataPath) -> pa.Schema:
         with path.open("rb") as fh:
             return pq.read_schema(fh)
     return pq.read_schema(path)
-
 
 
 def sha256(path: DataPath) -> str:

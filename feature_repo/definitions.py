@@ -25,6 +25,7 @@ from feast.types import Float64, Int64, String
 
 from churn.schema import CREATED_FIELD, ENTITY_KEY, FEATURE_SERVICES, FEATURE_VIEWS, TIMESTAMP_FIELD
 from churn.settings import get_settings
+from churn.storage import spark_uri
 
 if TYPE_CHECKING:
     from churn.settings import Settings
@@ -105,7 +106,7 @@ def _source(settings: Settings, view: str) -> DataSource:
 
         return SparkSource(
             name=f"{view}_source",
-            path=f"{settings.features_dir}/{view}",
+            path=spark_uri(settings.layout.feature_view_dir(view)),
             file_format="parquet",
             timestamp_field=TIMESTAMP_FIELD,
             created_timestamp_column=CREATED_FIELD,

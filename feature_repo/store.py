@@ -126,7 +126,22 @@ def spark_conf(settings: Settings) -> dict[str, str]:
     }
     if (cores := local_cores(settings.spark_master)) is not None:
         conf["spark.sql.shuffle.partitions"] = str(cores)
+    if settings.remote:
+        conf.update(s3a_conf(settings.s3_endpoint_url))
     return {**conf, **settings.spark_conf_items}
+
+
+def s3a_conf(endpoint_url: str) -> dict[str, str]:
+    """Hadoop's s3a connector pointed where the platform's own S3 client points: a custom endpoint
+    (MinIO, Ceph, moto) is addressed path-style, as they expect. Credentials are left to s3a's
+    own chain (environment, web identity, instance profile), like every other S3 client here."""
+    if not endpoint_url:
+        return {}
+    return {
+        "spark.hadoop.fs.s3a.endpoint": endpoint_url,
+        "spark.hadoop.fs.s3a.path.style.access": "true",
+        "spark.hadoop.fs.s3a.connection.ssl.enabled": str(endpoint_url.startswith("https://")).lower(),
+    }
 
 
 def local_cores(master: str) -> int | None:

@@ -20,8 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-import pyarrow.parquet as pq
-
 from churn.errors import AggregationError
 from churn.io import replace_dirs, staging_dir
 from churn.layout import parse_partition, partition_dates, partition_files
@@ -39,7 +37,7 @@ from churn.schema import (
     feature_table_schema,
 )
 from churn.settings import Settings
-from churn.storage import duckdb_connect
+from churn.storage import DataPath, duckdb_connect, read_schema
 
 SQL_DIR = Path(__file__).parent / "sql"
 MAX_WINDOW = max(*WINDOWS, STREAK_DAYS)
@@ -169,9 +167,7 @@ EMPTY_PAYMENTS = [
 def _metric_windows() -> dict[str, tuple[int, ...]]:
     """Per running total, the windows some long-run feature takes as a difference of totals."""
     trend = {w for pair in TREND_PAIRS for w in pair}
-    return {
-        m: tuple(sorted({*LONG_WINDOWS, *(trend if m in TREND_METRICS else ())})) for m in HISTORY_METRICS
-    }
+    return {m: tuple(sorted({*LONG_WINDOWS, *(trend if m in TREND_METRICS else ())})) for m in HISTORY_METRICS}
 
 
 def _long_sql() -> dict[str, str]:
@@ -198,9 +194,7 @@ def _long_sql() -> dict[str, str]:
             totals += [f"           coalesce(p.{m}, 0) - coalesce(p.{m}_before_{w}, 0) AS w_{m}_{w}" for w in ws]
         else:
             totals += [f"           coalesce(n.{m}, 0) - coalesce(a{w}.{m}, 0) AS w_{m}_{w}" for w in ws]
-    history = [
-        f"    CAST(w_{m}_{w} AS {_feature_type(m)}) AS {m}_{w}d," for w in LONG_WINDOWS for m in HISTORY_METRICS
-    ]
+    history = [f"    CAST(w_{m}_{w} AS {_feature_type(m)}) AS {m}_{w}d," for w in LONG_WINDOWS for m in HISTORY_METRICS]
     history += [f"    CAST(t_{m} AS {_feature_type(m)}) AS {m}_lifetime," for m in HISTORY_METRICS]
     # Per-day rates compared: zero activity over the longer window has no rate, so NULL (missing).
     ratios = [
@@ -436,19 +430,20 @@ def _build_long_rows(session: AggregationSession, start: dt.date, carried: list[
     )
 
 
-def publish_partitions(root: Path, view: str, written: Path) -> None:
+def publish_partitions(root: DataPath, view: str, written: DataPath) -> None:
     """Swap the ``date=`` folders an engine wrote under ``written`` into ``root``, once every file
     in them has the view's columns and types (Feast and DuckDB read both engines' files as one).
-    Other entries (an engine's side files: Spark's checksums and markers) are not published."""
+    Other entries (an engine's side files: Spark's checksums and markers) are not published.
+    ``written`` is a local folder, or a staging prefix on ``root``'s object storage."""
     schema = feature_table_schema(view)
     entries = written.iterdir() if written.exists() else ()  # no rows, no folder
-    parts = sorted(p for p in entries if p.is_dir() and parse_partition(p.name) is not None)
+    parts = sorted((p for p in entries if p.is_dir() and parse_partition(p.name) is not None), key=lambda p: p.name)
     for part in parts:
         for file in part.iterdir():
             if not file.name.endswith(".parquet"):
                 file.unlink()
                 continue
-            got = pq.read_schema(file)
+            got = read_schema(file)
             if [(f.name, f.type) for f in got] != [(f.name, f.type) for f in schema]:
                 raise AggregationError(f"{view}/{part.name}: wrote {got}, expected {schema}")
     replace_dirs([(part, root / part.name) for part in parts])

@@ -8,12 +8,12 @@ DuckDB's (:func:`jobs.aggregate.publish_partitions`), so readers never see half 
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from churn.io import staging_dir
+from churn.io import shared_staging_dir
 from churn.schema import feature_table_schema
 from churn.settings import Settings
+from churn.storage import DataPath, spark_uri
 from feature_repo.store import spark_conf
 from jobs.aggregate import publish_partitions
 from jobs.spark_sql import spark_statements
@@ -53,7 +53,7 @@ class SparkAggregation:
     def relation(self, name: str, files: list[str]) -> str:
         # explicit files: Spark discovers no partition columns from their folders
         view = f"source_{name}"
-        self.spark.read.parquet(*files).createOrReplaceTempView(view)
+        self.spark.read.parquet(*(spark_uri(f) for f in files)).createOrReplaceTempView(view)
         self.views.append(view)
         return view
 
@@ -67,10 +67,12 @@ class SparkAggregation:
         (table, query), *_ = spark_statements(f"CREATE OR REPLACE TEMP TABLE scalar AS {sql}")
         return int(self.spark.sql(query).collect()[0][0])
 
-    def write_view(self, root: Path, view: str, table: str) -> None:
+    def write_view(self, root: DataPath, view: str, table: str) -> None:
+        # Staged on the view's own storage, where every executor can write (a bucket prefix on
+        # object storage), then checked and published like DuckDB's.
         frame = self.spark.table(table).select(*feature_table_schema(view).names, "date")
-        with staging_dir(root) as tmp:
-            frame.write.partitionBy("date").option("compression", "zstd").parquet(str(tmp / "spark"))
+        with shared_staging_dir(root) as tmp:
+            frame.write.partitionBy("date").option("compression", "zstd").parquet(spark_uri(tmp / "spark"))
             publish_partitions(root, view, tmp / "spark")
 
     def close(self) -> None:

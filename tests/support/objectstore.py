@@ -98,3 +98,26 @@ def s3_settings(server: S3Server, bucket: str, scratch: Path, **fields: Any) -> 
     }
     values.update({f"CHURN_{k.upper()}": str(v) for k, v in fields.items() if v is not None})
     return Settings.from_env(env=values)
+
+
+S3A_JARS = ("hadoop-aws-3.3.1.jar", "aws-java-sdk-bundle-1.11.901.jar")
+S3A_COMPAT = (
+    # hadoop-aws 3.3.1 reads these as plain numbers; Hadoop 3.5's defaults (pyspark's) are durations
+    "spark.hadoop.fs.s3a.threads.keepalivetime=60",
+    "spark.hadoop.fs.s3a.connection.establish.timeout=30000",
+    "spark.hadoop.fs.s3a.connection.timeout=200000",
+    "spark.hadoop.fs.s3a.multipart.purge.age=86400",
+    # and its credential chain names AWS SDK v2 classes, which the 1.x bundle does not have
+    "spark.hadoop.fs.s3a.aws.credentials.provider=com.amazonaws.auth.EnvironmentVariableCredentialsProvider",
+)
+
+
+def s3a_spark_conf() -> str:
+    """``CHURN_SPARK_CONF`` items that give a Spark session the s3a:// filesystem: the hadoop-aws jars
+    ``make tools`` extracts (the only hadoop-aws on a registry these machines reach, built for Hadoop
+    3.3; a cluster uses the one matching its Spark, README "Scale"), on the driver's class path."""
+    root = Path(os.environ.get("TOOLS_DIR", Path.home() / ".cache" / "churn-platform" / "tools")) / "spark-jars"
+    jars = [root / name for name in S3A_JARS]
+    if not all(j.exists() for j in jars):
+        skip_or_fail(f"the s3a jars are not in {root}: run `make tools`")
+    return ",".join([f"spark.driver.extraClassPath={':'.join(map(str, jars))}", *S3A_COMPAT])
