@@ -111,11 +111,11 @@ def spark_conf(settings: Settings) -> dict[str, str]:
     comparison), no UI, then the operator's own ``CHURN_SPARK_CONF`` on top.
 
     In local mode shuffles get one partition per core: Spark's default (200, sized for clusters)
-    turns every shuffle of a small job into hundreds of tasks on a few threads.
+    turns every shuffle of a small job into hundreds of tasks on a few threads. A process that
+    ``spark-submit`` started (a Spark Operator application's driver) keeps the master and sizes
+    it was submitted with: the builder's settings would override them.
     """
     conf = {
-        "spark.master": settings.spark_master,
-        "spark.app.name": "churn-platform",
         "spark.sql.session.timeZone": "UTC",
         "spark.ui.enabled": "false",
         "spark.ui.showConsoleProgress": "false",
@@ -124,8 +124,10 @@ def spark_conf(settings: Settings) -> dict[str, str]:
         "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
         "spark.hadoop.mapreduce.fileoutputcommitter.marksuccessfuljobs": "false",
     }
-    if (cores := local_cores(settings.spark_master)) is not None:
-        conf["spark.sql.shuffle.partitions"] = str(cores)
+    if not submitted_by_spark():
+        conf.update({"spark.master": settings.spark_master, "spark.app.name": "churn-platform"})
+        if (cores := local_cores(settings.spark_master)) is not None:
+            conf["spark.sql.shuffle.partitions"] = str(cores)
     if settings.remote:
         conf.update(s3a_conf(settings.s3_endpoint_url))
     return {**conf, **settings.spark_conf_items}
@@ -142,6 +144,11 @@ def s3a_conf(endpoint_url: str) -> dict[str, str]:
         "spark.hadoop.fs.s3a.path.style.access": "true",
         "spark.hadoop.fs.s3a.connection.ssl.enabled": str(endpoint_url.startswith("https://")).lower(),
     }
+
+
+def submitted_by_spark() -> bool:
+    """True in a Python process ``spark-submit`` launched: it hands the process its JVM's gateway."""
+    return "PYSPARK_GATEWAY_PORT" in os.environ
 
 
 def local_cores(master: str) -> int | None:

@@ -159,3 +159,32 @@ def test_spark_training_set_equals_the_duckdb_one(engines: tuple[Settings, Setti
     assert a.test == T
     at_t = a.frame[a.frame["cutoff"] == T]
     assert len(at_t) > 50 and at_t["logins_7d"].max() < EXTREME  # the half-written sibling was not read
+
+
+def test_spark_submit_driver_keeps_the_submitted_master(small_store: Settings, tmp_path) -> None:
+    """As a Spark Operator application's driver runs the CLI: ``spark-submit … cli/main.py features
+    build``. The settings name a master that does not exist: the build succeeds only if the session
+    keeps the one spark-submit was given, and it writes DuckDB's rows."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import pyspark
+
+    from tests.support.env import REPO
+
+    site = copy_site(small_store, tmp_path / "site", engine="spark", spark_master="spark://nowhere.invalid:7077")
+    newest = partition_dates(site.features_dir / "engagement")[-1]
+    for view in FEATURE_VIEWS:
+        shutil.rmtree(partition_dir(site.layout.feature_view_dir(view), newest))
+    submit = Path(pyspark.__file__).parent / "bin" / "spark-submit"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHURN_")} | site.as_env()
+    env |= {"PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
+    cmd = [str(submit), "--master", "local[2]", "--conf", "spark.sql.shuffle.partitions=3",
+           str(REPO / "cli" / "main.py"), "features", "build"]  # fmt: skip
+    proc = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    for view in FEATURE_VIEWS:
+        want, got = _view_rows(small_store, view, [newest]), _view_rows(site, view, [newest])
+        pd.testing.assert_frame_equal(got, want, check_exact=True, obj=view)

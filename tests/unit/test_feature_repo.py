@@ -35,9 +35,7 @@ def test_definitions_follow_schema(tmp_path):
     assert sorted(f.name for fv in d.views.values() for f in fv.features) == sorted(ALL_FEATURES)
 
 
-@pytest.mark.parametrize(
-    "store,registry", [("sqlite", ""), ("redis", "postgresql+psycopg://postgres@db:5432/feast")]
-)
+@pytest.mark.parametrize("store,registry", [("sqlite", ""), ("redis", "postgresql+psycopg://postgres@db:5432/feast")])
 def test_rendered_yaml_loads_in_feast(tmp_path, store, registry):
     from feast.repo_config import load_repo_config
 
@@ -127,6 +125,17 @@ def test_spark_engine_on_object_storage_reads_through_s3a(tmp_path):
     assert cfs.spark_conf(aws)["spark.hadoop.fs.s3a.path.style.access"] == "true"
     local = Settings.from_env(env={"CHURN_ENGINE": "spark"}, data_dir=tmp_path)
     assert not any(k.startswith("spark.hadoop.fs.s3a.") for k in cfs.spark_conf(local))
+
+
+def test_a_process_spark_submit_started_keeps_its_master_and_sizes(tmp_path, monkeypatch):
+    s = Settings.from_env(
+        env={"CHURN_ENGINE": "spark", "CHURN_SPARK_CONF": "spark.executor.memory=8g"}, data_dir=tmp_path
+    )
+    assert cfs.spark_conf(s)["spark.master"] == "local[2]"
+    monkeypatch.setenv("PYSPARK_GATEWAY_PORT", "40000")  # what spark-submit hands a Python driver
+    conf = cfs.spark_conf(s)
+    assert not {"spark.master", "spark.app.name", "spark.sql.shuffle.partitions"} & set(conf)
+    assert conf["spark.sql.session.timeZone"] == "UTC" and conf["spark.executor.memory"] == "8g"
 
 
 def test_unknown_engine_is_refused(tmp_path):
