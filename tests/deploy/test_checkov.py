@@ -25,7 +25,7 @@ from tests.support.tools import Rendered, containers, run, split_image
 pytestmark = pytest.mark.deploy
 
 CONFIG = REPO / ".checkov.yaml"
-SCANNED_CASES = ("default", "staging", "production")
+SCANNED_CASES = ("default", "staging", "production", "spark")
 DOCKERFILES = [REPO / "docker" / f"Dockerfile.{name}" for name in ("api", "ml", "drift")]
 FRAMEWORKS = ("kubernetes", "dockerfile")
 

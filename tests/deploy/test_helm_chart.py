@@ -24,8 +24,10 @@ from tests.support.tools import (
     CASES,
     CHART,
     CHURN,
+    SUBMIT_COMMAND,
     VALUES_FILES,
     Rendered,
+    churn_containers,
     containers,
     helm_template,
     run,
@@ -192,7 +194,10 @@ def test_api_deployment_probes_service_hpa(rendered: dict[str, Rendered], case: 
 def test_security_contexts(rendered: dict[str, Rendered], case: str) -> None:
     r = rendered[case]
     for sa in r.of_kind("ServiceAccount"):
-        assert sa["automountServiceAccountToken"] is False
+        # Only a Spark driver's account hands pods a token (the driver creates its executors); the
+        # daily pod's Spark submitter mounts a projected one in its own container (test_spark_chart).
+        driver = sa["metadata"]["name"].endswith("-spark-driver")
+        assert sa["automountServiceAccountToken"] is driver, sa["metadata"]["name"]
     for obj, pod in r.workloads():
         where = f"[{case}] {obj['kind']}/{obj['metadata']['name']}"
         assert pod.get("automountServiceAccountToken") is False, where
@@ -255,7 +260,7 @@ def test_churn_workloads_use_object_storage_and_local_scratch(rendered: dict[str
             assert set(v) - {"name"} <= {"emptyDir", "configMap", "projected"}, (
                 f"[{case}] {obj['metadata']['name']}: volume {v['name']} is not pod-local: {v}"
             )
-        for c in containers(pod):
+        for c in churn_containers(pod):
             where = f"[{case}] {obj['metadata']['name']}/{c['name']}"
             assert {"configMapRef": {"name": cm_name}} in c["envFrom"], f"{where}: no CHURN_* ConfigMap"
             env = _env(r, c)
@@ -296,7 +301,7 @@ def test_config_and_secrets(rendered: dict[str, Rendered], case: str) -> None:
         assert re.fullmatch(r"CHURN_[A-Z0-9_]+|AWS_(DEFAULT_)?REGION|HOME|MPLCONFIGDIR|NUMBA_CACHE_DIR", key), key
     assert not (S3_KEYS & cfg.keys())
     for obj, pod in _churn_workloads(r):
-        for c in containers(pod):
+        for c in churn_containers(pod):
             env = c.get("env", [])
             refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in env if "secretKeyRef" in e.get("valueFrom", {})}
             # the pod's own namespace, by which the daily run groups its pushed metrics
@@ -343,7 +348,16 @@ def test_jobs_run_the_contract_commands(rendered: dict[str, Rendered], case: str
         (drift, ["--date", "yesterday", "--exit-zero"]),  # the drift image: alibi-detect never in the ML image
         (ml, ["daily", "--date", "yesterday", "--from", "retrain"]),  # retrain → housekeeping
     ]
-    assert len(pod["initContainers"]) == 2 and len(pod["containers"]) == 1
+    if case == "spark":  # the Spark-sized steps as SparkApplications, each waited for (test_spark_chart)
+        submit = (split_image(values["spark"]["submitter"]["image"])[0], SUBMIT_COMMAND)
+        expected_chain = [
+            (ml, ["daily", "--date", "yesterday", "--to", "ingest"]),
+            (submit, ["features"]),
+            (ml, ["daily", "--date", "yesterday", "--from", "score", "--to", "interventions"]),
+            expected_chain[1],
+            (submit, ["retrain"]),
+        ]
+    assert len(containers(pod)) == len(expected_chain) and len(pod["containers"]) == 1
     for (image, command, args), ((repo, cmd), exp_args) in zip(_steps(pod), expected_chain, strict=True):
         assert split_image(image)[0].endswith(repo) and command == cmd and args == exp_args, (image, args)
 
@@ -434,7 +448,7 @@ def test_daily_metrics_reach_prometheus_through_the_pushgateway(rendered: dict[s
     r = rendered[case]
     cfg = _config(r)
     gws = [d for d in r.of_kind("Deployment") if d["metadata"]["name"] == "churn-platform-pushgateway"]
-    if case in {"default", "minimal"}:
+    if case in {"default", "minimal", "spark"}:
         assert not gws and cfg["CHURN_PUSHGATEWAY_URL"] == ""
         return
     (gw,) = gws
@@ -466,8 +480,10 @@ def _invocations(rendered: dict[str, Rendered]) -> tuple[set[tuple[str, ...]], s
     """(churn argument lists, drift argument lists) used anywhere in any rendering."""
     churn, drift = set(), set()
     for r in rendered.values():
+        for app in r.spark_applications().values():  # a driver runs the CLI with these arguments
+            churn.add(tuple(app["spec"]["arguments"]))
         for _obj, pod in _churn_workloads(r):
-            for c in containers(pod):
+            for c in churn_containers(pod):
                 if c["command"] == ["churn"]:
                     churn.add(tuple(c["args"]))
                 elif c["command"] == ["python", "-m", "jobs.drift"]:
@@ -758,7 +774,7 @@ def test_images_match_dockerfiles(rendered: dict[str, Rendered]) -> None:
     seen = set()
     for case, r in rendered.items():
         for obj, pod in _churn_workloads(r):
-            for c in containers(pod):
+            for c in churn_containers(pod):
                 where = f"[{case}] {obj['metadata']['name']}/{c['name']}: {c['image']}"
                 repo = re.sub(r"(@[^/]*|:[^/:]*)$", "", c["image"])
                 assert repo in repos, f"{where}: not an image CI builds"
@@ -965,12 +981,17 @@ def test_images_pinned_by_digest_when_set(case: str, tmp_path: Path) -> None:
     image = values_for("default")["image"]
     r = Rendered(case, proc.stdout)
     seen = set()
-    for obj, pod in _churn_workloads(r):
-        for c in containers(pod):
-            repo, _, digest = c["image"].partition("@")
-            key = next(k for k in digests if repo == f"{image['repositoryPrefix']}/{image[k]}")
-            assert digest == digests[key], f"[{case}] {obj['metadata']['name']}/{c['name']}: {c['image']}"
-            seen.add(key)
+    refs = [
+        (f"{obj['metadata']['name']}/{c['name']}", c["image"])
+        for obj, pod in _churn_workloads(r)
+        for c in churn_containers(pod)
+    ]
+    refs += [(f"SparkApplication {step}", app["spec"]["image"]) for step, app in r.spark_applications().items()]
+    for where, ref in refs:
+        repo, _, digest = ref.partition("@")
+        key = next(k for k in digests if repo == f"{image['repositoryPrefix']}/{image[k]}")
+        assert digest == digests[key], f"[{case}] {where}: {ref}"
+        seen.add(key)
     assert seen == set(digests)
 
 
@@ -984,7 +1005,8 @@ def test_images_fall_back_to_the_tag(rendered: dict[str, Rendered], case: str) -
         f"{image['repositoryPrefix']}/{image[k]}" + (f"@{image['digests'][k]}" if image["digests"][k] else f":{tag}")
         for k in ("api", "ml", "drift")
     }
-    refs = {c["image"] for _obj, pod in _churn_workloads(rendered[case]) for c in containers(pod)}
+    refs = {c["image"] for _obj, pod in _churn_workloads(rendered[case]) for c in churn_containers(pod)}
+    refs |= {app["spec"]["image"] for app in rendered[case].spark_applications().values()}
     assert refs and refs <= expected, refs
 
 

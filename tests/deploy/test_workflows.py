@@ -37,8 +37,8 @@ def test_actionlint() -> None:
 
 def test_shellcheck_scripts() -> None:
     shellcheck = require_tool("shellcheck")
-    scripts = sorted(str(p) for p in (REPO / "scripts").glob("*.sh"))
-    assert len(scripts) >= 2, scripts  # install-tools.sh, wheelhouse.sh
+    scripts = sorted(str(p) for p in [*(REPO / "scripts").glob("*.sh"), *(REPO / "charts").rglob("*.sh")])
+    assert len(scripts) >= 3, scripts  # install-tools.sh, wheelhouse.sh, the chart's spark-submit.sh
     proc = run([shellcheck, *scripts])
     assert proc.returncode == 0, proc.stdout + proc.stderr
 

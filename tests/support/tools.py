@@ -61,6 +61,11 @@ CASES: dict[str, list[str]] = {
         "demo.enabled=true,networkPolicy.enabled=true,dashboards.enabled=true,minio.enabled=true,"
         "metrics.pushgateway.enabled=true",
     ],
+    "spark": [
+        "--set",
+        "spark.enabled=true,networkPolicy.enabled=true,storage.endpointUrl=https://s3.eu-central-1.example.com,"
+        "spark.executor.instances=5,spark.executor.memory=16g",
+    ],
     "minimal": [
         "--set",
         "autoscaling.enabled=false,podDisruptionBudget.enabled=false,networkPolicy.enabled=false,"
@@ -120,6 +125,20 @@ class Rendered:
     def crds(self) -> list[dict[str, Any]]:
         return [d for d in self.docs if d["apiVersion"].startswith(CRD_GROUPS)]
 
+    def spark_applications(self) -> dict[str, dict[str, Any]]:
+        """The SparkApplications the daily run submits (spark.enabled), by step, as the submitter
+        fills them in (templates/spark.yaml; its placeholders become a run's values)."""
+        maps = [d for d in self.of_kind("ConfigMap") if d["metadata"]["name"].endswith("-spark")]
+        out = {}
+        for cm in maps:
+            for key, text in cm["data"].items():
+                if key.endswith(".yaml"):
+                    filled = text.replace("__NAME__", "churn-platform-daily-29400000-" + key[:-5])
+                    filled = filled.replace("__POD_NAME__", "churn-platform-daily-29400000-abcde")
+                    filled = filled.replace("__POD_UID__", "8d3b6a43-6f5e-4b8a-9f0e-2f1d8a5c7e10")
+                    out[key[: -len(".yaml")]] = yaml.safe_load(filled)
+        return out
+
     def workloads(self) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
         """(object, pod spec) for every Deployment, Job and CronJob."""
         for d in self.docs:
@@ -148,6 +167,15 @@ def split_image(ref: str) -> tuple[str, str, str]:
 def containers(pod: dict[str, Any]) -> list[dict[str, Any]]:
     """Init containers then containers of a pod spec."""
     return [*pod.get("initContainers", []), *pod["containers"]]
+
+
+SUBMIT_COMMAND = ["sh", "/spark/submit.sh"]
+"""The daily step that submits a SparkApplication and waits for it (spark.enabled)."""
+
+
+def churn_containers(pod: dict[str, Any]) -> list[dict[str, Any]]:
+    """The containers that run churn code (every one but a Spark submitter)."""
+    return [c for c in containers(pod) if c.get("command") != SUBMIT_COMMAND]
 
 
 def render_cases(cases: dict[str, list[str]] = CASES) -> dict[str, Rendered]:

@@ -199,7 +199,9 @@ include "churn.jobPodSpec" (dict "root" . "steps" (list ...))
 {{- $root := .root -}}
 {{- $steps := .steps -}}
 {{- $n := len $steps -}}
-serviceAccountName: {{ include "churn.serviceAccountName" $root }}
+{{- $submits := false -}}
+{{- range $steps }}{{ if .app }}{{ $submits = true }}{{ end }}{{ end -}}
+serviceAccountName: {{ ternary (include "churn.nameWith" (list $root "spark-submit")) (include "churn.serviceAccountName" $root) $submits }}
 automountServiceAccountToken: false
 restartPolicy: Never
 {{- with $root.Values.imagePullSecrets }}
@@ -213,16 +215,27 @@ initContainers:
 {{- range $i, $step := $steps }}
 {{- if lt (add1 $i) $n }}
   - name: {{ $step.name }}
+    {{- if $step.app }}
+    {{- include "churn.sparkSubmitContainer" (dict "root" $root "step" $step) | nindent 4 }}
+    {{- else }}
     {{- include "churn.jobContainer" (dict "root" $root "step" $step) | nindent 4 }}
+    {{- end }}
 {{- end }}
 {{- end }}
 {{- end }}
 containers:
   {{- $main := last $steps }}
   - name: {{ $main.name }}
+    {{- if $main.app }}
+    {{- include "churn.sparkSubmitContainer" (dict "root" $root "step" $main) | nindent 4 }}
+    {{- else }}
     {{- include "churn.jobContainer" (dict "root" $root "step" $main) | nindent 4 }}
+    {{- end }}
 volumes:
   {{- include "churn.volumes" $root | nindent 2 }}
+  {{- if $submits }}
+  {{- include "churn.sparkVolumes" $root | nindent 2 }}
+  {{- end }}
 {{- with $root.Values.jobs.nodeSelector }}
 nodeSelector:
   {{- toYaml . | nindent 2 }}
@@ -330,4 +343,113 @@ jobs ("pushgateway" true) the Pushgateway and the interventions webhook when it 
 {{- with .root.Values.networkPolicy.extraEgress }}
 {{ toYaml . }}
 {{- end }}
+{{- end -}}
+
+{{/* Spark (values "spark") -------------------------------------------------------------------- */}}
+{{/* The image a SparkApplication's driver and executors run: spark.image, else the ml image. */}}
+{{- define "churn.sparkImage" -}}
+{{- if .Values.spark.image.repository -}}
+{{- printf "%s:%s" .Values.spark.image.repository (default (include "churn.imageTag" .) .Values.spark.image.tag) -}}
+{{- else -}}
+{{- include "churn.image" (list . "ml") -}}
+{{- end -}}
+{{- end -}}
+
+{{/* What a SparkApplication's driver and executors share with the churn containers: the settings
+(CHURN_ENGINE=spark on top), the non-root user, no privilege escalation, and the per-pod /tmp and
+scratch emptyDirs (volumes in the application's spec.volumes). */}}
+{{- define "churn.sparkPod" -}}
+labels:
+  {{- include "churn.selectorLabels" . | nindent 2 }}
+  app.kubernetes.io/component: spark
+{{ include "churn.env" . }}
+  - name: CHURN_ENGINE
+    value: spark
+podSecurityContext:
+  {{- toYaml .Values.podSecurityContext | nindent 2 }}
+securityContext:
+  allowPrivilegeEscalation: false
+  capabilities:
+    drop: ["ALL"]
+volumeMounts:
+  {{- include "churn.volumeMounts" . | nindent 2 }}
+{{- end -}}
+
+{{/* A daily step that submits one of the chart's SparkApplications and waits for it to finish
+(templates/spark.yaml, files/spark-submit.sh); only this container sees an API token. */}}
+{{- define "churn.sparkSubmitContainer" -}}
+{{- $root := .root -}}
+image: {{ $root.Values.spark.submitter.image }}
+imagePullPolicy: {{ $root.Values.image.pullPolicy }}
+command: ["sh", "/spark/submit.sh"]
+args: [{{ .step.app | quote }}]
+env:
+  - name: HOME  # kubectl's cache; the root filesystem is read-only
+    value: /tmp
+  - name: JOB_NAME
+    valueFrom:
+      fieldRef:
+        fieldPath: metadata.labels['batch.kubernetes.io/job-name']
+  - name: POD_NAME
+    valueFrom:
+      fieldRef:
+        fieldPath: metadata.name
+  - name: POD_UID
+    valueFrom:
+      fieldRef:
+        fieldPath: metadata.uid
+  - name: SPARK_TIMEOUT_SECONDS
+    value: {{ $root.Values.spark.timeoutSeconds | quote }}
+  - name: SPARK_POLL_SECONDS
+    value: {{ $root.Values.spark.pollSeconds | quote }}
+resources:
+  {{- toYaml $root.Values.spark.submitter.resources | nindent 2 }}
+securityContext:
+  {{- toYaml $root.Values.securityContext | nindent 2 }}
+volumeMounts:
+  - name: tmp
+    mountPath: /tmp
+  - name: spark-apps
+    mountPath: /spark
+    readOnly: true
+  - name: spark-submit-token
+    mountPath: /var/run/secrets/kubernetes.io/serviceaccount
+    readOnly: true
+{{- end -}}
+
+{{/* The submitter's volumes: the manifests and script, and the API token kubectl finds in-cluster. */}}
+{{- define "churn.sparkVolumes" -}}
+- name: spark-apps
+  configMap:
+    name: {{ include "churn.nameWith" (list . "spark") }}
+- name: spark-submit-token
+  projected:
+    sources:
+      - serviceAccountToken:
+          path: token
+          expirationSeconds: 3600
+      - configMap:
+          name: kube-root-ca.crt
+          items:
+            - key: ca.crt
+              path: ca.crt
+      - downwardAPI:
+          items:
+            - path: namespace
+              fieldRef:
+                fieldPath: metadata.namespace
+{{- end -}}
+
+{{/* Egress to the kube-apiserver (spark.apiServer): the submitter and the Spark drivers. */}}
+{{- define "churn.apiServerEgress" -}}
+# The Kubernetes API (spark.apiServer)
+- ports:
+    {{- range .Values.spark.apiServer.ports }}
+    - port: {{ . }}
+      protocol: TCP
+    {{- end }}
+  {{- with .Values.spark.apiServer.to }}
+  to:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
 {{- end -}}
