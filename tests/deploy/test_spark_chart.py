@@ -18,7 +18,16 @@ import pytest
 import yaml
 
 from churn.policies import DAILY_STEPS
-from tests.support.tools import CASES, CHART, SUBMIT_COMMAND, Rendered, containers, render_cases, values_for
+from tests.support.tools import (
+    CASES,
+    CHART,
+    SUBMIT_COMMAND,
+    Rendered,
+    containers,
+    helm_template,
+    render_cases,
+    values_for,
+)
 
 pytestmark = pytest.mark.deploy
 
@@ -61,13 +70,14 @@ def test_the_chain_runs_every_daily_step_once_in_order(r: Rendered) -> None:
     assert "retrain" in _steps_of(apps["retrain"]["spec"]["arguments"])  # the training set on Spark
 
 
-def test_applications_run_the_ml_image_on_spark_with_the_bucket_and_the_sizes(r: Rendered) -> None:
-    (ml,) = {c["image"] for c in containers(_daily_pod(r)) if c["command"] == ["churn"]}
+def test_applications_run_the_spark_image_with_the_bucket_and_the_sizes(r: Rendered) -> None:
+    tag = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
+    image = f"registry.example.com/churn/ml-spark:{tag}"  # the case's spark.image.repository
     cm = next(d for d in r.of_kind("ConfigMap") if d["metadata"]["name"].endswith("-config"))
     for step, app in r.spark_applications().items():
         spec = app["spec"]
         assert app["apiVersion"] == "sparkoperator.k8s.io/v1beta2" and app["kind"] == "SparkApplication"
-        assert (spec["type"], spec["mode"], spec["image"]) == ("Python", "cluster", ml), step
+        assert (spec["type"], spec["mode"], spec["image"]) == ("Python", "cluster", image), step
         assert spec["restartPolicy"] == {"type": "Never"}  # the daily Job's retries redo the chain
         assert spec["executor"]["instances"] == 5 and spec["executor"]["memory"] == "16g"
         assert spec["driver"]["memory"] == values_for("default")["spark"]["driver"]["memory"]
@@ -144,6 +154,20 @@ def test_network_policies_let_spark_pods_talk_to_each_other_and_the_api(r: Rende
     for policy in (spark, jobs):
         ports = {p["port"] for rule in policy["egress"] for p in rule.get("ports", [])}
         assert api_ports <= ports
+
+
+def test_spark_without_its_image_is_refused_with_the_reason() -> None:
+    proc = helm_template(["--set", "spark.enabled=true"])
+    assert proc.returncode != 0 and "spark.image.repository is required" in proc.stderr
+
+
+def test_the_spark_image_is_pinned_by_digest_when_set() -> None:
+    digest = "sha256:" + "ab" * 32
+    proc = helm_template([*CASES[CASE], "--set", f"spark.image.digest={digest}"])
+    assert proc.returncode == 0, proc.stderr
+    for app in Rendered(CASE, proc.stdout).spark_applications().values():
+        assert app["spec"]["image"] == f"registry.example.com/churn/ml-spark@{digest}"
+    assert helm_template([*CASES[CASE], "--set", "spark.image.digest=latest"]).returncode != 0
 
 
 def test_disabled_spark_renders_nothing_of_it() -> None:

@@ -346,12 +346,13 @@ jobs ("pushgateway" true) the Pushgateway and the interventions webhook when it 
 {{- end -}}
 
 {{/* Spark (values "spark") -------------------------------------------------------------------- */}}
-{{/* The image a SparkApplication's driver and executors run: spark.image, else the ml image. */}}
+{{/* The image a SparkApplication's driver and executors run: spark.image (the ml code with Spark). */}}
 {{- define "churn.sparkImage" -}}
-{{- if .Values.spark.image.repository -}}
-{{- printf "%s:%s" .Values.spark.image.repository (default (include "churn.imageTag" .) .Values.spark.image.tag) -}}
+{{- $repo := required "spark.image.repository is required with spark.enabled: the ml code with Java 17, pyspark and Spark's entrypoint (values.yaml)" .Values.spark.image.repository -}}
+{{- if .Values.spark.image.digest -}}
+{{- printf "%s@%s" $repo .Values.spark.image.digest -}}
 {{- else -}}
-{{- include "churn.image" (list . "ml") -}}
+{{- printf "%s:%s" $repo (default (include "churn.imageTag" .) .Values.spark.image.tag) -}}
 {{- end -}}
 {{- end -}}
 
