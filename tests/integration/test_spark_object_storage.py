@@ -86,7 +86,7 @@ def test_spark_builds_the_duckdb_rows_in_the_bucket(small_store: Settings, bucke
     assert partition_dates(bucket_site.layout.feature_view_dir("engagement"))[-REBUILT:] == days
     for view in FEATURE_VIEWS:
         want, got = _view_rows(small_store, view, days), _view_rows(bucket_site, view, days)
-        assert len(want) > 300
+        assert len(want) > 200  # most of the 400 users are in scope on the day
         pd.testing.assert_frame_equal(got, want, check_exact=True, obj=view)
     fs, base = bucket_site.data_dir.fs, fs_path(bucket_site.features_dir)
     left = [k for k in fs.find(base) if ".tmp-" in k or k.endswith(".crc") or k.endswith("_SUCCESS")]
