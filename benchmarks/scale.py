@@ -59,15 +59,21 @@ def _redis_memory(redis_url: str) -> int:
     return int(redis.Redis.from_url(redis_url).info("memory")["used_memory"])
 
 
+def _training_days() -> int:
+    """Days training's three cutoffs span at the least: a label horizon after each, the first one
+    a day after the first event (training.labels.choose_cutoffs)."""
+    from churn.settings import Settings
+
+    return 3 * Settings().churn_horizon_days + 2
+
+
 def history_days() -> int:
     """The least history a site needs here: what a daily build reads in full (its longest window
-    plus the scope), or what training's three cutoffs need (a label horizon after each, the first
-    one a day after the first event), whichever is longer; plus the new day."""
+    plus the scope, and the new day), or what training needs, whichever is longer."""
     from churn.settings import Settings
     from jobs.aggregate import MAX_WINDOW
 
-    s = Settings()
-    return max(MAX_WINDOW + s.scope_days, 3 * s.churn_horizon_days + 1) + 1
+    return max(MAX_WINDOW + Settings().scope_days + 1, _training_days())
 
 
 def _setup_env(args: argparse.Namespace, days: int) -> dict[str, str]:
@@ -83,8 +89,7 @@ def _setup_env(args: argparse.Namespace, days: int) -> dict[str, str]:
     if args.setup_chunk_days is not None:
         env["CHURN_BUILD_CHUNK_DAYS"] = str(args.setup_chunk_days)
     if args.setup_training_rows:
-        s = Settings()
-        history = max(0, min(s.min_history_days, days - 3 * s.churn_horizon_days - 2))
+        history = max(0, min(Settings().min_history_days, days - _training_days()))
         env.update(
             CHURN_MAX_TRAINING_ROWS=str(args.setup_training_rows),
             CHURN_N_CUTOFFS="1",

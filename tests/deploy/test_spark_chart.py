@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from churn.policies import DAILY_STEPS
+from feature_repo.store import s3a_conf
 from tests.support.tools import (
     CASES,
     CHART,
@@ -81,7 +82,8 @@ def test_applications_run_the_spark_image_with_the_bucket_and_the_sizes(r: Rende
         assert spec["restartPolicy"] == {"type": "Never"}  # the daily Job's retries redo the chain
         assert spec["executor"]["instances"] == 5 and spec["executor"]["memory"] == "16g"
         assert spec["driver"]["memory"] == values_for("default")["spark"]["driver"]["memory"]
-        conf = spec["sparkConf"]
+        # the driver's session takes its s3a settings from the platform's one rule, fed by the ConfigMap
+        conf = spec["sparkConf"] | s3a_conf(cm["data"]["CHURN_S3_ENDPOINT_URL"])
         assert conf["spark.hadoop.fs.s3a.endpoint"] == "https://s3.eu-central-1.example.com"
         assert conf["spark.hadoop.fs.s3a.connection.ssl.enabled"] == "true"
         assert conf["spark.hadoop.fs.s3a.path.style.access"] == "true"
