@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from pathlib import Path
 
@@ -21,8 +22,23 @@ def _dockerfile(name: str) -> str:
     return (DOCKER / f"Dockerfile.{name}").read_text()
 
 
-def _final_stage(text: str) -> str:
-    return re.split(r"^FROM ", text, flags=re.M)[-1]
+def _stages(text: str) -> dict[str, str]:
+    """Stage name (or index) -> its text from ``FROM`` on, in order."""
+    out = {}
+    for i, chunk in enumerate(re.split(r"^FROM ", text, flags=re.M)[1:]):
+        m = re.match(r"\S+(?: AS (\S+))?", chunk)
+        out[m.group(1) or str(i)] = chunk
+    return out
+
+
+def _final_stage(text: str, target: str | None = None) -> str:
+    """The stage an image is (the last one, or ``target``); a stage that is only ``FROM <stage>``
+    (a Dockerfile's default target naming another) is that stage."""
+    stages = _stages(text)
+    stage = stages[target] if target else list(stages.values())[-1]
+    while (m := re.fullmatch(r"(\S+) AS \S+\s*", stage)) and m.group(1) in stages:
+        stage = stages[m.group(1)]
+    return stage
 
 
 @pytest.mark.parametrize("name", IMAGES)
@@ -61,11 +77,13 @@ def test_wheels_come_from_one_replaceable_stage(name: str) -> None:
     text = _dockerfile(name)
     stages = dict((stage, image) for image, stage in re.findall(r"^FROM (\S+) AS (\S+)", text, re.M))
     assert stages.get("wheelhouse") == "scratch"
-    build = re.split(r"^FROM ", text, flags=re.M)[3]
-    assert re.search(r"PIP_NO_INDEX=1", build) and re.search(r"PIP_FIND_LINKS=/wheels", build)
-    installs = re.findall(r"^RUN (.*?)(?<!\\)$", build, re.M | re.S)
-    pip = [r for r in installs if "pip install" in r]
-    assert pip and all(r.startswith("--mount=type=bind,from=wheelhouse,target=/wheels") for r in pip), pip
+    installing = {n: s for n, s in _stages(text).items() if "pip install" in s}
+    assert "build" in installing and "download" not in installing  # the download stage only downloads
+    for name, stage in installing.items():
+        assert re.search(r"PIP_NO_INDEX=1", stage) and re.search(r"PIP_FIND_LINKS=/wheels", stage), name
+        installs = re.findall(r"^RUN (.*?)(?<!\\)$", stage, re.M | re.S)
+        pip = [r for r in installs if "pip install" in r]
+        assert all(r.startswith("--mount=type=bind,from=wheelhouse,target=/wheels") for r in pip), (name, pip)
 
 
 @pytest.mark.parametrize("name", ["api", "ml"])
@@ -119,4 +137,39 @@ def test_dockerignore() -> None:
         assert needed not in lines, needed
     for path in Path(REPO / "docker").glob("Dockerfile.*"):
         for src in re.findall(r"^COPY (?!--from)(?:--\S+ )*(\S+) ", path.read_text(), re.M):
-            assert src.split("/")[0] not in lines, f"{path.name}: {src} is excluded by .dockerignore"
+            parts = src.split("/")
+            for prefix in ("/".join(parts[: i + 1]) for i in range(len(parts))):
+                hit = [p for p in lines if fnmatch.fnmatch(prefix, p)]
+                assert not hit, f"{path.name}: {src} is excluded by .dockerignore ({hit})"
+
+
+def test_spark_target_is_the_ml_image_plus_spark() -> None:
+    """The chart's Spark image (ci.yml builds target `spark`): the ml stage as it is, plus a JRE from
+    its own image, pyspark built in a stage of its own, and the entrypoint; no package manager, no
+    pip and no user switch in the image itself."""
+    text = _dockerfile("ml")
+    stages = _stages(text)
+    assert _final_stage(text) == stages["ml"]  # the default target stays the ml image
+    spark = _final_stage(text, "spark")
+    assert spark.startswith("ml AS spark")
+    assert "COPY --from=jre /opt/java/openjdk /opt/java/openjdk" in spark
+    assert "COPY --from=spark-build /opt/site/ /opt/venv/lib/python3.11/site-packages/" in spark
+    assert not re.search(r"apt-get|pip |^USER ", spark, re.M)
+    assert re.search(r'^ENTRYPOINT \["/opt/spark-entrypoint.sh"\]', spark, re.M)
+    assert "--require-hashes" in stages["spark-build"] and "requirements/spark.txt" in stages["spark-build"]
+    assert re.search(r"^ARG JRE_IMAGE=eclipse-temurin:17-jre$", text, re.M)
+
+
+def _pins(lock: str) -> dict[str, str]:
+    text = (REPO / "requirements" / lock).read_text()
+    return dict(re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)", text, re.M))
+
+
+def test_the_spark_lock_pins_what_the_tests_run() -> None:
+    """requirements/spark.txt is compiled against dev.txt (its header), so the image carries the
+    pyspark the Spark tests run and pip-audit checks with dev.txt; a recompiled dev.txt must bring
+    spark.txt along."""
+    spark, dev = _pins("spark.txt"), _pins("dev.txt")
+    assert "pyspark" in spark
+    assert {k: dev.get(k) for k in spark} == spark
+    assert re.search(r"^--no-binary pyspark$", (REPO / "requirements" / "spark.txt").read_text(), re.M)

@@ -20,6 +20,7 @@ import yaml
 from churn.settings import Settings
 from tests.support.contracts import contract_commands, contract_drift_options, contract_metrics, contract_routes
 from tests.support.env import REPO, require_tool
+from tests.support.images import TARGETS
 from tests.support.tools import (
     CASES,
     CHART,
@@ -764,9 +765,11 @@ def test_dashboard_configmap(rendered: dict[str, Rendered]) -> None:
 def test_images_match_dockerfiles(rendered: dict[str, Rendered]) -> None:
     """Every churn container of every rendering names an image CI builds (docker/Dockerfile.<key>),
     runs that image's ENTRYPOINT, and every module of this repository its command imports, from the
-    console script or `python -m` target down, is in that image where Python looks for it."""
+    console script or `python -m` target down, is in that image where Python looks for it. So does
+    every SparkApplication (spark.enabled): the Spark image, its entrypoint, and the CLI file it
+    names as the application installed in it with everything the CLI imports."""
     image_values = values_for("default")["image"]
-    repos = {f"{image_values['repositoryPrefix']}/{image_values[k]}": k for k in ("api", "ml", "drift")}
+    repos = {f"{image_values['repositoryPrefix']}/{image_values[k]}": k for k in ("api", "ml", "drift", "spark")}
     ci = yaml.safe_load((REPO / ".github" / "workflows" / "ci.yml").read_text())
     assert ci["jobs"]["images"]["strategy"]["matrix"]["image"] == list(repos.values()), "CI builds every image"
     images = {key: _image_contents(key) for key in repos.values()}
@@ -792,6 +795,18 @@ def test_images_match_dockerfiles(rendered: dict[str, Rendered]) -> None:
                     missing_by_root[key, root] = _missing_modules(image, root)
                 assert not missing_by_root[key, root], f"{where}: the image lacks {missing_by_root[key, root]}"
                 seen.add(key)
+        for step, app in r.spark_applications().items():
+            where = f"[{case}] SparkApplication {step}: {app['spec']['image']}"
+            key = repos.get(re.sub(r"(@[^/]*|:[^/:]*)$", "", app["spec"]["image"]))
+            assert key == "spark", f"{where}: not the Spark image CI builds"
+            assert images[key]["entrypoint"] == ["/opt/spark-entrypoint.sh"], where
+            assert "/opt/spark-entrypoint.sh" in images[key]["files"], where
+            main = app["spec"]["mainApplicationFile"].removeprefix("local://")
+            site = "/opt/venv/lib/python3.11/site-packages/"
+            assert main.startswith(site) and images[key]["files"].get(main.replace(site, "/site-packages/")), where
+            module = main.removeprefix(site).removesuffix(".py").replace("/", ".")
+            assert not _missing_modules(images[key], module), f"{where}: the image lacks what {module} imports"
+            seen.add(key)
     assert seen == set(repos.values()), f"no container runs {set(repos.values()) - seen}"
 
 
@@ -817,7 +832,7 @@ def _dockerfile_stages(path: Path) -> list[dict]:
         if instr == "FROM":
             words = args.split()
             name = words[-1] if len(words) >= 3 and words[-2].upper() == "AS" else str(len(stages))
-            stages.append({"name": name, "instructions": []})
+            stages.append({"name": name, "base": words[0], "instructions": []})
         elif stages:
             stages[-1]["instructions"].append((instr, args.strip()))
     return stages
@@ -844,7 +859,7 @@ def _stage_files(stage: dict) -> tuple[dict[str, Path], dict[str, str], str, lis
         elif instr == "ENV":
             for word in shlex.split(args):
                 key, _, value = word.partition("=")
-                env[key] = value
+                env[key] = re.sub(r"\$\{?(\w+)\}?", lambda m: env.get(m.group(1), ""), value)
         elif instr in {"COPY", "ADD"}:
             flags, words = _flags(shlex.split(args))
             if "from" in flags:
@@ -914,13 +929,19 @@ def _module_closure(root: str) -> dict[str, Path]:
 
 
 def _image_contents(key: str) -> dict:
-    """The final stage of docker/Dockerfile.<key>: ENTRYPOINT, ENV, WORKDIR, the repo files it holds
-    at their image paths, and the importable roots (PYTHONPATH, WORKDIR, the installed project)."""
-    stages = _dockerfile_stages(REPO / "docker" / f"Dockerfile.{key}")
+    """The image CI builds as ``key`` (the final stage of docker/Dockerfile.<key>, or the target
+    tests.support.images.TARGETS names), with the stages it is built FROM: ENTRYPOINT, ENV, WORKDIR,
+    the repo files it holds at their image paths, and the importable roots (PYTHONPATH, WORKDIR,
+    the installed project)."""
+    dockerfile, target = TARGETS.get(key, (key, None))
+    stages = _dockerfile_stages(REPO / "docker" / f"Dockerfile.{dockerfile}")
     by_name = {s["name"]: s for s in stages}
-    final = stages[-1]
+    chain = [by_name[target] if target else stages[-1]]
+    while chain[0]["base"] in by_name:
+        chain.insert(0, by_name[chain[0]["base"]])
+    final = {"name": chain[-1]["name"], "instructions": [i for s in chain for i in s["instructions"]]}
     files, env, workdir, copied_from = _stage_files(final)
-    entrypoint = next((json.loads(a) for i, a in final["instructions"] if i == "ENTRYPOINT"), None)
+    entrypoint = ([json.loads(a) for i, a in final["instructions"] if i == "ENTRYPOINT"] or [None])[-1]
     installed: dict[str, Path] = {}  # module file -> repo file, for `pip install .` in a copied stage
     scripts: dict[str, str] = {}
     for name in copied_from:
@@ -965,7 +986,7 @@ def _missing_modules(image: dict, root_module: str) -> list[str]:
 
 
 def _digest_values(tmp_path: Path) -> tuple[Path, dict[str, str]]:
-    digests = {key: "sha256:" + hashlib.sha256(key.encode()).hexdigest() for key in ("api", "ml", "drift")}
+    digests = {key: "sha256:" + hashlib.sha256(key.encode()).hexdigest() for key in ("api", "ml", "drift", "spark")}
     path = tmp_path / "digests.yaml"
     path.write_text(yaml.safe_dump({"image": {"digests": digests}}))
     return path, digests
@@ -985,13 +1006,13 @@ def test_images_pinned_by_digest_when_set(case: str, tmp_path: Path) -> None:
         (f"{obj['metadata']['name']}/{c['name']}", c["image"])
         for obj, pod in _churn_workloads(r)
         for c in churn_containers(pod)
-    ]
+    ] + [(f"SparkApplication {step}", app["spec"]["image"]) for step, app in r.spark_applications().items()]
     for where, ref in refs:
         repo, _, digest = ref.partition("@")
         key = next(k for k in digests if repo == f"{image['repositoryPrefix']}/{image[k]}")
         assert digest == digests[key], f"[{case}] {where}: {ref}"
         seen.add(key)
-    assert seen == set(digests)
+    assert seen == set(digests) - (set() if r.spark_applications() else {"spark"})
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -1002,9 +1023,10 @@ def test_images_fall_back_to_the_tag(rendered: dict[str, Rendered], case: str) -
     tag = str(image["tag"] or yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"])
     expected = {
         f"{image['repositoryPrefix']}/{image[k]}" + (f"@{image['digests'][k]}" if image["digests"][k] else f":{tag}")
-        for k in ("api", "ml", "drift")
+        for k in ("api", "ml", "drift", "spark")
     }
     refs = {c["image"] for _obj, pod in _churn_workloads(rendered[case]) for c in churn_containers(pod)}
+    refs |= {app["spec"]["image"] for app in rendered[case].spark_applications().values()}
     assert refs and refs <= expected, refs
 
 

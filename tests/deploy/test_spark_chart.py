@@ -10,6 +10,7 @@ states (no API server can run here).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 from pathlib import Path
@@ -73,7 +74,7 @@ def test_the_chain_runs_every_daily_step_once_in_order(r: Rendered) -> None:
 
 def test_applications_run_the_spark_image_with_the_bucket_and_the_sizes(r: Rendered) -> None:
     tag = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
-    image = f"registry.example.com/churn/ml-spark:{tag}"  # the case's spark.image.repository
+    image = f"ghcr.io/techitfactory/churn-platform/spark:{tag}"  # the chart's Spark image
     cm = next(d for d in r.of_kind("ConfigMap") if d["metadata"]["name"].endswith("-config"))
     for step, app in r.spark_applications().items():
         spec = app["spec"]
@@ -158,18 +159,26 @@ def test_network_policies_let_spark_pods_talk_to_each_other_and_the_api(r: Rende
         assert api_ports <= ports
 
 
-def test_spark_without_its_image_is_refused_with_the_reason() -> None:
-    proc = helm_template(["--set", "spark.enabled=true"])
-    assert proc.returncode != 0 and "spark.image.repository is required" in proc.stderr
+def test_the_spark_image_is_pinned_by_its_digest_like_the_others() -> None:
+    """CI builds the Spark image beside the others (ci.yml's matrix) and pins its digest in
+    image.digests.spark; the applications run exactly that."""
+    digests = {k: "sha256:" + hashlib.sha256(k.encode()).hexdigest() for k in ("api", "ml", "drift", "spark")}
+    sets = ",".join(f"image.digests.{k}={v}" for k, v in digests.items())
+    proc = helm_template([*CASES[CASE], "--set", sets])
+    assert proc.returncode == 0, proc.stderr
+    for app in Rendered(CASE, proc.stdout).spark_applications().values():
+        assert app["spec"]["image"] == f"ghcr.io/techitfactory/churn-platform/spark@{digests['spark']}"
+    assert helm_template([*CASES[CASE], "--set", "image.digests.spark=latest"]).returncode != 0
 
 
-def test_the_spark_image_is_pinned_by_digest_when_set() -> None:
+def test_an_own_spark_image_is_pinned_by_digest_when_set() -> None:
+    own = "spark.image.repository=registry.example.com/churn/ml-spark"
     digest = "sha256:" + "ab" * 32
-    proc = helm_template([*CASES[CASE], "--set", f"spark.image.digest={digest}"])
+    proc = helm_template([*CASES[CASE], "--set", f"{own},spark.image.digest={digest}"])
     assert proc.returncode == 0, proc.stderr
     for app in Rendered(CASE, proc.stdout).spark_applications().values():
         assert app["spec"]["image"] == f"registry.example.com/churn/ml-spark@{digest}"
-    assert helm_template([*CASES[CASE], "--set", "spark.image.digest=latest"]).returncode != 0
+    assert helm_template([*CASES[CASE], "--set", f"{own},spark.image.digest=latest"]).returncode != 0
 
 
 def test_disabled_spark_renders_nothing_of_it() -> None:

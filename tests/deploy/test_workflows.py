@@ -13,7 +13,8 @@ import pytest
 import yaml
 
 from tests.support.env import REPO, require_tool
-from tests.support.tools import containers, helm_template, parse_docs, run, values_for
+from tests.support.images import TARGETS
+from tests.support.tools import Rendered, containers, helm_template, parse_docs, run, values_for
 
 pytestmark = pytest.mark.deploy
 
@@ -37,8 +38,10 @@ def test_actionlint() -> None:
 
 def test_shellcheck_scripts() -> None:
     shellcheck = require_tool("shellcheck")
-    scripts = sorted(str(p) for p in [*(REPO / "scripts").glob("*.sh"), *(REPO / "charts").rglob("*.sh")])
-    assert len(scripts) >= 3, scripts  # install-tools.sh, wheelhouse.sh, the chart's spark-submit.sh
+    shell = [*(REPO / "scripts").glob("*.sh"), *(REPO / "charts").rglob("*.sh"), *(REPO / "docker").glob("*.sh")]
+    scripts = sorted(str(p) for p in shell)
+    # install-tools.sh, wheelhouse.sh, the chart's spark-submit.sh, the Spark image's entrypoint
+    assert len(scripts) >= 4, scripts
     proc = run([shellcheck, *scripts])
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
@@ -129,7 +132,7 @@ def test_github_filter_matcher() -> None:
 
 
 # Fake digests, one per image, to run the workflows' edits on.
-FAKE = {name: "sha256:" + (c * 64) for name, c in (("api", "a"), ("ml", "b"), ("drift", "c"))}
+FAKE = {name: "sha256:" + (c * 64) for name, c in (("api", "a"), ("ml", "b"), ("drift", "c"), ("spark", "d"))}
 
 
 def _apply_yq(script: str, env: dict[str, str], docs: dict[str, dict]) -> set[str]:
@@ -177,12 +180,16 @@ def _step_env(step: dict, outputs: dict[str, str]) -> dict[str, str]:
 
 
 def _rendered_images(value_files: list[Path]) -> dict[str, set[str]]:
-    """{image key: rendered references} of the churn containers rendered with these values files."""
-    proc = helm_template([a for f in value_files for a in ("-f", str(f))] + ["--set", "demo.enabled=true"])
+    """{image key: rendered references} of the churn containers and Spark applications rendered
+    with these values files (the demo and spark.enabled on, so that every image is used)."""
+    sets = ["--set", "demo.enabled=true,spark.enabled=true"]
+    proc = helm_template([a for f in value_files for a in ("-f", str(f))] + sets)
     assert proc.returncode == 0, proc.stderr
     image = values_for("default")["image"]
-    names = {f"{image['repositoryPrefix']}/{image[k]}": k for k in ("api", "ml", "drift")}
+    names = {f"{image['repositoryPrefix']}/{image[k]}": k for k in ("api", "ml", "drift", "spark")}
     refs: dict[str, set[str]] = {}
+    for app in Rendered("workflow", proc.stdout).spark_applications().values():
+        refs.setdefault(names[re.sub(r"(@[^/]*|:[^/:]*)$", "", app["spec"]["image"])], set()).add(app["spec"]["image"])
     for doc in parse_docs(proc.stdout):
         if doc["kind"] not in {"Deployment", "Job", "CronJob"}:
             continue
@@ -207,9 +214,13 @@ def test_ci_pipeline() -> None:
     images = jobs["images"]
     assert images["needs"] == "test"
     assert images["permissions"] == {"contents": "read", "packages": "write"}
-    assert images["strategy"]["matrix"]["image"] == ["api", "ml", "drift"]
+    matrix = images["strategy"]["matrix"]
+    assert matrix["image"] == ["api", "ml", "drift", "spark"]
+    # The Spark image is the ml Dockerfile's `spark` target (tests/support/images.py builds it so)
+    assert matrix["include"] == [{"image": k, "dockerfile": f, "target": t} for k, (f, t) in TARGETS.items()]
     (build,) = _uses(images, "docker/build-push-action")
-    assert build["with"]["file"] == "docker/Dockerfile.${{ matrix.image }}"
+    assert build["with"]["file"] == "docker/Dockerfile.${{ matrix.dockerfile || matrix.image }}"
+    assert build["with"]["target"] == "${{ matrix.target }}"
     assert "type=gha" in build["with"]["cache-from"] and "type=gha" in build["with"]["cache-to"]
     assert "IMAGE=ghcr.io/${GITHUB_REPOSITORY,,}/${{ matrix.image }}" in _runs(images)
 
@@ -279,7 +290,7 @@ def test_staging_deploys_every_tested_build_by_digest(tmp_path: Path) -> None:
     edited = tmp_path / "values-staging.yaml"
     edited.write_text(yaml.safe_dump(docs[values_path]))
     refs = _rendered_images([edited])
-    assert set(refs) == {"api", "ml", "drift"}
+    assert set(refs) == set(FAKE)
     for key, rendered in refs.items():
         assert {r.split("@", 1)[1] for r in rendered if "@" in r} == {FAKE[key]} and all("@" in r for r in rendered)
 
@@ -324,7 +335,7 @@ def test_release_promotes_the_tested_images_without_rebuilding() -> None:
     assert re.search(r'imagetools inspect "\$ref:sha-\$SHA"', promote)
     creates = [line for line in promote.splitlines() if "imagetools create" in line]
     assert creates and all(re.search(r'"\$ref@\$digest"$', line.strip()) for line in creates), creates
-    assert set(jobs["promote"]["outputs"]) == {"api", "ml", "drift"}
+    assert set(jobs["promote"]["outputs"]) == set(FAKE)
 
 
 def test_release_opens_a_pull_request_that_pins_digests_and_the_chart_tag(tmp_path: Path) -> None:
@@ -355,7 +366,7 @@ def test_release_opens_a_pull_request_that_pins_digests_and_the_chart_tag(tmp_pa
     edited = tmp_path / "values-production.yaml"
     edited.write_text(yaml.safe_dump(docs[values_path]))
     refs = _rendered_images([edited])
-    assert set(refs) == {"api", "ml", "drift"}
+    assert set(refs) == set(FAKE)
     for key, rendered in refs.items():
         assert all(r.endswith("@" + FAKE[key]) for r in rendered), rendered
 

@@ -17,9 +17,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from churn.layout import partition_dates, partition_dir
-from churn.schema import FEATURE_VIEWS, feature_table_schema
+from churn.schema import FEATURE_VIEWS
 from churn.settings import Settings
-from tests.support.sites import copy_site
+from tests.support.sites import copy_site, view_rows
 
 EXTREME = 10**9
 T = dt.date(2026, 10, 2)  # the small store's test cutoff (last fully labelled)
@@ -53,22 +53,6 @@ def spark_built(small_store: Settings, tmp_path_factory: pytest.TempPathFactory)
     return {"carried": carried, "fresh": fresh}
 
 
-def _view_rows(settings: Settings, view: str, days: list[dt.date]) -> pd.DataFrame:
-    """A view's rows on ``days``, checked against the view's schema, in a stable order."""
-    schema = feature_table_schema(view)
-    frames = []
-    for day in days:
-        files = sorted(partition_dir(settings.layout.feature_view_dir(view), day).glob("*.parquet"))
-        assert files, (view, day)
-        for file in files:
-            table = pq.read_table(file)
-            # Spark marks some columns NOT NULL: readers treat them as the nullable ones
-            assert [(f.name, f.type) for f in table.schema] == [(f.name, f.type) for f in schema], view
-            frames.append(table.to_pandas())
-    rows = pd.concat(frames, ignore_index=True).drop(columns=["created"])
-    return rows.sort_values(["user_id", "event_timestamp"]).reset_index(drop=True)
-
-
 @pytest.mark.parametrize("start", ["carried", "fresh"])
 def test_spark_aggregation_writes_the_duckdb_rows(
     small_store: Settings, spark_built: dict[str, Settings], start: str
@@ -76,7 +60,7 @@ def test_spark_aggregation_writes_the_duckdb_rows(
     days = partition_dates(small_store.features_dir / "engagement")[-REBUILT:]
     spark = spark_built[start]
     for view in FEATURE_VIEWS:
-        want, got = _view_rows(small_store, view, days), _view_rows(spark, view, days)
+        want, got = view_rows(small_store, view, days), view_rows(spark, view, days)
         assert len(want) > 300
         pd.testing.assert_frame_equal(got, want, check_exact=True, obj=f"{view} ({start})")
     staged = [p for p in spark.features_dir.rglob("*") if p.name.startswith(".tmp-") or p.suffix == ".crc"]
@@ -186,5 +170,5 @@ def test_spark_submit_driver_keeps_the_submitted_master(small_store: Settings, t
     proc = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     for view in FEATURE_VIEWS:
-        want, got = _view_rows(small_store, view, [newest]), _view_rows(site, view, [newest])
+        want, got = view_rows(small_store, view, [newest]), view_rows(site, view, [newest])
         pd.testing.assert_frame_equal(got, want, check_exact=True, obj=view)

@@ -8,7 +8,6 @@ each step a process of its own whose Spark session reads and writes the bucket t
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import subprocess
@@ -20,13 +19,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from churn.layout import partition_dates, partition_files
-from churn.schema import FEATURE_VIEWS, feature_table_schema
+from churn.layout import partition_dates
+from churn.schema import FEATURE_VIEWS
 from churn.settings import Settings
-from churn.storage import fs_path, read_table
+from churn.storage import fs_path
 from tests.support.env import REPO
 from tests.support.objectstore import S3Server, s3_server, s3_settings, s3a_spark_conf
-from tests.support.sites import copy_site
+from tests.support.sites import copy_site, view_rows
 from tests.support.tools import run
 
 REBUILT = 1  # newest dates the Spark job rebuilds in the bucket
@@ -69,23 +68,11 @@ def _job_env(settings: Settings) -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("CHURN_")} | settings.as_env()
 
 
-def _view_rows(settings: Settings, view: str, days: list[dt.date]) -> pd.DataFrame:
-    schema = feature_table_schema(view)
-    frames = []
-    for file in partition_files(settings.layout.feature_view_dir(view), days):
-        table = read_table(file)
-        assert [(f.name, f.type) for f in table.schema] == [(f.name, f.type) for f in schema], view
-        frames.append(table.to_pandas())
-    assert frames, (view, days)
-    rows = pd.concat(frames, ignore_index=True).drop(columns=["created"])
-    return rows.sort_values(["user_id", "event_timestamp"]).reset_index(drop=True)
-
-
 def test_spark_builds_the_duckdb_rows_in_the_bucket(small_store: Settings, bucket_site: Settings) -> None:
     days = partition_dates(small_store.features_dir / "engagement")[-REBUILT:]
     assert partition_dates(bucket_site.layout.feature_view_dir("engagement"))[-REBUILT:] == days
     for view in FEATURE_VIEWS:
-        want, got = _view_rows(small_store, view, days), _view_rows(bucket_site, view, days)
+        want, got = view_rows(small_store, view, days), view_rows(bucket_site, view, days)
         assert len(want) > 200  # most of the 400 users are in scope on the day
         pd.testing.assert_frame_equal(got, want, check_exact=True, obj=view)
     fs, base = bucket_site.data_dir.fs, fs_path(bucket_site.features_dir)

@@ -23,11 +23,12 @@ from tests.support.env import REPO, require_tool
 
 CACHE = Path(os.environ.get("CHURN_CACHE_DIR", Path.home() / ".cache" / "churn-platform"))
 IMAGES = ("api", "ml", "drift")
-WHEELHOUSE_LOCKS = {
-    "api": ("main.txt", "build.txt"),
-    "ml": ("main.txt", "build.txt"),
-    "drift": ("drift.txt",),
-}
+MAIN_LOCKS = ("main.txt", "build.txt", "spark.txt")
+WHEELHOUSE_LOCKS = {"api": MAIN_LOCKS, "ml": MAIN_LOCKS, "spark": MAIN_LOCKS, "drift": ("drift.txt",)}
+"""One wheelhouse for every image built on the main lock (a superset for the api image), so that
+building them one after another never refills it."""
+TARGETS = {"spark": ("ml", "spark")}
+"""Images that are a target of another image's Dockerfile: name -> (Dockerfile suffix, target)."""
 BASE_PACKAGES = ("python3", "python3-venv", "python-is-python3", "ca-certificates", "passwd", "libgomp1")
 """Debian bookworm's Python is 3.11, the version the locks are compiled for. `python-is-python3` and
 `passwd` give what python:3.11-slim has (`python`, useradd); libgomp1 is what LightGBM links, so the
@@ -61,10 +62,15 @@ def podman(*args: str, timeout: float = 900, check: bool = True) -> subprocess.C
 def base_image() -> str:
     """A Python 3.11 base image from Debian packages (no image registry needed), imported once."""
     key = hashlib.sha256(" ".join(BASE_PACKAGES).encode()).hexdigest()[:12]
-    tag = f"localhost/churn-base:bookworm-{key}"
+    return _debian_image(
+        f"localhost/churn-base:bookworm-{key}", CACHE / "images" / f"base-bookworm-{key}.tar", BASE_PACKAGES
+    )
+
+
+def _debian_image(tag: str, tar: Path, packages: tuple[str, ...], *hooks: str) -> str:
+    """A bookworm image from Debian packages (mmdebstrap, no image registry), cached as a tar."""
     if podman("image", "exists", tag, check=False).returncode == 0:
         return tag
-    tar = CACHE / "images" / f"base-bookworm-{key}.tar"
     if not tar.exists():
         mmdebstrap = require_tool("mmdebstrap", APT_HINT)
         tar.parent.mkdir(parents=True, exist_ok=True)
@@ -73,7 +79,8 @@ def base_image() -> str:
             *_sudo(),
             mmdebstrap,
             "--variant=minbase",
-            f"--include={','.join(BASE_PACKAGES)}",
+            f"--include={','.join(packages)}",
+            *(f"--customize-hook={hook}" for hook in hooks),
             "bookworm",
             str(partial),
         ]
@@ -82,6 +89,20 @@ def base_image() -> str:
         partial.rename(tar)
     podman("import", str(tar), tag)
     return tag
+
+
+JRE_PACKAGES = ("openjdk-17-jre-headless",)
+
+
+def jre_image() -> str:
+    """A stand-in for the Spark target's ``JRE_IMAGE`` (Eclipse Temurin's, from a registry these
+    machines do not reach): Debian's Java 17 runtime, its links resolved, at /opt/java/openjdk, the
+    one path the Dockerfile copies."""
+    key = hashlib.sha256(" ".join(JRE_PACKAGES).encode()).hexdigest()[:12]
+    hook = 'mkdir -p "$1/opt/java" && chroot "$1" sh -c "cp -rL /usr/lib/jvm/java-17-openjdk-* /opt/java/openjdk"'
+    return _debian_image(
+        f"localhost/churn-jre:bookworm-{key}", CACHE / "images" / f"jre-bookworm-{key}.tar", JRE_PACKAGES, hook
+    )
 
 
 def wheelhouse(image: str) -> Path:
@@ -104,19 +125,23 @@ class BuiltImage:
 
 
 def build(image: str, base: str) -> BuiltImage:
-    """Build docker/Dockerfile.<image> with no network: only the base image and the wheelhouse."""
+    """Build docker/Dockerfile.<image> (or the target :data:`TARGETS` names) with no network: only
+    the base images and the wheelhouse."""
     tag = f"localhost/churn-platform-{image}:test"
+    dockerfile, target = TARGETS.get(image, (image, None))
+    extra = ["--target", target, "--build-arg", f"JRE_IMAGE={jre_image()}"] if target == "spark" else []
     podman(
         "build",
         "--network",
         "none",
         *ULIMITS,
+        *extra,
         "--build-arg",
         f"PYTHON_IMAGE={base}",
         "--build-context",
         f"wheelhouse={wheelhouse(image)}",
         "-f",
-        str(REPO / "docker" / f"Dockerfile.{image}"),
+        str(REPO / "docker" / f"Dockerfile.{dockerfile}"),
         "-t",
         tag,
         str(REPO),

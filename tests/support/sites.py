@@ -13,7 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import pandas as pd
+
+from churn.layout import partition_files
+from churn.schema import feature_table_schema
 from churn.settings import Settings
+from churn.storage import read_table
 from tests.support.settings import make_settings
 
 # The session's small store (fixture ``small_store``): 400 users × 120 days ending 2026-11-01.
@@ -107,8 +112,6 @@ def build_served_site(small_store: Settings, root: Path, **settings_fields: Any)
 
     A NamedTuple: ``settings, version, users, last_date = build_served_site(...)`` also works.
     """
-    import pandas as pd
-
     from churn.schema import ENTITY_KEY
     from feature_repo import store as cfs
     from jobs.materialize import materialize
@@ -277,3 +280,18 @@ def build_scored_site(served: ServedSite, root: Path, days: int = 3, **settings_
     metrics.record_step("drift", 0.4, ok=False, detail="drift environment missing")
     metrics.publish()
     return ScoredSite(settings, served.version, served.users, scored)
+
+
+def view_rows(settings: Settings, view: str, days: list[dt.date]) -> pd.DataFrame:
+    """A feature view's rows on ``days`` (local or in a bucket), each file checked against the view's
+    schema, without the write time, in a stable order: what two engines' builds are compared on.
+    Spark marks some columns NOT NULL; readers treat them as the nullable ones, so types only."""
+    schema = feature_table_schema(view)
+    frames = []
+    for file in partition_files(settings.layout.feature_view_dir(view), days):
+        table = read_table(file)
+        assert [(f.name, f.type) for f in table.schema] == [(f.name, f.type) for f in schema], view
+        frames.append(table.to_pandas())
+    assert frames, (view, days)
+    rows = pd.concat(frames, ignore_index=True).drop(columns=["created"])
+    return rows.sort_values(["user_id", "event_timestamp"]).reset_index(drop=True)

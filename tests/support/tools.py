@@ -64,7 +64,7 @@ CASES: dict[str, list[str]] = {
     "spark": [
         "--set",
         "spark.enabled=true,networkPolicy.enabled=true,storage.endpointUrl=https://s3.eu-central-1.example.com,"
-        "spark.executor.instances=5,spark.executor.memory=16g,spark.image.repository=registry.example.com/churn/ml-spark",
+        "spark.executor.instances=5,spark.executor.memory=16g",
     ],
     "minimal": [
         "--set",

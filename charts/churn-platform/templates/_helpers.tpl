@@ -348,8 +348,10 @@ jobs ("pushgateway" true) the Pushgateway and the interventions webhook when it 
 {{/* Spark (values "spark") -------------------------------------------------------------------- */}}
 {{/* The image a SparkApplication's driver and executors run: spark.image (the ml code with Spark). */}}
 {{- define "churn.sparkImage" -}}
-{{- $repo := required "spark.image.repository is required with spark.enabled: the ml code with Java 17, pyspark and Spark's entrypoint (values.yaml)" .Values.spark.image.repository -}}
-{{- if .Values.spark.image.digest -}}
+{{- $repo := .Values.spark.image.repository -}}
+{{- if not $repo -}}
+{{- include "churn.image" (list . "spark") -}}
+{{- else if .Values.spark.image.digest -}}
 {{- printf "%s@%s" $repo .Values.spark.image.digest -}}
 {{- else -}}
 {{- printf "%s:%s" $repo (default (include "churn.imageTag" .) .Values.spark.image.tag) -}}
