@@ -3,9 +3,9 @@ the Spark Operator runs the chart's applications.
 
 The operator starts a driver pod as ``<entrypoint> driver --class … <mainApplicationFile> ARGS``
 with the pod's IP in ``SPARK_DRIVER_BIND_ADDRESS``, and executor pods as ``<entrypoint> executor``
-configured by environment variables. Here the driver runs the chart's own application file and
-arguments in local mode (no cluster) and must write the rows the DuckDB path wrote; the executor
-mode must start Spark's Kubernetes executor backend, which then looks for its driver.
+configured by environment variables. Here a driver and an executor of the image, in containers of
+their own, run the chart's application file together (a Spark master of the image hands the driver
+no executor of its own) and must write the rows the DuckDB path wrote.
 
 The Java the test image gets is Debian's (tests/support/images.jre_image), standing in for Eclipse
 Temurin's, which these machines cannot pull; both put it at /opt/java/openjdk.
@@ -13,8 +13,11 @@ Temurin's, which these machines cannot pull; both put it at /opt/java/openjdk.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import re
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +28,17 @@ from churn.layout import partition_dates, partition_dir
 from churn.schema import FEATURE_VIEWS
 from churn.settings import Settings
 from tests.support.env import REPO
-from tests.support.images import BuiltImage, base_image, build, pod_flags, run_container
-from tests.support.servers import free_port
+from tests.support.images import (
+    BuiltImage,
+    base_image,
+    build,
+    logs,
+    pod_flags,
+    podman,
+    run_container,
+    running_container,
+)
+from tests.support.servers import free_port, port_open
 from tests.support.sites import copy_site, view_rows
 from tests.support.tools import Rendered
 
@@ -55,6 +67,12 @@ def _driver_flags(app: dict[str, Any], volumes: Path) -> list[str]:
     return pod_flags(pod, container, volumes)
 
 
+def _locked(name: str, lock: str = "spark.txt") -> str:
+    """The version ``lock`` pins for ``name``."""
+    text = (REPO / "requirements" / lock).read_text()
+    return text.split(f"\n{name}==", 1)[1].split()[0]
+
+
 def test_the_image_is_the_ml_image_with_java_and_pyspark(spark_image: BuiltImage) -> None:
     probe = (
         "import importlib.metadata as m, importlib.util as u, json, os; "
@@ -75,62 +93,76 @@ def test_the_image_is_the_ml_image_with_java_and_pyspark(spark_image: BuiltImage
     assert spark_image.size_bytes < SIZE_BUDGET_BYTES, spark_image.size_bytes
 
 
-def _locked(name: str, lock: str = "spark.txt") -> str:
-    text = (REPO / "requirements" / lock).read_text()
-    return text.split(f"\n{name}==", 1)[1].split()[0]
-
-
-def test_driver_mode_runs_the_applications_cli_and_writes_the_duckdb_rows(
-    spark_image: BuiltImage, features_app: dict[str, Any], small_store: Settings, tmp_path: Path
-) -> None:
-    """The chart's application file, as its driver runs it, rebuilds the newest date of every view
-    in local mode; the settings name a master that does not exist, so the build succeeds only if the
-    driver keeps the master it was submitted with."""
-    site = copy_site(small_store, tmp_path / "site")
+def _writable_site(small_store: Settings, root: Path) -> tuple[Settings, dt.date]:
+    """A copy of the small site without its newest date in any view, writable by the chart's user."""
+    site = copy_site(small_store, root)
     newest = partition_dates(site.features_dir / "engagement")[-1]
     for view in FEATURE_VIEWS:
         shutil.rmtree(partition_dir(site.layout.feature_view_dir(view), newest))
     for path in [site.data_dir, *site.data_dir.rglob("*")]:
-        path.chmod(0o777 if path.is_dir() else 0o666)  # the driver runs as the chart's non-root user
-    spec = features_app["spec"]
-    flags = [*_driver_flags(features_app, tmp_path / "volumes"), "--volume", f"{site.data_dir}:/data:rw"]
-    env = {
+        path.chmod(0o777 if path.is_dir() else 0o666)
+    return site, newest
+
+
+def _wait_for_port(port: int, container: str, seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while not port_open(port):
+        assert time.monotonic() < deadline, f"nothing listens on {port}:\n{logs(container)}"
+        time.sleep(0.5)
+
+
+def test_driver_and_executor_roles_run_the_chart_application_together(
+    spark_image: BuiltImage, features_app: dict[str, Any], small_store: Settings, tmp_path: Path
+) -> None:
+    """Three containers of the image on one network, as on a cluster: a Spark master with no
+    workers (so no executor can come from anywhere else), the driver role running the chart's
+    application file as the operator's driver pod does (its user, security context, mounts), and the executor role with
+    the variables Spark on Kubernetes gives an executor pod, which registers with that driver and
+    runs its tasks. The build completes only through that executor, and writes DuckDB's rows. The
+    settings name a master that does not exist: the driver keeps the one it was submitted with."""
+    site, newest = _writable_site(small_store, tmp_path / "site")
+    data = ["--volume", f"{site.data_dir}:/data:rw"]  # the bucket, as every pod sees it
+    master_port, driver_port = free_port(), free_port()
+    spark_class = "/opt/venv/lib/python3.11/site-packages/pyspark/bin/spark-class"
+    master_args = ["org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
+                   "--port", str(master_port), "--webui-port", str(free_port())]  # fmt: skip
+    driver_env = {
         "SPARK_DRIVER_BIND_ADDRESS": "127.0.0.1",  # the operator's: the driver pod's IP
         "CHURN_DATA_DIR": "/data",
         "CHURN_ENGINE": "spark",
         "CHURN_SPARK_MASTER": "spark://nowhere.invalid:7077",
     }
-    args = ["driver", "--master", "local[1]", "--conf", "spark.sql.shuffle.partitions=3",
-            "--class", "org.apache.spark.deploy.PythonRunner",
-            spec["mainApplicationFile"], "features", "build"]  # fmt: skip
-    proc = run_container(spark_image.tag, None, args, flags, env, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-4000:]
-    assert partition_dates(site.features_dir / "engagement")[-1] == newest
+    driver_args = ["driver", "--master", f"spark://127.0.0.1:{master_port}",
+                   "--conf", "spark.driver.host=127.0.0.1", "--conf", f"spark.driver.port={driver_port}",
+                   "--conf", "spark.sql.shuffle.partitions=3",
+                   "--class", "org.apache.spark.deploy.PythonRunner",
+                   features_app["spec"]["mainApplicationFile"],
+                   "features", "build"]  # fmt: skip
+    executor_env = {
+        "SPARK_DRIVER_URL": f"spark://CoarseGrainedScheduler@127.0.0.1:{driver_port}",
+        "SPARK_EXECUTOR_ID": "1",
+        "SPARK_EXECUTOR_CORES": "2",
+        "SPARK_EXECUTOR_MEMORY": "1g",
+        "SPARK_APPLICATION_ID": "spark-churn-features",
+        "SPARK_EXECUTOR_POD_IP": "127.0.0.1",
+        "SPARK_EXECUTOR_POD_NAME": "churn-features-exec-1",
+        "SPARK_RESOURCE_PROFILE_ID": "0",
+        "SPARK_JAVA_OPT_0": f"-Dspark.driver.port={driver_port}",
+    }
+    driver_flags = [*_driver_flags(features_app, tmp_path / "driver"), *data]
+    with running_container(spark_image.tag, [spark_class], master_args, [], {}) as master:
+        _wait_for_port(master_port, master)
+        with running_container(spark_image.tag, None, driver_args, driver_flags, driver_env) as driver:
+            _wait_for_port(driver_port, driver)
+            with running_container(spark_image.tag, None, ["executor"], data, executor_env) as executor:
+                code = podman("wait", driver, timeout=900).stdout.strip()
+                driver_log = logs(driver)
+                full = podman("logs", executor, check=False)
+                executor_log = full.stdout + full.stderr
+    assert code == "0", driver_log
+    assert "Successfully registered with driver" in executor_log, executor_log
+    assert re.search(r"Finished task .* in stage", executor_log) or "Running task" in executor_log, executor_log
     for view in FEATURE_VIEWS:
         want, got = view_rows(small_store, view, [newest]), view_rows(site, view, [newest])
         assert len(want) > 200
         pd.testing.assert_frame_equal(got, want, check_exact=True, obj=view)
-
-
-def test_executor_mode_starts_the_kubernetes_executor_backend(spark_image: BuiltImage, tmp_path: Path) -> None:
-    """With the variables Spark gives an executor pod, the entrypoint starts Spark's Kubernetes
-    executor backend, which asks the driver URL for its settings; no driver listens here, so it
-    gives up with that address in its error."""
-    port = free_port()
-    env = {
-        "SPARK_DRIVER_URL": f"spark://CoarseGrainedScheduler@127.0.0.1:{port}",
-        "SPARK_EXECUTOR_ID": "1",
-        "SPARK_EXECUTOR_CORES": "1",
-        "SPARK_EXECUTOR_MEMORY": "512m",
-        "SPARK_APPLICATION_ID": "spark-churn-test",
-        "SPARK_EXECUTOR_POD_IP": "127.0.0.1",
-        "SPARK_EXECUTOR_POD_NAME": "churn-features-exec-1",
-        "SPARK_RESOURCE_PROFILE_ID": "0",
-        "SPARK_JAVA_OPT_0": f"-Dspark.driver.port={port}",
-        "EXECUTOR_DRIVER_PROPS_FETCHER_MAX_ATTEMPTS": "1",
-    }
-    proc = run_container(spark_image.tag, None, ["executor"], [], env, timeout=300)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode != 0, out[-3000:]
-    assert "INFO KubernetesExecutorBackend: Started daemon" in out, out[-3000:]
-    assert f"Failed to connect to /127.0.0.1:{port}" in out, out[-3000:]
