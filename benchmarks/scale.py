@@ -13,6 +13,7 @@ largest measured size by that growth and says which resource a step would run ou
 
     .venv/bin/python benchmarks/scale.py [--users 50000,100000,200000] [--days N] [--project 10000000]
         [--setup-chunk-days 3] [--setup-training-rows 200000]   # for sizes whose set-up would not fit
+        [--duckdb-memory-limit 8GB]   # DuckDB spills past it instead of growing with the site
 """
 
 from __future__ import annotations
@@ -33,18 +34,25 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 CHURN = [sys.executable, "-m", "cli.main"]
-SETUP_KEYS = ("CHURN_BUILD_CHUNK_DAYS", "CHURN_MAX_TRAINING_ROWS", "CHURN_N_CUTOFFS", "CHURN_MIN_HISTORY_DAYS")
+SETUP_KEYS = (
+    "CHURN_BUILD_CHUNK_DAYS",
+    "CHURN_MAX_TRAINING_ROWS",
+    "CHURN_N_CUTOFFS",
+    "CHURN_MIN_HISTORY_DAYS",
+    "CHURN_DUCKDB_MEMORY_LIMIT",
+)
 STEPS = ("import", "aggregate", "materialize", "score", "drift")
 END = dt.date.today() - dt.timedelta(days=1)
 
 
-def _env(data_dir: Path, redis_url: str) -> dict[str, str]:
+def _env(data_dir: Path, redis_url: str, memory_limit: str = "") -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHURN_")}
     env.update(
         CHURN_DATA_DIR=str(data_dir),
         CHURN_ONLINE_STORE="redis",
         CHURN_REDIS_URL=redis_url,
         CHURN_FRESHNESS_MAX_HOURS="0",
+        CHURN_DUCKDB_MEMORY_LIMIT=memory_limit,
     )
     return env
 
@@ -86,6 +94,7 @@ def _setup_env(args: argparse.Namespace, days: int) -> dict[str, str]:
     from churn.settings import Settings
 
     env = dict(os.environ)
+    env["CHURN_DUCKDB_MEMORY_LIMIT"] = args.duckdb_memory_limit
     if args.setup_chunk_days is not None:
         env["CHURN_BUILD_CHUNK_DAYS"] = str(args.setup_chunk_days)
     if args.setup_training_rows:
@@ -150,7 +159,9 @@ def run_step(name: str, args: list[str], env: dict[str, str]) -> dict[str, Any]:
     return {"seconds": seconds, "peak_rss_mb": usage.ru_maxrss / 1024}
 
 
-def measure(users: int, days: int, work: Path, redis_url: str, setup_env: dict[str, str]) -> dict[str, Any]:
+def measure(
+    users: int, days: int, work: Path, redis_url: str, setup_env: dict[str, str], memory_limit: str
+) -> dict[str, Any]:
     import redis
 
     data_dir = work / f"users-{users}" / "data"
@@ -170,7 +181,7 @@ def measure(users: int, days: int, work: Path, redis_url: str, setup_env: dict[s
     day, files = dt.date.fromisoformat(spec["day"]), {t: Path(f) for t, f in spec["files"].items()}
     setup_s = time.perf_counter() - t0
     print(f"  {users:>10,} set-up       {setup_s:8.1f} s (untimed in the table)", flush=True)
-    env = _env(data_dir, redis_url)
+    env = _env(data_dir, redis_url, memory_limit)
     next_day = (day + dt.timedelta(days=1)).isoformat()
     commands = {
         "import": ["data", "import", *(a for t, f in files.items() for a in (f"--{t}", str(f)))],
@@ -185,7 +196,7 @@ def measure(users: int, days: int, work: Path, redis_url: str, setup_env: dict[s
         steps[name].update(data_mb=_du(data_dir) / 2**20, redis_mb=(_redis_memory(redis_url) - redis_base) / 2**20)
         s = steps[name]
         print(f"  {users:>10,} {name:<12} {s['seconds']:8.1f} s {s['peak_rss_mb']:9,.0f} MB", flush=True)
-    return {"users": users, "days": days, "setup_s": setup_s, "steps": steps}
+    return {"users": users, "days": days, "setup_s": setup_s, "duckdb_memory_limit": memory_limit, "steps": steps}
 
 
 def project(results: list[dict[str, Any]], target: int, memory_mb: float, budget_min: float) -> list[str]:
@@ -229,6 +240,11 @@ def main() -> None:
         default=0,
         help="train the set-up's model on one cutoff of at most this many rows (0: the defaults)",
     )
+    ap.add_argument(
+        "--duckdb-memory-limit",
+        default="",
+        help="CHURN_DUCKDB_MEMORY_LIMIT of set-up and steps (DuckDB spills past it; empty: DuckDB's default)",
+    )
     ap.add_argument("--redis-url", default="redis://127.0.0.1:6379/12")
     ap.add_argument("--project", type=int, default=10_000_000, help="users to project the measured growth to")
     ap.add_argument("--budget-min", type=float, default=15.0)
@@ -245,10 +261,11 @@ def main() -> None:
     results = []
     try:
         for n in (int(u) for u in args.users.split(",")):
-            results.append(measure(n, days, work, args.redis_url, _setup_env(args, days)))
+            results.append(measure(n, days, work, args.redis_url, _setup_env(args, days), args.duckdb_memory_limit))
             shutil.rmtree(work / f"users-{n}", ignore_errors=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    results.sort(key=lambda r: r["users"])  # the projection starts from the largest size
     print("\n| users | step | seconds | peak RSS MB | data dir MB | Redis MB |\n| --- | --- | --- | --- | --- | --- |")
     for r in results:
         for name, s in r["steps"].items():

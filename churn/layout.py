@@ -135,6 +135,11 @@ class DataLayout:
         """Feast's repo files (``feature_store.yaml``, file registry, SQLite online store): local."""
         return (self.scratch_dir or self.data_dir) / "feast"
 
+    @property
+    def duckdb_spill_dir(self) -> Path:
+        """Where DuckDB spills what exceeds its memory limit: node-local, like Feast's files."""
+        return (self.scratch_dir or self.data_dir) / "duckdb-spill"
+
     # --- model registry ---------------------------------------------------------------------------
     @property
     def registry_root(self) -> Path:

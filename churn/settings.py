@@ -167,6 +167,11 @@ class Settings:
     online_timeout_ms: int = 500
     """Timeout for every online-store call, so a dead store fails fast instead of hanging."""
     materialize_batch_rows: int = 100_000
+    duckdb_memory_limit: str = ""
+    """DuckDB's ``memory_limit`` for the batch steps (``8GB``, ``512MiB``); past it DuckDB spills
+    to the scratch folder's ``duckdb-spill`` instead of growing. Empty: DuckDB's own default, a share
+    of the memory it sees (in a container, the container's limit), which leaves the step's Python
+    side less room than a limit chosen for the pod."""
 
     # --- data & labels -----------------------------------------------------------------
     scope_days: int = 60
@@ -305,6 +310,19 @@ class Settings:
         bad = _parse_pairs(self.spark_conf)[1]
         if bad:
             raise SettingsError(f"{PREFIX}SPARK_CONF: {', '.join(map(repr, bad))} is not key=value")
+        if self.duckdb_memory_limit and not _MEMORY_SIZE.fullmatch(self.duckdb_memory_limit):
+            raise SettingsError(
+                f"{PREFIX}DUCKDB_MEMORY_LIMIT {self.duckdb_memory_limit!r} is not a size such as 8GB or 512MiB"
+            )
+
+    @property
+    def duckdb_config(self) -> dict[str, str]:
+        """What every batch step's DuckDB connection is opened with: where it spills (node-local
+        scratch, not the working directory, which a pod's read-only root refuses) and its memory."""
+        config = {"temp_directory": str(self.layout.duckdb_spill_dir)}
+        if self.duckdb_memory_limit:
+            config["memory_limit"] = self.duckdb_memory_limit
+        return config
 
     # --- derived paths (the map itself is churn.layout; these forward to it) ------------
     @property
@@ -506,6 +524,9 @@ def _parse_capacity(text: str) -> tuple[dict[str, int], list[str]]:
     good = [(k, v) for _, k, v in items if v is not None and v.isdigit()]
     return {k: int(v) for k, v in good}, [i for i, _, v in items if v is None or not v.isdigit()]
 
+
+_MEMORY_SIZE = re.compile(r"\d+(\.\d+)?\s*([KMGT]i?B|B)", re.IGNORECASE)
+"""The sizes DuckDB's ``memory_limit`` takes."""
 
 _STORAGE_FIELDS = {"data_dir", "registry_dir"}
 """Fields that may name object storage (``s3://``) as well as a local folder."""

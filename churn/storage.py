@@ -14,6 +14,7 @@ group is published object by object, then made current by one small pointer obje
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -64,11 +65,12 @@ def spark_uri(path: DataPath | str) -> str:
     return "s3a://" + text[len("s3://") :] if text.startswith("s3://") else text
 
 
-def duckdb_connect(*roots: DataPath) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection that can read and write under ``roots`` (local or object storage)."""
+def duckdb_connect(*roots: DataPath, config: Mapping[str, str] | None = None) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection that can read and write under ``roots`` (local or object storage),
+    opened with DuckDB ``config`` (a batch step's: ``Settings.duckdb_config``)."""
     import duckdb
 
-    con = duckdb.connect()
+    con = duckdb.connect(config=dict(config or {}))
     remote = [r for r in roots if is_remote(r)]
     if remote:
         enable_object_storage(con, remote[0])

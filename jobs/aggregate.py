@@ -36,7 +36,7 @@ from churn.schema import (
     WINDOWS,
     feature_table_schema,
 )
-from churn.settings import Settings
+from churn.settings import PREFIX, Settings
 from churn.storage import DataPath, duckdb_connect, read_schema
 
 SQL_DIR = Path(__file__).parent / "sql"
@@ -453,7 +453,7 @@ class DuckDBAggregation:
     """The default session: one in-process DuckDB connection per span."""
 
     def __init__(self, settings: Settings) -> None:
-        self.con = duckdb_connect(settings.layout.raw_dir, settings.features_dir)
+        self.con = duckdb_connect(settings.layout.raw_dir, settings.features_dir, config=settings.duckdb_config)
         self.con.execute("SET TimeZone = 'UTC'")
         self.con.execute("SET enable_progress_bar = false")
         self.con.execute("SET preserve_insertion_order = false")
@@ -463,11 +463,21 @@ class DuckDBAggregation:
         return f"read_parquet([{literal}], hive_partitioning = false)"
 
     def run(self, sql: str, params: dict[str, object] | None = None) -> None:
+        import duckdb
+
         for statement in self.con.extract_statements(sql):
             names = statement.named_parameters
             if missing := names - set(params or {}):
                 raise AggregationError(f"SQL parameters {sorted(missing)} have no value")
-            self.con.execute(statement, {k: params[k] for k in names} if names and params else None)
+            try:
+                self.con.execute(statement, {k: params[k] for k in names} if names and params else None)
+            except duckdb.OutOfMemoryException as exc:
+                limit = self.con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+                raise AggregationError(
+                    f"the build needs more than DuckDB's memory limit ({limit}) even spilling to disk: "
+                    f"raise {PREFIX}DUCKDB_MEMORY_LIMIT or build fewer dates at once ({PREFIX}BUILD_CHUNK_DAYS); "
+                    f"DuckDB said: {str(exc).splitlines()[0]}"
+                ) from None
 
     def scalar(self, sql: str) -> int:
         return int(self.con.execute(sql).fetchone()[0])

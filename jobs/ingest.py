@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import shutil
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -114,8 +115,8 @@ def _counts(counts: dict[str, int]) -> str:
     return Resolution(unmapped=counts).unmapped_summary()
 
 
-def _connect(*roots: DataPath) -> duckdb.DuckDBPyConnection:
-    con = duckdb_connect(*roots)
+def _connect(*roots: DataPath, config: Mapping[str, str]) -> duckdb.DuckDBPyConnection:
+    con = duckdb_connect(*roots, config=config)
     con.execute("SET TimeZone = 'UTC'")
     con.execute("SET enable_progress_bar = false")
     return con
@@ -292,7 +293,7 @@ def import_batch(
     as_of = as_of or dt.datetime.now(dt.UTC)
     batch_id = f"{as_of:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
     staging = settings.scratch_dir / f".tmp-import-{batch_id}"  # node-local even for an s3:// store
-    con = _connect(settings.data_dir)
+    con = _connect(settings.data_dir, config=settings.duckdb_config)
     try:
         try:
             staged = {
@@ -313,6 +314,7 @@ def import_batch(
             as_of=as_of,
             existing_raw=settings.raw_dir,
             freshness_max_hours=settings.freshness_max_hours,
+            duckdb_config=settings.duckdb_config,
         )
         report = validator.run()
         report.checks = pre + report.checks
@@ -424,7 +426,9 @@ def generate_store(
     end_ts = dt.datetime.combine(end_date, dt.time(), tzinfo=dt.UTC)
     with atomic_dir(settings.raw_dir) as tmp:
         result = generate(tmp, users=users, days=days, seed=seed, end_date=end_date, on_day=on_day)
-        report = BatchValidator(tmp, as_of=end_ts, freshness_max_hours=settings.freshness_max_hours).run()
+        report = BatchValidator(
+            tmp, as_of=end_ts, freshness_max_hours=settings.freshness_max_hours, duckdb_config=settings.duckdb_config
+        ).run()
         if not report.passed:
             raise IngestError("generated data failed validation (a generator bug)", report)
     return result, report
@@ -435,7 +439,10 @@ def validate_store(settings: Settings, as_of: dt.datetime | None = None) -> Vali
     if not partition_dates(settings.raw_dir / "events"):
         raise IngestError(f"no events under {settings.raw_dir}")
     return BatchValidator(
-        settings.raw_dir, as_of=as_of or dt.datetime.now(dt.UTC), freshness_max_hours=0
+        settings.raw_dir,
+        as_of=as_of or dt.datetime.now(dt.UTC),
+        freshness_max_hours=0,
+        duckdb_config=settings.duckdb_config,
     ).run()
 
 

@@ -27,7 +27,7 @@ import json
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,6 +48,9 @@ if TYPE_CHECKING:
 #: entities encoded per chunk handed from the reader thread to the writer (bounds memory:
 #: at most one chunk queued, one being prepared and one being written)
 _PREPARE_ROWS = 25_000
+READ_MEMORY_LIMIT = "1GB"
+"""The latest-row reader's DuckDB memory limit, whatever ``CHURN_DUCKDB_MEMORY_LIMIT`` says: it
+streams, so a small one keeps the writer's memory flat however large the view."""
 #: a view without a TTL is loaded over this many days
 _NO_TTL_DAYS = 3650
 
@@ -105,12 +108,14 @@ def latest_partition_date(settings: Settings) -> dt.date | None:
     return max(dates) if dates else None
 
 
-def read_latest(files: list[Path], batch_rows: int, end: dt.datetime, columns: list[str]) -> Iterator[pa.RecordBatch]:
-    """Latest row per user across ``files`` with ``event_timestamp <= end``, in record batches."""
-    con = duckdb_connect(*files[:1])
+def read_latest(
+    files: list[Path], batch_rows: int, end: dt.datetime, columns: list[str], config: Mapping[str, str] | None = None
+) -> Iterator[pa.RecordBatch]:
+    """Latest row per user across ``files`` with ``event_timestamp <= end``, in record batches.
+    ``config`` (``Settings.duckdb_config``) says where to spill; the memory limit is the reader's own."""
+    con = duckdb_connect(*files[:1], config={**(config or {}), "memory_limit": READ_MEMORY_LIMIT})
     try:
         con.execute("SET threads TO 2")
-        con.execute("SET memory_limit = '1GB'")
         con.execute("SET preserve_insertion_order = false")
         reader = con.sql(_latest_sql([str(f) for f in files], columns), params={"end": end}).to_arrow_reader(batch_rows)
         for batch in reader:
@@ -244,18 +249,25 @@ def _plan_loads(
 
 
 def _prepared_chunks(
-    online: OnlineStore, load: ViewLoad, batch_rows: int, end: dt.datetime
+    online: OnlineStore, load: ViewLoad, batch_rows: int, end: dt.datetime, config: Mapping[str, str]
 ) -> Iterator[tuple[int, Any]]:
     """(rows, encoded payload) per chunk of the view's latest rows (runs in the reader thread)."""
     features = [f.name for f in load.fv.features]
-    for batch in read_latest(load.files, batch_rows, end, features):
+    for batch in read_latest(load.files, batch_rows, end, features, config):
         for lo in range(0, batch.num_rows, _PREPARE_ROWS):
             chunk = batch.slice(lo, _PREPARE_ROWS)
             yield chunk.num_rows, online.prepare(load.fv, chunk, features)
 
 
 def _load_view(
-    online: OnlineStore, load: ViewLoad, *, batch_rows: int, end: dt.datetime, full: bool, on_rows: OnRows | None
+    online: OnlineStore,
+    load: ViewLoad,
+    *,
+    batch_rows: int,
+    end: dt.datetime,
+    full: bool,
+    on_rows: OnRows | None,
+    config: Mapping[str, str],
 ) -> int:
     """One view in one online-store load (a single transaction where the store has them)."""
     if not load.files:
@@ -264,7 +276,7 @@ def _load_view(
     online.begin(load.fv, full)
     try:
         # Encoding (DuckDB, numpy, Python) overlaps the writes: one chunk prepared while one is sent.
-        for n, payload in _in_background(_prepared_chunks(online, load, batch_rows, end)):
+        for n, payload in _in_background(_prepared_chunks(online, load, batch_rows, end, config)):
             online.send(payload)
             rows += n
             if on_rows:
@@ -320,6 +332,7 @@ def materialize(
                 end=midnight_utc(end_date),
                 full=full,
                 on_rows=on_rows,
+                config=settings.duckdb_config,
             )
             for name, load in loads.items()
         }

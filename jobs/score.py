@@ -131,7 +131,7 @@ def read_active_features(settings: Settings, date: dt.date, features: list[str])
         f"WHERE {alias[base]}.{ACTIVITY_COLUMN} <= {float(settings.active_days)!r} "
         f"ORDER BY {alias[base]}.{ENTITY_KEY}"
     )
-    con = duckdb_connect(settings.data_dir)
+    con = duckdb_connect(settings.data_dir, config=settings.duckdb_config)
     try:
         con.execute("SET enable_progress_bar = false")
         con.execute(f"SET threads = {BATCH_THREADS}")

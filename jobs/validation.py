@@ -10,6 +10,7 @@ the Parquet files, so millions of rows validate without loading them into pandas
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -165,11 +166,13 @@ class BatchValidator:
         as_of: dt.datetime,
         existing_raw: Path | None = None,
         freshness_max_hours: int = 0,
+        duckdb_config: Mapping[str, str] | None = None,
     ) -> None:
         self.batch_dir = batch_dir
         self.as_of = as_of
         self.freshness_max_hours = freshness_max_hours
-        self.con = duckdb_connect(batch_dir, *([existing_raw] if existing_raw is not None else []))
+        roots = [batch_dir, *([existing_raw] if existing_raw is not None else [])]
+        self.con = duckdb_connect(*roots, config=duckdb_config)
         self.con.execute("SET TimeZone = 'UTC'")
         self.con.execute("SET enable_progress_bar = false")
         self.tables: list[str] = []

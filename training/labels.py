@@ -66,7 +66,7 @@ def active_users(settings: Settings, start: dt.date, end: dt.date) -> pa.Table:
     files = [str(f) for f in partition_files(settings.layout.raw_table("events"), days)]
     if not files:
         return pa.table({ENTITY_KEY: pa.array([], pa.string())})
-    con = duckdb_connect(settings.data_dir)
+    con = duckdb_connect(settings.data_dir, config=settings.duckdb_config)
     try:
         con.execute("SET enable_progress_bar = false")
         return con.sql(
@@ -200,7 +200,7 @@ def build_labels(settings: Settings, cutoffs: list[dt.date]) -> pd.DataFrame:
     horizon = dt.timedelta(days=policy.horizon_days)
     event_root = settings.layout.raw_table("events")
     available = set(event_days(settings))
-    con = duckdb_connect(settings.data_dir)
+    con = duckdb_connect(settings.data_dir, config=settings.duckdb_config)
     con.execute("SET TimeZone = 'UTC'")
     frames = []
     try:

@@ -188,7 +188,7 @@ def _revenue(settings: Settings, units: pd.DataFrame, horizon_days: int) -> np.n
             "day": pa.array(units["day"].tolist(), pa.date32()),
         }
     )
-    con = duckdb_connect(settings.data_dir)
+    con = duckdb_connect(settings.data_dir, config=settings.duckdb_config)
     try:
         con.execute("SET TimeZone = 'UTC'")
         con.register("units", frame)
