@@ -19,6 +19,7 @@ largest measured size by that growth and says which resource a step would run ou
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -26,6 +27,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -147,22 +149,43 @@ def prepare(data_dir: Path, users: int, days: int, redis_url: str) -> tuple[dt.d
     return day_date, files
 
 
-def run_step(name: str, args: list[str], env: dict[str, str]) -> dict[str, Any]:
+class SpillWatch(threading.Thread):
+    """The largest size DuckDB's spill folder reaches while a step runs (DuckDB deletes it after,
+    so only sampling sees it): the disk a step needs beyond the data directory."""
+
+    def __init__(self, folder: Path, every_s: float = 0.5) -> None:
+        super().__init__(daemon=True)
+        self.folder, self.every_s, self.peak = folder, every_s, 0
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(self.every_s):
+            with contextlib.suppress(OSError):  # files come and go while we sum them
+                self.peak = max(self.peak, _du(self.folder) if self.folder.exists() else 0)
+
+
+def run_step(name: str, args: list[str], env: dict[str, str], spill_dir: Path) -> dict[str, Any]:
+    watch = SpillWatch(spill_dir)
+    watch.start()
     t0 = time.perf_counter()
     proc = subprocess.Popen(CHURN + args, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - t0
+    watch.done.set()
+    watch.join()
     out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
     code = os.waitstatus_to_exitcode(status)
     if code not in (0, 3):  # drift exits 3 on detected drift
         raise SystemExit(f"step {name} failed ({code}):\n{out[-3000:]}")
-    return {"seconds": seconds, "peak_rss_mb": usage.ru_maxrss / 1024}
+    return {"seconds": seconds, "peak_rss_mb": usage.ru_maxrss / 1024, "spill_mb": watch.peak / 2**20}
 
 
 def measure(
     users: int, days: int, work: Path, redis_url: str, setup_env: dict[str, str], memory_limit: str
 ) -> dict[str, Any]:
     import redis
+
+    from churn.layout import DataLayout
 
     data_dir = work / f"users-{users}" / "data"
     redis.Redis.from_url(redis_url).flushdb()
@@ -192,14 +215,17 @@ def measure(
     }
     steps = {}
     for name in STEPS:
-        steps[name] = run_step(name, commands[name], env)
+        steps[name] = run_step(name, commands[name], env, DataLayout(data_dir).duckdb_spill_dir)
         steps[name].update(data_mb=_du(data_dir) / 2**20, redis_mb=(_redis_memory(redis_url) - redis_base) / 2**20)
         s = steps[name]
-        print(f"  {users:>10,} {name:<12} {s['seconds']:8.1f} s {s['peak_rss_mb']:9,.0f} MB", flush=True)
+        print(f"  {users:>10,} {name:<12} {s['seconds']:8.1f} s {s['peak_rss_mb']:9,.0f} MB "
+              f"(spill {s['spill_mb']:,.0f} MB)", flush=True)  # fmt: skip
     return {"users": users, "days": days, "setup_s": setup_s, "duckdb_memory_limit": memory_limit, "steps": steps}
 
 
-def project(results: list[dict[str, Any]], target: int, memory_mb: float, budget_min: float) -> list[str]:
+def project(
+    results: list[dict[str, Any]], target: int, memory_mb: float, disk_mb: float, budget_min: float
+) -> list[str]:
     sizes = np.array([r["users"] for r in results], dtype=float)
     lines, total = [], 0.0
     for name in STEPS:
@@ -211,11 +237,19 @@ def project(results: list[dict[str, Any]], target: int, memory_mb: float, budget
         # Every step touches every user, so time grows at least linearly: below that, the measured
         # sizes are still dominated by fixed costs (start-up, imports) and would under-project.
         t, m = secs[-1] * growth ** max(k, 1.0), rss[-1] * growth ** max(k_rss, 0.0)
+        # What spills is what exceeds a fixed memory limit, so it grows faster than the users:
+        # linear growth from the largest size is the least it will need.
+        spill = results[-1]["steps"][name].get("spill_mb", 0.0) * growth
         total += t
-        limit = "memory runs out first" if m > memory_mb else "fits in memory"
-        lines.append(f"| {name} | {k:.2f} | {k_rss:.2f} | {t:,.0f} s | {m:,.0f} MB | {limit} |")
+        if m > memory_mb:
+            limit = "memory runs out first"
+        elif spill > disk_mb:
+            limit = "disk runs out first (DuckDB's spill)"
+        else:
+            limit = "fits in memory and disk"
+        lines.append(f"| {name} | {k:.2f} | {k_rss:.2f} | {t:,.0f} s | {m:,.0f} MB | ≥ {spill:,.0f} MB | {limit} |")
     verdict = "fits" if total <= budget_min * 60 else "does not fit"
-    lines.append(f"| daily loop | | | {total / 60:,.1f} min | | {verdict} in {budget_min:g} min |")
+    lines.append(f"| daily loop | | | {total / 60:,.1f} min | | | {verdict} in {budget_min:g} min |")
     return lines
 
 
@@ -266,18 +300,23 @@ def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     results.sort(key=lambda r: r["users"])  # the projection starts from the largest size
-    print("\n| users | step | seconds | peak RSS MB | data dir MB | Redis MB |\n| --- | --- | --- | --- | --- | --- |")
+    print("\n| users | step | seconds | peak RSS MB | peak DuckDB spill MB | data dir MB | Redis MB |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for r in results:
         for name, s in r["steps"].items():
-            print(f"| {r['users']:,} | {name} | {s['seconds']:.1f} | {s['peak_rss_mb']:,.0f} | "
+            print(f"| {r['users']:,} | {name} | {s['seconds']:.1f} | {s['peak_rss_mb']:,.0f} | {s['spill_mb']:,.0f} | "
                   f"{s['data_mb']:,.0f} | {s['redis_mb']:,.0f} |")  # fmt: skip
     if len(results) < 2:
         print("\nno projection: growth exponents need two sizes or more")
     else:
-        print(f"\nprojected to {args.project:,} users ({memory_mb / 1024:.0f} GB here), from the largest size:")
-        print("| step | time exponent (measured) | RSS exponent (measured) | time (exponent ≥ 1) | peak RSS | |")
-        print("| --- | --- | --- | --- | --- | --- |")
-        print("\n".join(project(results, args.project, memory_mb, args.budget_min)))
+        disk_mb = shutil.disk_usage(work.parent).free / 2**20
+        print(
+            f"\nprojected to {args.project:,} users ({memory_mb / 1024:.0f} GB memory, "
+            f"{disk_mb / 1024:.0f} GB free disk here), from the largest size:"
+        )
+        print("| step | time exponent | RSS exponent | time (exponent ≥ 1) | peak RSS | spill | |")
+        print("| --- | --- | --- | --- | --- | --- | --- |")
+        print("\n".join(project(results, args.project, memory_mb, disk_mb, args.budget_min)))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=2, default=str))
 
