@@ -150,18 +150,20 @@ def prepare(data_dir: Path, users: int, days: int, redis_url: str) -> tuple[dt.d
 
 
 class SpillWatch(threading.Thread):
-    """The largest size DuckDB's spill folder reaches while a step runs (DuckDB deletes it after,
-    so only sampling sees it): the disk a step needs beyond the data directory."""
+    """The largest size DuckDB's spill folders reach while a step runs (DuckDB deletes them after,
+    so only sampling sees them): the disk a step needs beyond the data directory."""
 
-    def __init__(self, folder: Path, every_s: float = 0.5) -> None:
+    def __init__(self, root: Path, every_s: float = 0.5) -> None:
         super().__init__(daemon=True)
-        self.folder, self.every_s, self.peak = folder, every_s, 0
+        self.root, self.every_s, self.peak = root, every_s, 0
         self.done = threading.Event()
 
     def run(self) -> None:
+        from churn.storage import spill_folders
+
         while not self.done.wait(self.every_s):
             with contextlib.suppress(OSError):  # files come and go while we sum them
-                self.peak = max(self.peak, _du(self.folder) if self.folder.exists() else 0)
+                self.peak = max(self.peak, sum(_du(f) for f in spill_folders(self.root)))
 
 
 def run_step(name: str, args: list[str], env: dict[str, str], spill_dir: Path) -> dict[str, Any]:
@@ -215,7 +217,7 @@ def measure(
     }
     steps = {}
     for name in STEPS:
-        steps[name] = run_step(name, commands[name], env, DataLayout(data_dir).duckdb_spill_dir)
+        steps[name] = run_step(name, commands[name], env, DataLayout(data_dir).duckdb_spill_root)
         steps[name].update(data_mb=_du(data_dir) / 2**20, redis_mb=(_redis_memory(redis_url) - redis_base) / 2**20)
         s = steps[name]
         print(f"  {users:>10,} {name:<12} {s['seconds']:8.1f} s {s['peak_rss_mb']:9,.0f} MB "

@@ -136,9 +136,10 @@ class DataLayout:
         return (self.scratch_dir or self.data_dir) / "feast"
 
     @property
-    def duckdb_spill_dir(self) -> Path:
-        """Where DuckDB spills what exceeds its memory limit: node-local, like Feast's files."""
-        return (self.scratch_dir or self.data_dir) / "duckdb-spill"
+    def duckdb_spill_root(self) -> Path:
+        """Where a batch step's DuckDB spills what exceeds its memory limit (each connection into a
+        folder of its own, ``churn.storage.duckdb_connect``): node-local, like Feast's files."""
+        return self.scratch_dir or self.data_dir
 
     # --- model registry ---------------------------------------------------------------------------
     @property

@@ -169,7 +169,7 @@ class Settings:
     materialize_batch_rows: int = 100_000
     duckdb_memory_limit: str = ""
     """DuckDB's ``memory_limit`` for the batch steps (``8GB``, ``512MiB``); past it DuckDB spills
-    to the scratch folder's ``duckdb-spill`` instead of growing. Empty: DuckDB's own default, a share
+    into the node-local scratch folder instead of growing. Empty: DuckDB's own default, a share
     of the memory it sees (in a container, the container's limit), which leaves the step's Python
     side less room than a limit chosen for the pod."""
 
@@ -319,7 +319,7 @@ class Settings:
     def duckdb_config(self) -> dict[str, str]:
         """What every batch step's DuckDB connection is opened with: where it spills (node-local
         scratch, not the working directory, which a pod's read-only root refuses) and its memory."""
-        config = {"temp_directory": str(self.layout.duckdb_spill_dir)}
+        config = {"temp_directory": str(self.layout.duckdb_spill_root)}
         if self.duckdb_memory_limit:
             config["memory_limit"] = self.duckdb_memory_limit
         return config

@@ -14,6 +14,8 @@ group is published object by object, then made current by one small pointer obje
 
 from __future__ import annotations
 
+import os
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -67,14 +69,35 @@ def spark_uri(path: DataPath | str) -> str:
 
 def duckdb_connect(*roots: DataPath, config: Mapping[str, str] | None = None) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection that can read and write under ``roots`` (local or object storage),
-    opened with DuckDB ``config`` (a batch step's: ``Settings.duckdb_config``)."""
+    opened with DuckDB ``config`` (a batch step's: ``Settings.duckdb_config``).
+
+    DuckDB names its spill files alike in every instance, so two processes spilling into one
+    ``temp_directory`` would overwrite each other's: each connection spills into a folder of its
+    own under it (:func:`spill_folders`), which DuckDB creates only when it spills and removes on
+    close; a killed step's is a ``.tmp-`` leftover that housekeeping removes once stale."""
     import duckdb
 
-    con = duckdb.connect(config=dict(config or {}))
+    config = dict(config or {})
+    if "temp_directory" in config:
+        parent = Path(config["temp_directory"])
+        parent.mkdir(parents=True, exist_ok=True)  # DuckDB creates only the last folder
+        config["temp_directory"] = str(parent / f"{_spill_prefix()}{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    con = duckdb.connect(config=config)
     remote = [r for r in roots if is_remote(r)]
     if remote:
         enable_object_storage(con, remote[0])
     return con
+
+
+def _spill_prefix() -> str:
+    from churn.io import TMP_PREFIX  # churn.io builds on this module
+
+    return f"{TMP_PREFIX}duckdb-"
+
+
+def spill_folders(root: Path) -> list[Path]:
+    """The DuckDB spill folders of the connections :func:`duckdb_connect` opened over ``root``."""
+    return sorted(root.glob(f"{_spill_prefix()}*")) if root.is_dir() else []
 
 
 def enable_object_storage(con: Any, root: DataPath) -> None:

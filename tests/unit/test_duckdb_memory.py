@@ -14,9 +14,11 @@ from pathlib import Path
 import pytest
 
 from churn.errors import AggregationError, SettingsError
+from churn.io import TMP_PREFIX, clean_tmp
 from churn.layout import partition_dates, partition_dir
 from churn.schema import FEATURE_VIEWS
 from churn.settings import Settings
+from churn.storage import duckdb_connect, spill_folders
 from jobs.aggregate import DuckDBAggregation, build_features
 from tests.support.settings import make_settings
 from tests.support.sites import copy_site, view_rows
@@ -24,11 +26,11 @@ from tests.support.sites import copy_site, view_rows
 
 def test_spill_folder_is_node_local_scratch_and_limit_optional(tmp_path: Path) -> None:
     local = make_settings(tmp_path / "data")
-    assert local.duckdb_config == {"temp_directory": str(tmp_path / "data" / "duckdb-spill")}
+    assert local.duckdb_config == {"temp_directory": str(tmp_path / "data")}
     limited = make_settings(tmp_path / "data", duckdb_memory_limit="6GB", local_dir=str(tmp_path / "node"))
-    assert limited.duckdb_config == {"temp_directory": str(tmp_path / "node" / "duckdb-spill"), "memory_limit": "6GB"}
+    assert limited.duckdb_config == {"temp_directory": str(tmp_path / "node"), "memory_limit": "6GB"}
     remote = Settings.from_env(env={"CHURN_DATA_DIR": "s3://bucket/site"})
-    assert Path(remote.duckdb_config["temp_directory"]) == remote.scratch_dir / "duckdb-spill"
+    assert Path(remote.duckdb_config["temp_directory"]) == remote.scratch_dir
     assert not remote.duckdb_config["temp_directory"].startswith("s3")
 
 
@@ -43,16 +45,43 @@ def test_other_sizes_are_refused_when_settings_load(tmp_path: Path, value: str) 
         make_settings(tmp_path, duckdb_memory_limit=value)
 
 
-def test_the_aggregation_connection_gets_them(tmp_path: Path) -> None:
+def test_each_connection_spills_into_a_folder_of_its_own(tmp_path: Path) -> None:
+    """DuckDB names its spill files alike in every instance: a shared folder would mix two steps'
+    files. Each folder is a ``.tmp-`` one inside the data dir, which housekeeping removes once stale."""
     settings = make_settings(tmp_path / "data", duckdb_memory_limit="300MiB")
-    session = DuckDBAggregation(settings)
+    sessions = [DuckDBAggregation(settings) for _ in range(2)]
     try:
-        limit, spill = session.con.execute(
-            "SELECT current_setting('memory_limit'), current_setting('temp_directory')"
-        ).fetchone()
+        found = [
+            s.con.execute("SELECT current_setting('memory_limit'), current_setting('temp_directory')").fetchone()
+            for s in sessions
+        ]
     finally:
-        session.close()
-    assert limit == "300.0 MiB" and spill == str(settings.layout.duckdb_spill_dir)
+        for session in sessions:
+            session.close()
+    assert [limit for limit, _ in found] == ["300.0 MiB"] * 2
+    folders = [Path(spill) for _, spill in found]
+    assert folders[0] != folders[1]
+    for folder in folders:
+        assert folder.parent == settings.layout.duckdb_spill_root and folder.name.startswith(TMP_PREFIX)
+        assert folder.parent.is_dir()  # DuckDB creates the last folder only
+    assert spill_folders(settings.layout.duckdb_spill_root) == []  # created only when something spills
+    # what a killed step leaves (DuckDB removes its folder only on close) goes with housekeeping's sweep
+    folders[0].mkdir()
+    (folders[0] / "duckdb_temp_storage_DEFAULT-0.tmp").write_bytes(b"spilled")
+    assert clean_tmp(settings.data_dir) == 1 and not folders[0].exists()
+
+
+def test_a_spilling_connection_cleans_up_after_itself(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path / "data", duckdb_memory_limit="64MB")
+    con = duckdb_connect(settings.data_dir, config=settings.duckdb_config)
+    try:
+        con.execute("CREATE TEMP TABLE t AS SELECT range AS i, random() AS r FROM range(8000000)")
+        assert con.execute("SELECT count(*) FROM duckdb_temporary_files()").fetchone()[0] > 0
+        assert len(spill_folders(settings.layout.duckdb_spill_root)) == 1
+        assert con.execute("SELECT sum(i) FROM t").fetchone()[0] == 8000000 * 7999999 // 2
+    finally:
+        con.close()
+    assert spill_folders(settings.layout.duckdb_spill_root) == []
 
 
 def _without_newest(small_store: Settings, root: Path, **fields: str) -> tuple[Settings, list]:
@@ -69,7 +98,7 @@ def test_a_build_under_a_limit_writes_the_same_rows(small_store: Settings, tmp_p
     build_features(site)
     for view in FEATURE_VIEWS:
         assert view_rows(site, view, days).equals(view_rows(small_store, view, days)), view
-    assert not site.layout.duckdb_spill_dir.exists()  # DuckDB removes what it spilled
+    assert spill_folders(site.layout.duckdb_spill_root) == []  # DuckDB removes what it spilled
 
 
 def test_a_limit_too_small_even_to_spill_names_the_settings_and_publishes_nothing(
