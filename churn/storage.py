@@ -74,7 +74,8 @@ def duckdb_connect(*roots: DataPath, config: Mapping[str, str] | None = None) ->
     DuckDB names its spill files alike in every instance, so two processes spilling into one
     ``temp_directory`` would overwrite each other's: each connection spills into a folder of its
     own under it (:func:`spill_folders`), which DuckDB creates only when it spills and removes on
-    close; a killed step's is a ``.tmp-`` leftover that housekeeping removes once stale."""
+    close. A killed step's stays behind as a ``.tmp-`` leftover: housekeeping's sweep of the data
+    dir removes it once stale where the scratch is the data dir; a pod's scratch goes with the pod."""
     import duckdb
 
     config = dict(config or {})
