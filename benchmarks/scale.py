@@ -166,8 +166,8 @@ class SpillWatch(threading.Thread):
                 self.peak = max(self.peak, sum(_du(f) for f in spill_folders(self.root)))
 
 
-def run_step(name: str, args: list[str], env: dict[str, str], spill_dir: Path) -> dict[str, Any]:
-    watch = SpillWatch(spill_dir)
+def run_step(name: str, args: list[str], env: dict[str, str], spill_root: Path) -> dict[str, Any]:
+    watch = SpillWatch(spill_root)
     watch.start()
     t0 = time.perf_counter()
     proc = subprocess.Popen(CHURN + args, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)

@@ -111,9 +111,9 @@ def latest_partition_date(settings: Settings) -> dt.date | None:
 def read_latest(
     files: list[Path], batch_rows: int, end: dt.datetime, columns: list[str], config: Mapping[str, str] | None = None
 ) -> Iterator[pa.RecordBatch]:
-    """Latest row per user across ``files`` with ``event_timestamp <= end``, in record batches.
-    ``config`` (``Settings.duckdb_config``) says where to spill; the memory limit is the reader's own."""
-    con = duckdb_connect(*files[:1], config={**(config or {}), "memory_limit": READ_MEMORY_LIMIT})
+    """Latest row per user across ``files`` with ``event_timestamp <= end``, in record batches;
+    ``config`` as :func:`reader_config` makes it."""
+    con = duckdb_connect(*files[:1], config=config)
     try:
         con.execute("SET threads TO 2")
         con.execute("SET preserve_insertion_order = false")
@@ -248,6 +248,11 @@ def _plan_loads(
     return loads
 
 
+def reader_config(settings: Settings) -> dict[str, str]:
+    """The latest-row reader's DuckDB: the batch steps' spill folder, its own memory limit."""
+    return {**settings.duckdb_config, "memory_limit": READ_MEMORY_LIMIT}
+
+
 def _prepared_chunks(
     online: OnlineStore, load: ViewLoad, batch_rows: int, end: dt.datetime, config: Mapping[str, str]
 ) -> Iterator[tuple[int, Any]]:
@@ -332,7 +337,7 @@ def materialize(
                 end=midnight_utc(end_date),
                 full=full,
                 on_rows=on_rows,
-                config=settings.duckdb_config,
+                config=reader_config(settings),
             )
             for name, load in loads.items()
         }
