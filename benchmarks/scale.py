@@ -9,7 +9,9 @@ incremental materialization into Redis, batch scoring, drift. Per step: seconds,
 data directory's size and Redis's memory after it. Across sizes each step's growth exponent is the
 slope of log(seconds) over log(users); the projection to ``--project`` users multiplies the
 largest measured size by that growth and says which resource a step would run out of first
-(projected peak RSS over the machine's memory), or whether the loop fits ``--budget-min``.
+(projected peak RSS over the machine's memory), or whether the loop fits ``--budget-min``. A size
+whose untimed set-up fails ends the run there: the sizes before it keep their rows and projection,
+and the set-up's error says which resource ran out (disk, memory) or that none did.
 
     .venv/bin/python benchmarks/scale.py [--users 50000,100000,200000] [--days N] [--project 10000000]
         [--setup-chunk-days 3] [--setup-training-rows 200000]   # for sizes whose set-up would not fit
@@ -149,6 +151,23 @@ def prepare(data_dir: Path, users: int, days: int, redis_url: str) -> tuple[dt.d
     return day_date, files
 
 
+class SetupFailed(Exception):
+    """A size's untimed set-up did not finish: the sizes before it still stand, and what ran out is
+    read off the set-up's own error (the set-up is the first thing a size outgrows)."""
+
+    def __init__(self, users: int, returncode: int, stderr: str) -> None:
+        self.users, self.returncode, self.stderr = users, returncode, stderr
+        super().__init__(f"set-up of {users:,} users failed: {self.resource}")
+
+    @property
+    def resource(self) -> str:
+        if "No space left on device" in self.stderr:
+            return "disk ran out first (the data directory and DuckDB's spill share it)"
+        if self.returncode == -9 or "OutOfMemoryException" in self.stderr or "MemoryError" in self.stderr:
+            return "memory ran out first"
+        return "not a resource: the error follows"
+
+
 class SpillWatch(threading.Thread):
     """The largest size DuckDB's spill folders reach while a step runs (DuckDB deletes them after,
     so only sampling sees them): the disk a step needs beyond the data directory."""
@@ -201,7 +220,7 @@ def measure(
         cwd=ROOT, capture_output=True, text=True, check=False, env=setup_env,
     )  # fmt: skip
     if made.returncode:
-        raise SystemExit(f"set-up of {users:,} users failed:\n{made.stderr[-3000:]}")
+        raise SetupFailed(users, made.returncode, made.stderr)
     spec = json.loads(made.stdout.strip().splitlines()[-1])
     day, files = dt.date.fromisoformat(spec["day"]), {t: Path(f) for t, f in spec["files"].items()}
     setup_s = time.perf_counter() - t0
@@ -294,11 +313,19 @@ def main() -> None:
         return
     memory_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20
     work = Path(tempfile.mkdtemp(prefix="churn-bench-scale-"))
-    results = []
+    results, stopped = [], None
     try:
         for n in (int(u) for u in args.users.split(",")):
-            results.append(measure(n, days, work, args.redis_url, _setup_env(args, days), args.duckdb_memory_limit))
-            shutil.rmtree(work / f"users-{n}", ignore_errors=True)
+            try:
+                results.append(
+                    measure(n, days, work, args.redis_url, _setup_env(args, days), args.duckdb_memory_limit)
+                )
+            except SetupFailed as failed:
+                stopped = failed
+                print(f"  {n:>10,} set-up stopped: {failed.resource}\n{failed.stderr[-3000:]}", flush=True)
+                break
+            finally:
+                shutil.rmtree(work / f"users-{n}", ignore_errors=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     results.sort(key=lambda r: r["users"])  # the projection starts from the largest size
@@ -321,6 +348,8 @@ def main() -> None:
         print("\n".join(project(results, args.project, memory_mb, disk_mb, args.budget_min)))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=2, default=str))
+    if stopped is not None:
+        raise SystemExit(f"\nstopped at {stopped.users:,} users: {stopped.resource}")
 
 
 if __name__ == "__main__":
