@@ -55,7 +55,7 @@ PLANS: Final = ("free", "basic", "premium")
 
 # --- daily feature tables (one per feature view, features/<view>/date=YYYY-MM-DD/) --------------
 WINDOWS: Final = (7, 14, 30)
-"""Short windows of the ``engagement`` view (frames over the daily grid)."""
+"""Short windows of the ``engagement`` view (sums over the active days in the window)."""
 LONG_WINDOWS: Final = (90, 180, 365)
 """Long horizons of the ``history`` view: differences of running totals, never a scan of raw events."""
 HISTORY_METRICS: Final = ("activity", "active_days", "minutes", "completions", "spend")

@@ -41,7 +41,7 @@ from churn.storage import DataPath, duckdb_connect, read_schema
 
 SQL_DIR = Path(__file__).parent / "sql"
 MAX_WINDOW = max(*WINDOWS, STREAK_DAYS)
-"""Days of raw events before the first built date that the frames over the daily grid need."""
+"""Days of activity before a built date that its windows and streak sum up."""
 STREAK_PERIOD = STREAK_DAYS + 1
 """Bit positions of the streak mask: a frame of ``STREAK_DAYS`` days never wraps onto itself."""
 if 2 * STREAK_PERIOD > 63:
@@ -73,18 +73,22 @@ def _sql(name: str, **fmt: object) -> str:
     return (SQL_DIR / f"{name}.sql").read_text().format(**fmt)
 
 
-def _window_sql() -> tuple[str, str, str]:
-    """Window column expressions, window definitions and the final select list."""
-    cols, defs, select = [], [], []
-    source = {"active_days": "active", **{m: m for m in ENGAGEMENT_METRICS if m != "active_days"}}
+PAYMENT_WINDOW = 30
+"""Days of the ``payments`` view's window sums."""
+if PAYMENT_WINDOW not in WINDOWS:
+    raise ImportError(f"PAYMENT_WINDOW={PAYMENT_WINDOW} must be one of the short windows {WINDOWS}")
+
+
+def _window_sql() -> dict[str, str]:
+    """The generated parts of ``features.sql``: per-row window sums over the active days and the
+    payment days in the window, then the feature columns (zero where none)."""
+    source = {"active_days": "1", **{m: f"a.{m}" for m in ENGAGEMENT_METRICS if m != "active_days"}}
+    sums, payment_sums, cols, select = [], [], [], []
     for w in WINDOWS:
-        defs.append(
-            f"        w{w} AS (PARTITION BY user_id, island ORDER BY date "
-            f"ROWS BETWEEN {w - 1} PRECEDING AND CURRENT ROW)"
-        )
         for m in ENGAGEMENT_METRICS:
-            cast = "DOUBLE" if m == "minutes" else "BIGINT"
-            cols.append(f"           CAST(sum({source[m]}) OVER w{w} AS {cast}) AS {m}_{w}d")
+            cast = "DOUBLE" if m in FLOAT_METRICS else "BIGINT"
+            sums.append(f"           sum({source[m]}) FILTER (WHERE a.day >= k.date - {w}) AS {m}_{w}d")
+            cols.append(f"           CAST(coalesce(a.{m}_{w}d, 0) AS {cast}) AS {m}_{w}d")
             select.append(f"    {m}_{w}d,")
     for name, src, cast in [
         ("payments_succeeded", "n_succeeded", "BIGINT"),
@@ -93,8 +97,16 @@ def _window_sql() -> tuple[str, str, str]:
         ("amount_succeeded", "amt_succeeded", "DOUBLE"),
         ("amount_failed", "amt_failed", "DOUBLE"),
     ]:
-        cols.append(f"           CAST(sum({src}) OVER w30 AS {cast}) AS {name}_30d")
-    return ",\n".join(cols), ",\n".join(defs), "\n".join(select)
+        payment_sums.append(f"           sum(p.{src}) AS {name}_{PAYMENT_WINDOW}d")
+        cols.append(f"           CAST(coalesce(p.{name}_{PAYMENT_WINDOW}d, 0) AS {cast}) AS {name}_{PAYMENT_WINDOW}d")
+    return {
+        "activity_window_columns": ",\n".join(sums),
+        "payment_window_columns": ",\n".join(payment_sums),
+        "window_columns": ",\n".join(cols),
+        "select_columns": "\n".join(select),
+        "max_window": str(max(WINDOWS)),
+        "payment_window": str(PAYMENT_WINDOW),
+    }
 
 
 def days_since_sql(ts: str, date: str) -> str:
@@ -211,7 +223,6 @@ def _long_sql() -> dict[str, str]:
         "ratio_columns": "\n".join(ratios),
         "streak_lengths": _longest_run_sql("SELECT user_id, date, mask FROM streaks"),
         "streak_days": str(STREAK_DAYS),
-        "streak_frame": str(STREAK_DAYS - 1),
         "streak_period": str(STREAK_PERIOD),
         "days_since_last_failed_payment": days_since_sql("last_failed_ts", "date"),
     }
@@ -377,20 +388,17 @@ def _build_span(
         users = session.relation("users", [str(users_file)])
         session.run(
             _sql("scope_grid", users=users, scope_days=scope),
-            # The grid reaches back only as far as the longest window: the frames over it count rows,
-            # and recency is an ASOF lookup into the activity read (windows + scope), not a max over
-            # the grid. Reaching back to the events read instead made a daily build window three times
-            # as many rows as it writes.
-            {"grid_from": start - dt.timedelta(days=MAX_WINDOW), "end_date": end},
+            # The grid holds only the rows being written: windows and streaks sum the active days
+            # before a row, and recency is an ASOF lookup into the activity read (windows + scope).
+            # A grid reaching back over the longest window made a daily build handle every user in
+            # scope on each of those days, idle or not.
+            {"grid_from": start, "end_date": end},
         )
-        window_columns, window_defs, select_columns = _window_sql()
         session.run(
             _sql(
                 "features",
                 users=users,
-                window_columns=window_columns,
-                window_defs=window_defs,
-                select_columns=select_columns,
+                **_window_sql(),
                 days_since_last_activity=days_since_sql("la.last_event_ts", "w.date"),
                 days_since_last_login=days_since_sql("la.last_login_ts", "w.date"),
                 days_since_last_payment=days_since_sql("lp.last_payment_ts", "w.date"),
@@ -424,10 +432,7 @@ def _build_long_rows(session: AggregationSession, start: dt.date, carried: list[
     session.run(_sql("activity_ledger", **ledger), {"fresh_from": fresh_from})
     session.run(_sql("payment_ledger"))
     session.run(_sql("long_keys", activity_columns=", ".join(f"l.{m}" for m in ACTIVITY_METRICS)))
-    session.run(
-        _sql("long_features", **_long_sql()),
-        {"streak_from": start - dt.timedelta(days=STREAK_DAYS - 1)},
-    )
+    session.run(_sql("long_features", **_long_sql()))
 
 
 def publish_partitions(root: DataPath, view: str, written: DataPath) -> None:

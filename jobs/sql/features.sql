@@ -1,29 +1,37 @@
 -- Daily feature rows: partition date D summarises days [D - w, D - 1] (strictly before D).
--- The grid is dense within an activity island, so ROWS windows partitioned by island are exact
--- day windows (and much cheaper than RANGE frames).
+-- A window is a sum over the user's active days in it (an idle day adds nothing), so the work grows
+-- with the active days near the dates being built, not with every day of every user in scope.
+-- Only days of the row's own activity island count: islands are what scope_grid cuts, and a
+-- window never reaches into an earlier one.
 CREATE OR REPLACE TEMP TABLE feature_rows AS
-WITH joined AS (
-    SELECT g.user_id, g.island, g.date,
-           CASE WHEN a.user_id IS NULL THEN 0 ELSE 1 END AS active,
-           coalesce(a.logins, 0) AS logins, coalesce(a.minutes, 0) AS minutes,
-           coalesce(a.course_views, 0) AS course_views, coalesce(a.quiz_attempts, 0) AS quiz_attempts,
-           coalesce(a.completions, 0) AS completions,
-           coalesce(p.n_succeeded, 0) AS n_succeeded, coalesce(p.n_failed, 0) AS n_failed,
-           coalesce(p.n_refunded, 0) AS n_refunded, coalesce(p.amt_succeeded, 0) AS amt_succeeded,
-           coalesce(p.amt_failed, 0) AS amt_failed
-    FROM scope_grid g
-    LEFT JOIN daily_activity a ON a.user_id = g.user_id AND a.day = g.date - 1
-    LEFT JOIN daily_payments p ON p.user_id = g.user_id AND p.day = g.date - 1
+WITH out_keys AS (
+    SELECT user_id, date, island_from FROM scope_grid WHERE date >= $out_from::DATE
+),
+recent_activity AS (
+    SELECT * FROM daily_activity WHERE day >= $out_from::DATE - {max_window}
+),
+activity_windows AS (
+    SELECT k.user_id, k.date,
+{activity_window_columns}
+    FROM out_keys k
+    JOIN recent_activity a
+      ON a.user_id = k.user_id AND a.day >= k.date - {max_window} AND a.day < k.date AND a.day >= k.island_from
+    GROUP BY k.user_id, k.date
+),
+payment_windows AS (
+    SELECT k.user_id, k.date,
+{payment_window_columns}
+    FROM out_keys k
+    JOIN daily_payments p
+      ON p.user_id = k.user_id AND p.day >= k.date - {payment_window} AND p.day < k.date AND p.day >= k.island_from
+    GROUP BY k.user_id, k.date
 ),
 windowed AS (
-    SELECT user_id, date,
+    SELECT k.user_id, k.date,
 {window_columns}
-    FROM joined
-    WINDOW
-{window_defs}
-),
-out_keys AS (
-    SELECT user_id, date, island_from FROM scope_grid WHERE date >= $out_from::DATE
+    FROM out_keys k
+    LEFT JOIN activity_windows a ON a.user_id = k.user_id AND a.date = k.date
+    LEFT JOIN payment_windows p ON p.user_id = k.user_id AND p.date = k.date
 ),
 last_activity AS (
     -- latest activity and login strictly before the row date within the user's current island

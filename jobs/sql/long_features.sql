@@ -8,23 +8,16 @@
 -- Each part is its own table: a query with every part inlined is one plan, and Spark re-plans
 -- all of it after each of its many small stages.
 CREATE OR REPLACE TEMP TABLE streak_lengths AS
-WITH streak_bits AS (
-    -- the grid row of D carries day D - 1; each active day sets bit (epoch day mod {streak_period}),
-    -- and a frame of {streak_days} days sets at most {streak_days} neighbouring bits of the
-    -- {streak_period} (read circularly): a signed 64-bit mask, doubled, still has its top bit clear
-    SELECT g.user_id, g.date, date_diff('day', DATE '1970-01-01', g.date) AS day_number,
-           CASE WHEN a.user_id IS NULL THEN CAST(0 AS BIGINT)
-                ELSE CAST(1 AS BIGINT) << CAST((date_diff('day', DATE '1970-01-01', g.date) - 1) % {streak_period} AS INTEGER)
-                END AS bit
-    FROM scope_grid g
-    LEFT JOIN daily_activity a ON a.user_id = g.user_id AND a.day = g.date - 1
-    WHERE g.date >= $streak_from::DATE
-),
-streaks AS (
-    SELECT user_id, date,
-           CAST(bit_or(bit) OVER (PARTITION BY user_id ORDER BY day_number
-                                  RANGE BETWEEN {streak_frame} PRECEDING AND CURRENT ROW) AS BIGINT) AS mask
-    FROM streak_bits
+WITH streaks AS (
+    -- each active day d sets bit (epoch day of d mod {streak_period}); the {streak_days} days before
+    -- a row set at most {streak_days} neighbouring bits of the {streak_period} (read circularly): a
+    -- signed 64-bit mask, doubled, still has its top bit clear
+    SELECT k.user_id, k.date,
+           CAST(bit_or(CAST(1 AS BIGINT) << CAST(date_diff('day', DATE '1970-01-01', a.day) % {streak_period} AS INTEGER))
+                AS BIGINT) AS mask
+    FROM (SELECT user_id, date FROM feature_rows) k
+    JOIN daily_activity a ON a.user_id = k.user_id AND a.day >= k.date - {streak_days} AND a.day < k.date
+    GROUP BY k.user_id, k.date
 )
 -- longest run of set bits in the circular mask, by binary lifting over shifted copies
 SELECT user_id, date, longest_streak FROM ({streak_lengths});
