@@ -142,3 +142,63 @@ def test_incremental_build_matches_full_build(built, tmp_path):
         again.drop(columns="created").sort_index(), full.drop(columns="created").sort_index()
     )
     assert build_features(settings).start is None  # nothing new to build
+
+
+@pytest.fixture(scope="module")
+def returning(tmp_path_factory):
+    """u3 is active on Jan 2, away for longer than the scope (5 days), back on Jan 9."""
+    tmp = tmp_path_factory.mktemp("returning")
+    settings = make_settings(tmp / "data", scope_days=5)
+    frames = {
+        "users": pd.DataFrame(
+            {
+                "user_id": ["u3"],
+                "signup_ts": [ts("2026-01-01 10:00")],
+                "plan": ["basic"],
+                "country": ["IN"],
+                "acquisition_channel": ["organic"],
+                "device": ["mobile"],
+            }
+        ),
+        "events": pd.DataFrame(
+            {
+                "user_id": ["u3", "u3"],
+                "event_ts": [ts("2026-01-02 09:00"), ts("2026-01-09 09:00")],
+                "event_type": ["login", "login"],
+                "course_id": [None, None],
+                "minutes": [None, None],
+            }
+        ),
+        "payments": pd.DataFrame(
+            {
+                "user_id": ["u3", "u3"],
+                "payment_ts": [ts("2026-01-04 12:00"), ts("2026-01-09 12:00")],
+                "amount": [19.0, 19.0],
+                "status": ["succeeded", "succeeded"],
+                "plan": ["basic", "basic"],
+            }
+        ),
+    }
+    paths = {}
+    for name, df in frames.items():
+        paths[name] = tmp / f"{name}.parquet"
+        df.to_parquet(paths[name])
+    import_batch(settings, **paths, as_of=AS_OF)
+    build_features(settings)
+    return pd.concat(
+        [pd.read_parquet(settings.features_dir / v).set_index(["user_id", "event_timestamp"]) for v in FEATURE_VIEWS],
+        axis=1,
+    )
+
+
+def test_windows_of_a_returning_user_start_at_the_return(returning):
+    """Scope cuts a user's days into islands; a window counts only its row's island, even where
+    (scope shorter than the window) it reaches back into the one before."""
+    dates = returning.loc["u3"].index
+    assert ts("2026-01-08") not in dates  # Jan 2 + scope 5 days: out of scope until the return
+    r = row(returning, "u3", "2026-01-10")
+    assert r.logins_14d == 1 and r.active_days_30d == 1  # Jan 9 only, not Jan 2
+    assert r.payments_succeeded_30d == 1 and r.amount_succeeded_30d == 19.0  # Jan 9 only, not Jan 4
+    assert r.longest_streak_30d == 1
+    before = row(returning, "u3", "2026-01-05")  # the first island sees its own days
+    assert before.logins_14d == 1 and before.payments_succeeded_30d == 1
