@@ -16,6 +16,7 @@ and the set-up's error says which resource ran out (disk, memory) or that none d
     .venv/bin/python benchmarks/scale.py [--users 50000,100000,200000] [--days N] [--project 10000000]
         [--setup-chunk-days 3] [--setup-training-rows 200000]   # for sizes whose set-up would not fit
         [--duckdb-memory-limit 8GB]   # DuckDB spills past it instead of growing with the site
+        [--with-results earlier.json]   # sizes an earlier run measured, in the table and the fit
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import datetime as dt
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -163,8 +165,12 @@ class SetupFailed(Exception):
     def resource(self) -> str:
         if "No space left on device" in self.stderr:
             return "disk ran out first (the data directory and DuckDB's spill share it)"
-        if self.returncode == -9 or "OutOfMemoryException" in self.stderr or "MemoryError" in self.stderr:
+        if "OutOfMemoryException" in self.stderr or "MemoryError" in self.stderr:
             return "memory ran out first"
+        if self.returncode == -signal.SIGKILL:
+            return "memory ran out first, most likely (killed by SIGKILL, as the kernel's OOM killer does)"
+        if self.returncode < 0:
+            return f"not a resource: stopped by {signal.Signals(-self.returncode).name}"
         return "not a resource: the error follows"
 
 
@@ -304,6 +310,14 @@ def main() -> None:
     ap.add_argument("--project", type=int, default=10_000_000, help="users to project the measured growth to")
     ap.add_argument("--budget-min", type=float, default=15.0)
     ap.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "out" / "scale.json")
+    ap.add_argument(
+        "--with-results",
+        type=Path,
+        action="append",
+        default=[],
+        help="also tabulate and fit the sizes of an earlier run's --json (same machine and code: the set-up of "
+        "a large size can take longer than one sitting)",
+    )
     ap.add_argument("--prepare", type=Path, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     days = args.days or history_days()
@@ -328,6 +342,9 @@ def main() -> None:
                 shutil.rmtree(work / f"users-{n}", ignore_errors=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    measured = {r["users"] for r in results}
+    for earlier in args.with_results:
+        results += [r for r in json.loads(earlier.read_text()) if r["users"] not in measured]
     results.sort(key=lambda r: r["users"])  # the projection starts from the largest size
     print("\n| users | step | seconds | peak RSS MB | peak DuckDB spill MB | data dir MB | Redis MB |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
@@ -347,7 +364,7 @@ def main() -> None:
         print("| --- | --- | --- | --- | --- | --- | --- |")
         print("\n".join(project(results, args.project, memory_mb, disk_mb, args.budget_min)))
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(results, indent=2, default=str))
+    args.json.write_text(json.dumps(results, indent=2, default=str))  # earlier runs' sizes included
     if stopped is not None:
         raise SystemExit(f"\nstopped at {stopped.users:,} users: {stopped.resource}")
 
