@@ -250,9 +250,33 @@ def measure(
     return {"users": users, "days": days, "setup_s": setup_s, "duckdb_memory_limit": memory_limit, "steps": steps}
 
 
+_UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
+_UNITS |= {"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+
+
+def size_mb(text: str) -> float | None:
+    """MiB in a size as ``CHURN_DUCKDB_MEMORY_LIMIT`` takes it (DuckDB's units: KB = 1000 bytes,
+    KiB = 1024); ``None`` for no limit."""
+    if not text.strip():
+        return None
+    number = text.strip().rstrip("bBiIkKmMgGtT ")
+    return float(number) * _UNITS[text.strip()[len(number):].strip().upper()] / 2**20
+
+
 def project(
-    results: list[dict[str, Any]], target: int, memory_mb: float, disk_mb: float, budget_min: float
+    results: list[dict[str, Any]],
+    target: int,
+    memory_mb: float,
+    disk_mb: float,
+    budget_min: float,
+    duckdb_limit_mb: float | None = None,
 ) -> list[str]:
+    """Each step at ``target`` users from the largest size, and what it runs out of first.
+
+    ``disk_mb`` is the disk free with no site on it: the data directory (linear in users) and the
+    spill come out of it. With DuckDB capped (``duckdb_limit_mb``) what a step would need beyond
+    the cap spills instead of running out of memory.
+    """
     sizes = np.array([r["users"] for r in results], dtype=float)
     lines, total = [], 0.0
     for name in STEPS:
@@ -266,17 +290,26 @@ def project(
         t, m = secs[-1] * growth ** max(k, 1.0), rss[-1] * growth ** max(k_rss, 0.0)
         # What spills is what exceeds a fixed memory limit, so it grows faster than the users:
         # linear growth from the largest size is the least it will need.
-        spill = results[-1]["steps"][name].get("spill_mb", 0.0) * growth
+        largest = results[-1]["steps"][name]
+        spill = largest.get("spill_mb", 0.0) * growth
+        if duckdb_limit_mb is not None and m > duckdb_limit_mb:
+            spill = max(spill, m - duckdb_limit_mb)
+        disk = largest["data_mb"] * growth + spill
         total += t
-        if m > memory_mb:
+        if m > memory_mb and (duckdb_limit_mb is None or duckdb_limit_mb > memory_mb):
             limit = "memory runs out first"
-        elif spill > disk_mb:
-            limit = "disk runs out first (DuckDB's spill)"
+        elif disk > disk_mb:
+            limit = "disk runs out first (data directory + DuckDB's spill)"
+        elif m > memory_mb:
+            limit = "fits, spilling past DuckDB's limit"
         else:
             limit = "fits in memory and disk"
-        lines.append(f"| {name} | {k:.2f} | {k_rss:.2f} | {t:,.0f} s | {m:,.0f} MB | ≥ {spill:,.0f} MB | {limit} |")
+        lines.append(
+            f"| {name} | {k:.2f} | {k_rss:.2f} | {t:,.0f} s | {m:,.0f} MB | ≥ {spill:,.0f} MB "
+            f"| {disk:,.0f} MB | {limit} |"
+        )
     verdict = "fits" if total <= budget_min * 60 else "does not fit"
-    lines.append(f"| daily loop | | | {total / 60:,.1f} min | | | {verdict} in {budget_min:g} min |")
+    lines.append(f"| daily loop | | | {total / 60:,.1f} min | | | | {verdict} in {budget_min:g} min |")
     return lines
 
 
@@ -360,9 +393,13 @@ def main() -> None:
             f"\nprojected to {args.project:,} users ({memory_mb / 1024:.0f} GB memory, "
             f"{disk_mb / 1024:.0f} GB free disk here), from the largest size:"
         )
-        print("| step | time exponent | RSS exponent | time (exponent ≥ 1) | peak RSS | spill | |")
-        print("| --- | --- | --- | --- | --- | --- | --- |")
-        print("\n".join(project(results, args.project, memory_mb, disk_mb, args.budget_min)))
+        print(
+            "| step | time exponent | RSS exponent | time (exponent ≥ 1) | peak RSS (uncapped) | spill "
+            "| disk (data dir + spill) | |"
+        )
+        print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+        limit_mb = size_mb(args.duckdb_memory_limit)
+        print("\n".join(project(results, args.project, memory_mb, disk_mb, args.budget_min, limit_mb)))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=2, default=str))  # earlier runs' sizes included
     if stopped is not None:
