@@ -2,8 +2,8 @@
 -- (or signed up) within the previous scope_days days. Writing rows for idle users too is what
 -- makes windows and recency decay: a user idle since Monday must look idle on Friday.
 -- Activity islands (runs of activity with gaps <= scope) each cover the dates
--- (first day, last day + scope], clipped to the requested dates. Within an island the grid is
--- dense (one row per day), so windows over it can count rows instead of comparing dates.
+-- (first day, last day + scope], clipped to the requested dates; a row's island bounds what its
+-- windows sum (features.sql).
 CREATE OR REPLACE TEMP TABLE scope_grid AS
 WITH anchors AS (
     SELECT user_id, day FROM daily_activity
