@@ -9,7 +9,8 @@ incremental materialization into Redis, batch scoring, drift. Per step: seconds,
 data directory's size and Redis's memory after it. Across sizes each step's growth exponent is the
 slope of log(seconds) over log(users); the projection to ``--project`` users multiplies the
 largest measured size by that growth and says which resource a step would run out of first
-(projected peak RSS over the machine's memory), or whether the loop fits ``--budget-min``. A size
+(projected peak RSS over the machine's memory; with DuckDB capped, the free disk that the data
+directory and the spill share), or whether the loop fits ``--budget-min``. A size
 whose untimed set-up fails ends the run there: the sizes before it keep their rows and projection,
 and the set-up's error says which resource ran out (disk, memory) or that none did.
 
