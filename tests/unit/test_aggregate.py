@@ -57,19 +57,26 @@ def built(tmp_path_factory):
             "plan": ["basic", "basic"],
         }
     )
+    result = import_and_build(settings, tmp, {"users": users, "events": events, "payments": payments})
+    return settings, result, stored_features(settings)
+
+
+def import_and_build(settings, tmp, frames: dict[str, pd.DataFrame]):
+    """Import the frames as one batch (as of ``AS_OF``) and build every date."""
     paths = {}
-    for name, df in [("users", users), ("events", events), ("payments", payments)]:
+    for name, df in frames.items():
         paths[name] = tmp / f"{name}.parquet"
         df.to_parquet(paths[name])
-    import_batch(
-        settings, users=paths["users"], events=paths["events"], payments=paths["payments"], as_of=AS_OF
+    import_batch(settings, **paths, as_of=AS_OF)
+    return build_features(settings)
+
+
+def stored_features(settings) -> pd.DataFrame:
+    """Every view's stored rows side by side, indexed by user and row date."""
+    return pd.concat(
+        [pd.read_parquet(settings.features_dir / v).set_index(["user_id", "event_timestamp"]) for v in FEATURE_VIEWS],
+        axis=1,
     )
-    result = build_features(settings)
-    frames = {
-        v: pd.read_parquet(settings.features_dir / v).set_index(["user_id", "event_timestamp"])
-        for v in FEATURE_VIEWS
-    }
-    return settings, result, pd.concat(frames.values(), axis=1)
 
 
 def row(df, user, day):
@@ -131,13 +138,7 @@ def test_incremental_build_matches_full_build(built, tmp_path):
     # rebuild the last two dates only, into the same store: values must not change
     res = build_features(settings, start_date=dt.date(2026, 1, 10))
     assert res.dates == 2
-    again = pd.concat(
-        [
-            pd.read_parquet(settings.features_dir / v).set_index(["user_id", "event_timestamp"])
-            for v in FEATURE_VIEWS
-        ],
-        axis=1,
-    )
+    again = stored_features(settings)
     pd.testing.assert_frame_equal(
         again.drop(columns="created").sort_index(), full.drop(columns="created").sort_index()
     )
@@ -179,16 +180,8 @@ def returning(tmp_path_factory):
             }
         ),
     }
-    paths = {}
-    for name, df in frames.items():
-        paths[name] = tmp / f"{name}.parquet"
-        df.to_parquet(paths[name])
-    import_batch(settings, **paths, as_of=AS_OF)
-    build_features(settings)
-    return pd.concat(
-        [pd.read_parquet(settings.features_dir / v).set_index(["user_id", "event_timestamp"]) for v in FEATURE_VIEWS],
-        axis=1,
-    )
+    import_and_build(settings, tmp, frames)
+    return stored_features(settings)
 
 
 def test_windows_of_a_returning_user_start_at_the_return(returning):
