@@ -105,6 +105,7 @@ def _window_sql() -> dict[str, str]:
         "window_columns": ",\n".join(cols),
         "select_columns": "\n".join(select),
         "max_window": str(max(WINDOWS)),
+        "recent_days": str(MAX_WINDOW),
         "payment_window": str(PAYMENT_WINDOW),
     }
 

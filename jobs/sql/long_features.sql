@@ -16,7 +16,7 @@ WITH streaks AS (
            CAST(bit_or(CAST(1 AS BIGINT) << CAST(date_diff('day', DATE '1970-01-01', a.day) % {streak_period} AS INTEGER))
                 AS BIGINT) AS mask
     FROM (SELECT user_id, date FROM feature_rows) k
-    JOIN daily_activity a ON a.user_id = k.user_id AND a.day >= k.date - {streak_days} AND a.day < k.date
+    JOIN recent_activity a ON a.user_id = k.user_id AND a.day >= k.date - {streak_days} AND a.day < k.date
     GROUP BY k.user_id, k.date
 )
 -- longest run of set bits in the circular mask, by binary lifting over shifted copies
