@@ -145,7 +145,7 @@ def main() -> None:
     ap.add_argument("--users", type=int, default=1_000_000)
     ap.add_argument("--feast-users", type=int, default=100_000, help="subset for Feast's own path (0 = skip)")
     ap.add_argument("--stores", default="sqlite,redis")
-    ap.add_argument("--redis-url", default="redis://127.0.0.1:6379/14")
+    ap.add_argument("--redis-url", default="redis://127.0.0.1:6379/10")
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--path", choices=["ours", "feast", "feast-spark"], help=argparse.SUPPRESS)

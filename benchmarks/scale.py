@@ -340,7 +340,7 @@ def main() -> None:
         default="",
         help="CHURN_DUCKDB_MEMORY_LIMIT of set-up and steps (DuckDB spills past it; empty: DuckDB's default)",
     )
-    ap.add_argument("--redis-url", default="redis://127.0.0.1:6379/12")
+    ap.add_argument("--redis-url", default="redis://127.0.0.1:6379/9")
     ap.add_argument("--project", type=int, default=10_000_000, help="users to project the measured growth to")
     ap.add_argument("--budget-min", type=float, default=15.0)
     ap.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "out" / "scale.json")
