@@ -49,6 +49,9 @@ SETUP_KEYS = (
     "CHURN_DUCKDB_MEMORY_LIMIT",
 )
 STEPS = ("import", "aggregate", "materialize", "score", "drift")
+DUCKDB_STEPS = ("import", "aggregate")
+"""Steps whose working set DuckDB holds, so that ``CHURN_DUCKDB_MEMORY_LIMIT`` caps it: the others
+hold their rows in Python (pandas, LightGBM, the online writer), which no DuckDB setting bounds."""
 END = dt.date.today() - dt.timedelta(days=1)
 
 
@@ -276,7 +279,8 @@ def project(
 
     ``disk_mb`` is the disk free with no site on it: the data directory (linear in users) and the
     spill come out of it. With DuckDB capped (``duckdb_limit_mb``) what a step would need beyond
-    the cap spills instead of running out of memory.
+    the cap spills instead of running out of memory; only in the steps DuckDB holds
+    (``DUCKDB_STEPS``).
     """
     sizes = np.array([r["users"] for r in results], dtype=float)
     lines, total = [], 0.0
@@ -293,11 +297,12 @@ def project(
         # linear growth from the largest size is the least it will need.
         largest = results[-1]["steps"][name]
         spill = largest.get("spill_mb", 0.0) * growth
-        if duckdb_limit_mb is not None and m > duckdb_limit_mb:
-            spill = max(spill, m - duckdb_limit_mb)
+        cap = duckdb_limit_mb if name in DUCKDB_STEPS else None
+        if cap is not None and m > cap:
+            spill = max(spill, m - cap)
         disk = largest["data_mb"] * growth + spill
         total += t
-        if m > memory_mb and (duckdb_limit_mb is None or duckdb_limit_mb > memory_mb):
+        if m > memory_mb and (cap is None or cap > memory_mb):
             limit = "memory runs out first"
         elif disk > disk_mb:
             limit = "disk runs out first (data directory + DuckDB's spill)"

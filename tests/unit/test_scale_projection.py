@@ -45,6 +45,13 @@ def test_capped_the_excess_spills_and_the_disk_decides():
     assert _verdict(lines) == "fits, spilling past DuckDB's limit"
 
 
+def test_the_cap_spills_only_what_duckdb_holds():
+    # scoring's rows are pandas' and LightGBM's: past the machine's memory it runs out, cap or not
+    lines = scale.project(RESULTS, 10_000_000, memory_mb=24_000, disk_mb=200_000, budget_min=15, duckdb_limit_mb=10_000)
+    assert _verdict(lines, "score") == "memory runs out first"
+    assert "≥ 0 MB" in next(line for line in lines if line.startswith("| score |"))
+
+
 def test_small_sizes_fit_and_the_loop_is_timed_against_the_budget():
     lines = scale.project(RESULTS, 1_000_000, memory_mb=24_000, disk_mb=1e9, budget_min=15)
     assert _verdict(lines) == "fits in memory and disk"
