@@ -1,13 +1,13 @@
--- Daily feature rows: partition date D summarises days [D - w, D - 1] (strictly before D).
--- A window is a sum over the user's active days in it (an idle day adds nothing), so the work grows
--- with the active days near the dates being built, not with every day of every user in scope.
--- Only days of the row's own activity island count: islands are what scope_grid cuts, and a
--- window never reaches into an earlier one.
 -- The activity any window or streak of the rows being written can reach: the windows here and the
 -- streak (long_features.sql) join this, not every day read to find the scope and the islands.
 CREATE OR REPLACE TEMP TABLE recent_activity AS
 SELECT * FROM daily_activity WHERE day >= $out_from::DATE - {recent_days};
 
+-- Daily feature rows: partition date D summarises days [D - w, D - 1] (strictly before D).
+-- A window is a sum over the user's active days in it (an idle day adds nothing), so the work grows
+-- with the active days near the dates being built, not with every day of every user in scope.
+-- Only days of the row's own activity island count: islands are what scope_grid cuts, and a
+-- window never reaches into an earlier one.
 CREATE OR REPLACE TEMP TABLE feature_rows AS
 WITH out_keys AS (
     SELECT user_id, date, island_from FROM scope_grid WHERE date >= $out_from::DATE
