@@ -117,7 +117,7 @@ def read_latest(
     try:
         con.execute("SET threads TO 2")
         con.execute("SET preserve_insertion_order = false")
-        reader = con.sql(_latest_sql([str(f) for f in files], columns), params={"end": end}).to_arrow_reader(batch_rows)
+        reader = con.execute(_latest_sql([str(f) for f in files], columns), {"end": end}).to_arrow_reader(batch_rows)
         for batch in reader:
             if batch.num_rows:
                 yield batch

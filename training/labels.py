@@ -69,8 +69,8 @@ def active_users(settings: Settings, start: dt.date, end: dt.date) -> pa.Table:
     con = duckdb_connect(settings.data_dir, config=settings.duckdb_config)
     try:
         con.execute("SET enable_progress_bar = false")
-        return con.sql(
-            f"SELECT DISTINCT {ENTITY_KEY} FROM read_parquet($files, hive_partitioning=false)", params={"files": files}
+        return con.execute(
+            f"SELECT DISTINCT {ENTITY_KEY} FROM read_parquet($files, hive_partitioning=false)", {"files": files}
         ).to_arrow_table()
     except duckdb.Error as exc:
         raise DataError(f"cannot read raw events: {str(exc).splitlines()[0]}") from None
