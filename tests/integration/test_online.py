@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
+import uuid
 
 import pytest
 
@@ -126,6 +127,40 @@ def test_a_killed_pooled_connection_costs_one_reconnect_not_an_error(redis_env):
 
     assert asyncio.run(scenario()) == (True, True)
     assert reader.read(user).users[0].known and reader.ping()  # the blocking client too
+
+
+@pytest.mark.redis
+def test_a_bulk_write_reads_every_reply_and_raises_on_an_error_reply(redis_env):
+    """The bulk writer reads replies off the socket in bulk: every command of a pipelined write
+    runs and is answered (replies spanning several reads included), and an error reply among them
+    raises Redis's own message, not a miscount."""
+    import redis
+    from redis.exceptions import ResponseError
+
+    from feature_repo.feast_adapter import resp_bulk
+
+    prefix = f"churn-test:{uuid.uuid4().hex}"
+    admin = redis.Redis.from_url(redis_env.settings.redis_url, socket_timeout=5)
+    writer = online_store(redis_env.settings)
+
+    def hset(key: str, field: bytes) -> bytes:
+        return b"*4\r\n$4\r\nHSET\r\n" + resp_bulk(key.encode()) + resp_bulk(field) + resp_bulk(b"v")
+
+    try:
+        many = [hset(f"{prefix}:h", b"f%d" % i) for i in range(30_000)]  # replies longer than one read
+        writer.pipeline_commands = len(many)
+        writer.send(many)
+        assert admin.hlen(f"{prefix}:h") == len(many)
+        admin.set(f"{prefix}:s", "a string, not a hash")
+        writer.pipeline_commands = 3
+        with pytest.raises(ResponseError, match="WRONGTYPE"):
+            writer.send([hset(f"{prefix}:h2", b"a"), hset(f"{prefix}:s", b"b"), hset(f"{prefix}:h2", b"c")])
+        assert admin.hkeys(f"{prefix}:h2") == [b"a", b"c"]  # the commands around the error ran
+        writer.send([hset(f"{prefix}:h2", b"d")])  # and the writer still writes
+        assert admin.hlen(f"{prefix}:h2") == 3
+    finally:
+        admin.delete(f"{prefix}:h", f"{prefix}:h2", f"{prefix}:s")
+        writer.close()
 
 
 @pytest.mark.redis
