@@ -29,7 +29,7 @@ def spark_statements(sql: str, params: Mapping[str, object] | None = None) -> li
         if not isinstance(statement, exp.Create) or statement.args.get("kind") != "TABLE":
             raise AggregationError(f"only CREATE TABLE … AS SELECT translates to Spark: {statement.sql()[:80]}")
         query = bind_parameters(statement.expression, params or {})
-        query = rewrite_asof_joins(query)
+        query = rewrite_asof_joins(name_known_functions(query))
         try:
             text = query.sql(dialect="spark", unsupported_level=ErrorLevel.RAISE)
         except sqlglot.errors.UnsupportedError as e:
@@ -60,6 +60,22 @@ def _literal(value: object) -> exp.Expression:
     if isinstance(value, dt.date):
         return exp.cast(exp.Literal.string(value.isoformat()), exp.DataType.build("DATE"))
     raise AggregationError(f"no SQL literal for {value!r}: the aggregation's parameters are dates and times")
+
+
+_DUCKDB_FUNCTIONS: dict[str, type[exp.Func]] = {"EPOCH_US": exp.UnixMicros}
+"""DuckDB functions sqlglot parses as unknown ones, and the expressions it writes in Spark."""
+
+
+def name_known_functions(query: exp.Expression) -> exp.Expression:
+    """Calls of the functions in ``_DUCKDB_FUNCTIONS`` as sqlglot's own expressions (``epoch_us``
+    would otherwise reach Spark under DuckDB's name)."""
+
+    def known(node: exp.Expression) -> exp.Expression:
+        if isinstance(node, exp.Anonymous) and str(node.this).upper() in _DUCKDB_FUNCTIONS:
+            return _DUCKDB_FUNCTIONS[str(node.this).upper()](this=node.expressions[0])
+        return node
+
+    return query.transform(known)
 
 
 def rewrite_asof_joins(query: exp.Expression) -> exp.Expression:
@@ -156,4 +172,4 @@ def _duck(node: exp.Expression) -> str:
     return node.sql(dialect="duckdb")
 
 
-__all__ = ["bind_parameters", "rewrite_asof_joins", "spark_statements"]
+__all__ = ["bind_parameters", "name_known_functions", "rewrite_asof_joins", "spark_statements"]

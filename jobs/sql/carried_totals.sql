@@ -5,7 +5,7 @@
 CREATE OR REPLACE TEMP TABLE carried_totals AS
 SELECT
     user_id,
-    CAST(event_timestamp AS DATE) - 1                  AS day,
+    {row_day} - 1 AS day,
 {carried_columns}
 FROM {history}
 WHERE days_since_last_active_day = 1;

@@ -7,7 +7,7 @@
 CREATE OR REPLACE TEMP TABLE daily_activity AS
 SELECT
     user_id,
-    CAST(event_ts AS DATE)                                  AS day,
+    {event_day} AS day,
     count(*)                                                AS activity,
     count(*) FILTER (WHERE event_type = 'login')            AS logins,
     coalesce(sum(TRY_CAST(minutes AS DECIMAL(38, 6))), 0)   AS minutes,

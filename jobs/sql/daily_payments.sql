@@ -3,7 +3,7 @@
 CREATE OR REPLACE TEMP TABLE daily_payments AS
 SELECT
     user_id,
-    CAST(payment_ts AS DATE)                                      AS day,
+    {payment_day} AS day,
     count(*) FILTER (WHERE status = 'succeeded')                  AS n_succeeded,
     count(*) FILTER (WHERE status = 'failed')                     AS n_failed,
     count(*) FILTER (WHERE status = 'refunded')                   AS n_refunded,

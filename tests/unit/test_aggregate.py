@@ -195,3 +195,27 @@ def test_windows_of_a_returning_user_start_at_the_return(returning):
     assert r.longest_streak_30d == 1
     before = row(returning, "u3", "2026-01-05")  # the first island sees its own days
     assert before.logins_14d == 1 and before.payments_succeeded_30d == 1
+
+
+@pytest.mark.parametrize(
+    "stamp",
+    [
+        "1970-01-01 00:00:00+00",
+        "2026-02-28 23:59:59.999999+00",
+        "2026-03-01 00:00:00+00",
+        "2028-02-29 12:00:00+00",
+        "2026-06-30 23:30:00-02",  # the next day in UTC
+        "2026-07-01 00:30:00+05",  # the day before in UTC
+    ],
+)
+def test_the_day_of_a_timestamp_is_its_utc_date(stamp: str) -> None:
+    import duckdb
+
+    from jobs.aggregate import day_sql
+
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    got, want = con.execute(
+        f"SELECT {day_sql('t')}, CAST(t AS DATE) FROM (SELECT TIMESTAMPTZ '{stamp}' AS t)"
+    ).fetchone()
+    assert got == want
