@@ -22,7 +22,7 @@ from typing import Protocol
 
 from churn.errors import AggregationError
 from churn.io import replace_dirs, staging_dir
-from churn.layout import parse_partition, partition_dates, partition_files
+from churn.layout import day_sql, parse_partition, partition_dates, partition_files
 from churn.schema import (
     ENGAGEMENT_METRICS,
     FEATURE_SERVICES,
@@ -108,20 +108,6 @@ def _window_sql() -> dict[str, str]:
         "recent_days": str(MAX_WINDOW),
         "payment_window": str(PAYMENT_WINDOW),
     }
-
-
-MICROS_PER_DAY = 86_400_000_000
-
-
-def day_sql(ts: str) -> str:
-    """The UTC date of TIMESTAMPTZ ``ts``, from its epoch microseconds.
-
-    ``CAST(ts AS DATE)`` goes through ICU's calendar for every row: on a build's tens of millions
-    of events it was the slowest part of reading them. Epoch arithmetic gives the same date in UTC
-    (the session's and the import's time zone), and Spark runs it too (``jobs.spark_sql`` maps
-    ``epoch_us`` to ``unix_micros``).
-    """
-    return f"CAST(DATE '1970-01-01' + CAST(epoch_us({ts}) // {MICROS_PER_DAY} AS INTEGER) AS DATE)"
 
 
 def days_since_sql(ts: str, date: str) -> str:

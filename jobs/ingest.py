@@ -20,7 +20,7 @@ import duckdb
 
 from churn import errors
 from churn.io import atomic_dir, replace_dir, replace_dirs, staging_dir, write_json_atomic
-from churn.layout import PARTITION_KEY, partition_dates, partition_dir
+from churn.layout import PARTITION_KEY, day_sql, partition_dates, partition_dir
 from churn.schema import GENERIC_EVENT_TYPE, RAW_SCHEMAS, RAW_TIME_COLUMN
 from churn.settings import Settings
 from churn.storage import DataPath, duckdb_connect
@@ -399,12 +399,12 @@ def _merge_partitions(con: duckdb.DuckDBPyConnection, src: Path, root: DataPath,
     first, last = con.execute(f"SELECT min({ts}), max({ts}) FROM read_parquet('{src}')").fetchone()
     if first is None:
         return
-    dated = f"*, CAST({ts} AS DATE) AS {PARTITION_KEY}"
+    dated = f"*, {day_sql(ts)} AS {PARTITION_KEY}"
     rows = f"SELECT {dated} FROM read_parquet('{src}')"
     # The duplicates gate left the batch free of repeated rows; only rows already stored can repeat.
     stored = [d for d in partition_dates(root) if first.date() <= d <= last.date()]  # one listing
     if stored:  # which of those days the batch really touches (a scan, needed only here)
-        days = {r[0] for r in con.execute(f"SELECT DISTINCT CAST({ts} AS DATE) FROM read_parquet('{src}')").fetchall()}
+        days = {r[0] for r in con.execute(f"SELECT DISTINCT {day_sql(ts)} FROM read_parquet('{src}')").fetchall()}
         stored = [d for d in stored if d in days]
     if stored:
         globs = ", ".join("'" + f"{partition_dir(root, d)}/*.parquet".replace("'", "''") + "'" for d in stored)

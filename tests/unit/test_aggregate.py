@@ -211,7 +211,7 @@ def test_windows_of_a_returning_user_start_at_the_return(returning):
 def test_the_day_of_a_timestamp_is_its_utc_date(stamp: str) -> None:
     import duckdb
 
-    from jobs.aggregate import day_sql
+    from churn.layout import day_sql
 
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")

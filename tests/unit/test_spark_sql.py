@@ -93,7 +93,7 @@ def test_statements_become_spark_selects_with_literal_parameters() -> None:
 
 
 def test_duckdb_functions_sqlglot_does_not_know_reach_spark_under_spark_names() -> None:
-    from jobs.aggregate import day_sql
+    from churn.layout import day_sql
 
     [(_, text)] = spark_statements(f"CREATE OR REPLACE TEMP TABLE d AS SELECT {day_sql('event_ts')} AS day FROM e")
     assert "UNIX_MICROS(event_ts)" in text and "EPOCH_US" not in text.upper()
