@@ -279,11 +279,17 @@ def read_line_replies(sock: socket.socket, n: int) -> None:
     """
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import ResponseError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
 
     buf = bytearray()
     seen = 0
     while seen < n:
-        data = sock.recv(1 << 16)
+        try:
+            data = sock.recv(1 << 16)
+        except TimeoutError as exc:  # redis-py's own errors, as its reply reader raised them
+            raise RedisTimeoutError("Timeout reading from Redis during a bulk write") from exc
+        except OSError as exc:
+            raise RedisConnectionError(f"Error reading from Redis during a bulk write: {exc}") from exc
         if not data:
             raise RedisConnectionError("Redis closed the connection during a bulk write")
         seen += data.count(b"\n")
