@@ -2,7 +2,7 @@
 
 DuckDB's relation API (``con.sql(query, params=...)``) runs a parameterized query many times
 slower than ``con.execute(query, params)`` (duckdb/duckdb-python#238, closed as won't fix; DuckDB's
-docs now warn against it). It made the online load's latest-row read most of materialization's
+docs now warn against it). It made the online load's latest-row read half of materialization's
 time, so no module may use it.
 """
 
